@@ -1,0 +1,104 @@
+// `mqtt-guard start|check-config|--help`. Flags override MQTT_GUARD_* variables, which
+// override the config file, which overrides the defaults.
+
+import { parseArgs } from 'node:util'
+import { envOverrides, loadConfig, type GuardConfig, type Overrides } from './config.js'
+import { isGuardError } from './errors.js'
+import { createLogger } from './log.js'
+import { GuardServer } from './server.js'
+import { loadDefinition, validateOptions } from './plugin-loader.js'
+
+const USAGE = `Usage: mqtt-guard <command> [options]
+
+Commands:
+  start                 run the proxy
+  check-config FILE     validate a config file (and its plugins' options) and exit
+
+Options for start:
+  --config FILE         YAML config (env MQTT_GUARD_CONFIG)
+  --listen HOST:PORT    listener(s), comma-separated (env MQTT_GUARD_LISTEN; default 127.0.0.1:1884)
+  --upstream URL        embedded | mqtt://HOST:PORT | mqtts://HOST:PORT (env MQTT_GUARD_UPSTREAM)
+  --redis URL           redis://HOST:PORT for shared state (env MQTT_GUARD_REDIS)
+  --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env MQTT_GUARD_LOG_LEVEL)
+  -h, --help            this text
+`
+
+const START_OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string' },
+  upstream: { type: 'string' },
+  redis: { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' }
+} as const
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  try {
+    switch (command) {
+      case 'start': return await start(rest)
+      case 'check-config': return await checkConfig(rest)
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE)
+        return command === undefined ? 1 : 0
+      default:
+        process.stderr.write(`mqtt-guard: unknown command "${command}"\n\n${USAGE}`)
+        return 2
+    }
+  } catch (err) {
+    process.stderr.write(`mqtt-guard: ${isGuardError(err) ? `${err.message} (${err.code})` : (err as Error).message}\n`)
+    return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? 78 : 1
+  }
+}
+
+function parse (args: string[]): { flags: Overrides, help: boolean, positionals: string[] } {
+  const { values, positionals } = parseArgs({ args, options: START_OPTIONS, allowPositionals: true, strict: true })
+  return {
+    help: values.help === true,
+    positionals,
+    flags: { config: values.config, listen: values.listen, upstream: values.upstream, redis: values.redis, logLevel: values['log-level'] }
+  }
+}
+
+/** Loads plugins' definitions so their options are validated before anything listens. */
+async function validatePlugins (config: GuardConfig): Promise<void> {
+  for (const entry of config.plugins) validateOptions(await loadDefinition(entry, config.configDir), entry)
+}
+
+async function start (args: string[]): Promise<number> {
+  const { flags, help } = parse(args)
+  if (help) { process.stdout.write(USAGE); return 0 }
+  const config = loadConfig(flags, envOverrides(process.env))
+  await validatePlugins(config)
+  const log = createLogger(config.log.level)
+  const server = await GuardServer.start(config, { log })
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: NodeJS.Signals): void => {
+      log.info({ signal }, 'shutting down')
+      // A second signal while draining means "now".
+      process.once(signal, () => { process.exit(1) })
+      server.stop().then(resolve, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve() })
+    }
+    process.once('SIGTERM', shutdown)
+    process.once('SIGINT', shutdown)
+  })
+  log.flush()
+  return 0
+}
+
+async function checkConfig (args: string[]): Promise<number> {
+  const { positionals, help, flags } = parse(args)
+  if (help) { process.stdout.write('Usage: mqtt-guard check-config FILE\n'); return 0 }
+  const file = positionals[0] ?? flags.config
+  if (file === undefined) {
+    process.stderr.write('Usage: mqtt-guard check-config FILE\n')
+    return 2
+  }
+  const config = loadConfig({ config: file })
+  await validatePlugins(config)
+  process.stdout.write(`${file}: ok (listen ${config.listen.map((l) => `${l.host}:${l.port}`).join(', ')}; upstream ${config.upstream.kind === 'embedded' ? 'embedded' : config.upstream.url}; plugins ${config.plugins.map((p) => p.name ?? p.module).join(', ') || 'none'})\n`)
+  return 0
+}

@@ -1,0 +1,214 @@
+// Configuration: defaults < YAML file < MQTT_GUARD_* environment < command-line flags.
+// Validated once at start; every error names the key and what is wrong, and the process exits
+// before it listens. Relative paths resolve against the config file's folder.
+
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import { configError, type GuardError } from './errors.js'
+
+export interface ListenSpec { host: string, port: number, url: string }
+
+export interface TlsFiles { ca?: string, cert?: string, key?: string, rejectUnauthorized: boolean, servername?: string }
+
+export type UpstreamSpec =
+  | { kind: 'embedded' }
+  | { kind: 'mqtt', url: string, host: string, port: number, tls: TlsFiles | undefined }
+
+export interface PluginEntry {
+  /** `plugins[i]`, for error messages. */
+  key: string
+  /** Folder under plugins/ (name) or a path/package (module). */
+  name: string | undefined
+  module: string | undefined
+  options: Record<string, unknown>
+}
+
+export interface GuardConfig {
+  configFile: string | undefined
+  configDir: string
+  listen: ListenSpec[]
+  upstream: UpstreamSpec
+  redis: { url: string, keyPrefix: string } | undefined
+  limits: { maxPacketSize: number, connectTimeoutMs: number, maxConnections: number, maxQueuedPackets: number }
+  log: { level: string }
+  allowAnonymous: boolean
+  plugins: PluginEntry[]
+}
+
+/** Values given on the command line or in the environment; each overrides the file. */
+export interface Overrides {
+  config?: string | undefined
+  listen?: string | undefined
+  upstream?: string | undefined
+  redis?: string | undefined
+  logLevel?: string | undefined
+}
+
+export const DEFAULTS = {
+  listen: '127.0.0.1:1884',
+  upstream: 'embedded',
+  limits: { maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000 },
+  log: { level: 'info' }
+} as const
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+const tlsOptions = {
+  ca: z.string().optional(),
+  cert: z.string().optional(),
+  key: z.string().optional(),
+  rejectUnauthorized: z.boolean().default(true),
+  servername: z.string().optional()
+}
+
+const fileSchema = z.object({
+  listen: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+  upstream: z.union([z.string(), z.object({ url: z.string(), ...tlsOptions }).strict()]).optional(),
+  redis: z.union([z.string(), z.object({ url: z.string(), keyPrefix: z.string().optional() }).strict()]).optional(),
+  limits: z.object({
+    maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),
+    connectTimeoutMs: z.number().int().min(100).optional(),
+    maxConnections: z.number().int().min(1).optional(),
+    maxQueuedPackets: z.number().int().min(1).optional()
+  }).strict().optional(),
+  log: z.object({ level: z.enum(LOG_LEVELS).optional() }).strict().optional(),
+  allowAnonymous: z.boolean().optional(),
+  plugins: z.array(z.looseObject({ name: z.string().optional(), module: z.string().optional() })).optional()
+}).strict()
+
+/** `plugins[1].policy: Invalid option: expected one of ...` from zod's first issue. */
+export function zodToConfigError (error: z.ZodError, prefix: string): GuardError {
+  const issue = error.issues[0]
+  if (issue === undefined) return configError(prefix, 'invalid')
+  let key = prefix
+  for (const part of issue.path) key += typeof part === 'number' ? `[${part}]` : (key === '' ? String(part) : `.${String(part)}`)
+  if (issue.code === 'unrecognized_keys') {
+    return configError(key, `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`)
+  }
+  return configError(key, issue.message)
+}
+
+export function parseHostPort (value: string, key: string): { host: string, port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value)
+  if (match === null) throw configError(key, `expected HOST:PORT, got "${value}"`)
+  const port = Number(match[3])
+  if (port > 65535) throw configError(key, `port ${port} out of range`)
+  const host = match[1] ?? match[2] ?? ''
+  return { host: host === '' ? '0.0.0.0' : host, port }
+}
+
+function parseListen (raw: string | string[], key: string): ListenSpec[] {
+  const entries = Array.isArray(raw) ? raw : raw.split(',').map((s) => s.trim())
+  return entries.map((entry, i) => {
+    const k = Array.isArray(raw) ? `${key}[${i}]` : key
+    const stripped = entry.startsWith('mqtt://') ? entry.slice('mqtt://'.length) : entry
+    const { host, port } = parseHostPort(stripped, k)
+    return { host, port, url: `mqtt://${host.includes(':') ? `[${host}]` : host}:${port}` }
+  })
+}
+
+function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: string): UpstreamSpec {
+  const spec = typeof raw === 'object' ? raw : { url: raw ?? DEFAULTS.upstream, rejectUnauthorized: true }
+  if (spec.url === 'embedded') return { kind: 'embedded' }
+  let url: URL
+  try {
+    url = new URL(spec.url)
+  } catch {
+    throw configError('upstream', `expected "embedded", mqtt://HOST:PORT or mqtts://HOST:PORT, got "${spec.url}"`)
+  }
+  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') {
+    throw configError('upstream', `unsupported scheme "${url.protocol}": expected mqtt: or mqtts:`)
+  }
+  const secure = url.protocol === 'mqtts:'
+  const resolve = (file: string | undefined): string | undefined => file === undefined ? undefined : path.resolve(configDir, file)
+  const tls = secure
+    ? { ca: resolve(spec.ca), cert: resolve(spec.cert), key: resolve(spec.key), rejectUnauthorized: spec.rejectUnauthorized, servername: spec.servername }
+    : undefined
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls }
+}
+
+function parseRedis (raw: z.infer<typeof fileSchema>['redis']): GuardConfig['redis'] {
+  if (raw === undefined || raw === '') return undefined
+  const spec = typeof raw === 'string' ? { url: raw } : raw
+  if (!/^rediss?:\/\//.test(spec.url)) throw configError('redis', `expected redis://HOST:PORT or rediss://..., got "${spec.url}"`)
+  return { url: spec.url, keyPrefix: spec.keyPrefix ?? 'mqtt-guard:' }
+}
+
+function readFile (file: string): unknown {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw configError('', `cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+  }
+  try {
+    return parseYaml(text) ?? {}
+  } catch (err) {
+    throw configError('', `config file ${file} is not valid YAML: ${(err as Error).message}`)
+  }
+}
+
+export function envOverrides (env: NodeJS.ProcessEnv): Overrides {
+  return {
+    config: env.MQTT_GUARD_CONFIG,
+    listen: env.MQTT_GUARD_LISTEN,
+    upstream: env.MQTT_GUARD_UPSTREAM,
+    redis: env.MQTT_GUARD_REDIS,
+    logLevel: env.MQTT_GUARD_LOG_LEVEL
+  }
+}
+
+/** Loads and validates. `flags` override `env`, which override the file. */
+export function loadConfig (flags: Overrides, env: Overrides = {}): GuardConfig {
+  const configFile = flags.config ?? env.config
+  const raw = configFile === undefined ? {} : readFile(configFile)
+  return buildConfig(raw, { ...dropUndefined(env), ...dropUndefined(flags) }, configFile)
+}
+
+function dropUndefined (o: Overrides): Overrides {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== ''))
+}
+
+export function buildConfig (raw: unknown, overrides: Overrides, configFile?: string): GuardConfig {
+  const parsed = fileSchema.safeParse(raw)
+  if (!parsed.success) throw zodToConfigError(parsed.error, '')
+  const file = parsed.data
+  const configDir = configFile === undefined ? process.cwd() : path.dirname(path.resolve(configFile))
+  const level = overrides.logLevel ?? file.log?.level ?? DEFAULTS.log.level
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw configError('log.level', `expected one of ${LOG_LEVELS.join(', ')}`)
+  const config: GuardConfig = {
+    configFile,
+    configDir,
+    listen: parseListen(overrides.listen ?? file.listen ?? DEFAULTS.listen, 'listen'),
+    upstream: parseUpstream(overrides.upstream ?? file.upstream, configDir),
+    redis: parseRedis(overrides.redis ?? file.redis),
+    limits: { ...DEFAULTS.limits, ...file.limits },
+    log: { level },
+    allowAnonymous: file.allowAnonymous ?? false,
+    plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`))
+  }
+  checkExposure(config)
+  return config
+}
+
+function pluginEntry (entry: Record<string, unknown>, key: string): PluginEntry {
+  const { name, module, ...options } = entry as { name?: string, module?: string }
+  if ((name === undefined) === (module === undefined)) throw configError(key, 'give exactly one of "name" (a folder under plugins/) or "module" (a path or package)')
+  if (name !== undefined && !/^[a-z][a-z0-9-]*$/.test(name)) throw configError(`${key}.name`, `"${name}" is not a plugin folder name`)
+  return { key, name, module, options }
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/
+
+/** A listener others can reach must not be an open door by accident. */
+function checkExposure (config: GuardConfig): void {
+  const hasAuth = config.plugins.some((p) => p.name === 'auth' || p.name === 'aedes-hooks')
+  if (hasAuth || config.allowAnonymous) return
+  const exposed = config.listen.find((l) => !LOOPBACK.test(l.host))
+  if (exposed !== undefined) {
+    throw configError('listen', `${exposed.host}:${exposed.port} is not a loopback address and no auth plugin is configured; add the auth plugin or set allowAnonymous: true`)
+  }
+}

@@ -1,0 +1,387 @@
+// One client connection and its own upstream connection to the broker.
+// States: awaiting-connect → admitting (plugins' connect hooks) → dialing (upstream CONNECT,
+// waiting for CONNACK; client packets queue, bounded) → relaying → closed.
+// Each direction is a Lane: frames run through the plugin chain in order, and are forwarded as
+// their original bytes unless a plugin changed them.
+
+import { randomBytes } from 'node:crypto'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { IConnackPacket, IConnectPacket, Packet } from 'mqtt-packet'
+import { Codec, FRAME_TYPE, frameType, type ProtocolVersion } from './codec.js'
+import { Framer } from './framer.js'
+import { isGuardError, type ErrorCode } from './errors.js'
+import { Lane, Valve, HOLD } from './lane.js'
+import { TopicAliases } from './topic-alias.js'
+import { connackFor, reasonFor, rejectionFor } from './answers.js'
+import type { PluginHost, Outcome } from './plugin-host.js'
+import type { CloseInfo, ConnectionInfo, Direction } from './plugin-api.js'
+import type { Upstream } from './upstream.js'
+import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from './connect-peek.js'
+
+export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'closed'
+
+export interface ConnectionDeps {
+  readonly host: PluginHost
+  readonly upstream: Upstream
+  readonly limits: { maxPacketSize: number, connectTimeoutMs: number, maxQueuedPackets: number }
+  readonly log: Logger
+  readonly listener: string
+  readonly onClosed: (conn: Connection, info: CloseInfo) => void
+  /** Set when the proxy must refuse this connection once it has read its CONNECT. */
+  readonly refuse?: ErrorCode | undefined
+}
+
+/** Time given to sockets to flush on close before they are destroyed. */
+const CLOSE_GRACE_MS = 2000
+
+export class Connection implements ConnectionInfo {
+  readonly id = randomBytes(6).toString('hex')
+  readonly openedAt = Date.now()
+  readonly address: string
+  readonly port: number
+  readonly listener: string
+  clientId = ''
+  username: string | undefined
+  protocolVersion: ProtocolVersion = 4
+  log: Logger
+  private readonly baseLog: Logger
+  state: ConnectionState = 'awaiting-connect'
+  bytesIn = 0
+  bytesOut = 0
+
+  private broker: Duplex | null = null
+  private inCodec: Codec | null = null
+  private outCodec: Codec | null = null
+  private readonly clientValve: Valve
+  private brokerValve: Valve | null = null
+  private readonly inLane: Lane
+  private outLane: Lane | null = null
+  private early: Buffer[] = []
+  private timer: NodeJS.Timeout | null = null
+  private connackSent = false
+  private clientSentDisconnect = false
+  private inAliases: TopicAliases | null = null
+  private outAliases: TopicAliases | null = null
+  private brokerFull = false
+  private clientFull = false
+
+  constructor (private readonly client: Duplex, remote: { address: string, port: number }, private readonly deps: ConnectionDeps) {
+    this.address = remote.address
+    this.port = remote.port
+    this.listener = deps.listener
+    this.baseLog = deps.log.child({ conn: this.id })
+    this.log = this.baseLog
+    this.clientValve = new Valve(client)
+    this.inLane = new Lane((f) => this.fromClient(f), (e) => { this.failed(e) }, this.clientValve, deps.limits.maxQueuedPackets)
+    const framer = new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) })
+    client.on('data', (chunk: Buffer) => {
+      this.bytesIn += chunk.length
+      this.broker?.cork()
+      try {
+        framer.push(chunk)
+      } catch (err) {
+        this.failed(err)
+      }
+      this.broker?.uncork()
+    })
+    client.on('end', () => { this.close(this.clientSentDisconnect ? 'client-disconnect' : 'client-closed') })
+    client.on('close', () => { this.close(this.clientSentDisconnect ? 'client-disconnect' : 'client-closed') })
+    client.on('error', (err: NodeJS.ErrnoException) => { this.close('client-error', err.code ?? err.message) })
+    this.startTimer(deps.limits.connectTimeoutMs, 'GUARD_ERR_CONNECT_TIMEOUT', 'no CONNECT within connectTimeoutMs')
+    this.log.debug({ address: this.address, port: this.port, listener: this.listener }, 'connection opened')
+  }
+
+  // ---- client → broker -------------------------------------------------------------------
+
+  private fromClient (frame: Buffer): void | Promise<void> {
+    const type = frameType(frame)
+    switch (this.state) {
+      case 'awaiting-connect': return this.onConnect(frame, type)
+      case 'admitting':
+      case 'dialing': return this.queueEarly(frame, type)
+      case 'relaying': return this.relay('in', frame, type)
+      case 'closed': return undefined
+    }
+  }
+
+  private onConnect (frame: Buffer, type: number): void | Promise<void> {
+    if (type !== FRAME_TYPE.connect) {
+      // [MQTT-3.1.0-1]: the first packet from the client must be CONNECT.
+      return this.close('GUARD_ERR_PROTOCOL', `first packet was type ${type}, not CONNECT`)
+    }
+    const level = peekProtocolLevel(frame)
+    if (level !== 3 && level !== 4 && level !== 5) {
+      // [MQTT-3.1.2-2]: answer an unsupported level with CONNACK 0x01, then close.
+      this.client.write(UNSUPPORTED_PROTOCOL_CONNACK)
+      return this.close('GUARD_ERR_UNSUPPORTED_PROTOCOL', `protocol level ${String(level)}`)
+    }
+    this.protocolVersion = level
+    this.inCodec = new Codec(level)
+    this.outCodec = new Codec(level)
+    const packet = this.inCodec.decode(frame) as IConnectPacket
+    this.clientId = packet.clientId
+    this.username = packet.username
+    this.log = this.baseLog.child({ clientId: packet.clientId })
+    this.clearTimer()
+    this.state = 'admitting'
+    if (this.deps.refuse !== undefined) return this.refuseConnect(this.deps.refuse, 'refused by the proxy')
+    const outcome = this.deps.host.run('in', this, packet, type)
+    if (outcome instanceof Promise) return outcome.then((o) => { this.admitted(frame, o) })
+    this.admitted(frame, outcome)
+  }
+
+  private admitted (frame: Buffer, outcome: Outcome): void {
+    if (this.state !== 'admitting') return
+    this.observe('in', outcome, frame.length)
+    const { verdict } = outcome
+    if (verdict.action === 'continue') {
+      const bytes = outcome.changed ? (this.inCodec as Codec).encode(outcome.packet) : frame
+      this.dial(bytes, outcome.packet as IConnectPacket)
+    } else if (verdict.action === 'reject') {
+      this.refuseConnect(verdict.code, verdict.reason ?? `refused by ${outcome.plugin ?? 'a plugin'}`)
+    } else {
+      if (verdict.action === 'answer') this.answer(this.client, verdict.packets)
+      this.close('GUARD_ERR_NOT_AUTHORIZED', `connect ${verdict.action === 'answer' ? 'answered' : 'dropped'} by ${outcome.plugin ?? 'a plugin'}`)
+    }
+  }
+
+  private refuseConnect (code: ErrorCode, reason: string): void {
+    this.write(this.client, (this.outCodec as Codec).encode(connackFor(this.protocolVersion, code, reason)))
+    this.close(code, reason)
+  }
+
+  private queueEarly (frame: Buffer, type: number): void {
+    // Enhanced authentication (MQTT 5 AUTH) happens before CONNACK and must flow [MQTT-4.12].
+    if (type === FRAME_TYPE.auth && this.broker !== null) return this.toBroker(frame)
+    if (this.early.length >= this.deps.limits.maxQueuedPackets) {
+      return this.close('GUARD_ERR_QUEUE_FULL', `more than ${this.deps.limits.maxQueuedPackets} packets before CONNACK`)
+    }
+    this.early.push(frame)
+  }
+
+  private dial (bytes: Buffer, connect: IConnectPacket): void {
+    this.state = 'dialing'
+    this.startTimer(this.deps.limits.connectTimeoutMs, 'GUARD_ERR_CONNACK_TIMEOUT', 'broker did not answer CONNECT within connectTimeoutMs')
+    this.deps.upstream.dial(connect, this).then((socket) => {
+      if (this.state !== 'dialing') {
+        socket.destroy()
+        return
+      }
+      this.attachBroker(socket)
+      this.toBroker(bytes)
+      const auth = this.early.filter((f) => frameType(f) === FRAME_TYPE.auth)
+      if (auth.length > 0) {
+        this.early = this.early.filter((f) => frameType(f) !== FRAME_TYPE.auth)
+        for (const f of auth) this.toBroker(f)
+      }
+    }, (err: unknown) => {
+      if (this.state !== 'dialing') return
+      const reason = err instanceof Error ? err.message : String(err)
+      this.refuseConnect(isGuardError(err) ? err.code : 'GUARD_ERR_UPSTREAM_UNAVAILABLE', reason)
+    })
+  }
+
+  private attachBroker (socket: Duplex): void {
+    this.broker = socket
+    this.brokerValve = new Valve(socket)
+    const lane = new Lane((f) => this.fromBroker(f), (e) => { this.failed(e) }, this.brokerValve, this.deps.limits.maxQueuedPackets)
+    this.outLane = lane
+    // The broker is trusted with large packets up to the protocol maximum; the client's own
+    // CONNECT maximumPacketSize is the broker's business [MQTT-3.1.2-24].
+    const framer = new Framer(268_435_460, (frame) => { lane.push(frame) })
+    socket.on('data', (chunk: Buffer) => {
+      this.bytesOut += chunk.length
+      this.client.cork()
+      try {
+        framer.push(chunk)
+      } catch (err) {
+        this.failed(err)
+      }
+      this.client.uncork()
+    })
+    socket.on('end', () => { this.close('broker-closed') })
+    socket.on('close', () => { this.close('broker-closed') })
+    socket.on('error', (err: NodeJS.ErrnoException) => { this.close('broker-error', err.code ?? err.message) })
+  }
+
+  // ---- broker → client -------------------------------------------------------------------
+
+  private fromBroker (frame: Buffer): void | Promise<void> {
+    const type = frameType(frame)
+    if (this.state === 'relaying') return this.relay('out', frame, type)
+    if (this.state !== 'dialing') return undefined
+    if (type === FRAME_TYPE.auth) return this.relay('out', frame, type)
+    if (type !== FRAME_TYPE.connack) {
+      return this.close('GUARD_ERR_PROTOCOL', `broker sent packet type ${type} before CONNACK`)
+    }
+    const packet = (this.outCodec as Codec).decode(frame) as IConnackPacket
+    const outcome = this.deps.host.run('out', this, packet, type)
+    if (outcome instanceof Promise) return outcome.then((o) => { this.onConnack(frame, o) })
+    this.onConnack(frame, outcome)
+  }
+
+  private onConnack (frame: Buffer, outcome: Outcome): void {
+    if (this.state !== 'dialing') return
+    this.clearTimer()
+    this.observe('out', outcome, frame.length)
+    if (outcome.verdict.action === 'reject') return this.refuseConnect(outcome.verdict.code, outcome.verdict.reason ?? 'refused')
+    const packet = outcome.packet as IConnackPacket
+    const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0
+    this.write(this.client, outcome.changed ? (this.outCodec as Codec).encode(packet) : frame)
+    this.connackSent = true
+    if (code !== 0) {
+      // The broker's own refusal is relayed unchanged; it closes the connection itself.
+      return this.close('broker-refused', `CONNACK code ${code}`)
+    }
+    const assigned = packet.properties?.assignedClientIdentifier
+    if (assigned !== undefined) {
+      this.clientId = assigned
+      this.log = this.baseLog.child({ clientId: assigned })
+    }
+    this.setUpAliases(packet)
+    this.state = 'relaying'
+    this.log.info({ address: this.address, username: this.username, protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
+    const early = this.early
+    this.early = []
+    for (const f of early) this.inLane.push(f)
+  }
+
+  private setUpAliases (connack: IConnackPacket): void {
+    if (this.protocolVersion !== 5) return
+    const toBroker = connack.properties?.topicAliasMaximum ?? 0
+    if (toBroker > 0) this.inAliases = new TopicAliases(toBroker)
+    // What the client allows the broker was in its CONNECT; 0 means none [MQTT-3.1.2-27].
+    this.outAliases = new TopicAliases(0xffff)
+  }
+
+  // ---- both directions -------------------------------------------------------------------
+
+  private relay (direction: Direction, frame: Buffer, type: number): void | Promise<void> {
+    if (direction === 'in') {
+      if (type === FRAME_TYPE.connect) return this.close('GUARD_ERR_PROTOCOL', 'second CONNECT') // [MQTT-3.1.0-2]
+      if (type === FRAME_TYPE.disconnect) this.clientSentDisconnect = true
+    }
+    if (!this.deps.host.wants(direction, type)) return this.forward(direction, frame)
+    const codec = (direction === 'in' ? this.inCodec : this.outCodec) as Codec
+    const packet = codec.decode(frame)
+    if (packet.cmd === 'publish') (direction === 'in' ? this.inAliases : this.outAliases)?.resolve(packet)
+    const outcome = this.deps.host.run(direction, this, packet, type)
+    if (outcome instanceof Promise) return outcome.then((o) => { this.decided(direction, frame, o) })
+    this.decided(direction, frame, outcome)
+  }
+
+  private decided (direction: Direction, frame: Buffer, outcome: Outcome): void {
+    if (this.state === 'closed') return
+    this.observe(direction, outcome, frame.length)
+    const { verdict, packet } = outcome
+    switch (verdict.action) {
+      case 'continue': {
+        const aliases = direction === 'in' ? this.inAliases : this.outAliases
+        const reencode = outcome.changed || (packet.cmd === 'publish' && aliases !== null && aliases.needsTopic(packet))
+        if (!reencode) return this.forward(direction, frame)
+        const out = packet.cmd === 'publish' && aliases !== null ? aliases.prepare(packet) : packet
+        return this.forward(direction, (this.outCodec as Codec).encode(out))
+      }
+      case 'drop': return undefined
+      case 'answer': return this.answer(direction === 'in' ? this.client : this.broker, verdict.packets)
+      case 'reject': return this.reject(direction, packet, verdict.code, verdict.reason ?? `refused by ${outcome.plugin ?? 'a plugin'}`)
+    }
+  }
+
+  private reject (direction: Direction, packet: Packet, code: ErrorCode, reason: string): void {
+    const { answer, close } = rejectionFor(direction, this.protocolVersion, packet, code)
+    this.answer(direction === 'in' ? this.client : this.broker, answer)
+    this.log.info({ direction, cmd: packet.cmd, code, reason }, 'packet refused')
+    if (close) this.close(code, reason)
+  }
+
+  private forward (direction: Direction, bytes: Buffer): void {
+    if (direction === 'in') this.toBroker(bytes)
+    else this.write(this.client, bytes)
+  }
+
+  private toBroker (bytes: Buffer): void {
+    if (this.broker !== null) this.write(this.broker, bytes)
+  }
+
+  private answer (to: Duplex | null, packets: Packet[]): void {
+    if (to === null) return
+    for (const p of packets) this.write(to, (this.outCodec as Codec).encode(p))
+  }
+
+  /** Writes with backpressure: a full destination holds the other side's reading. */
+  private write (to: Duplex, bytes: Buffer): void {
+    if (to.destroyed || to.writableEnded) return
+    if (to.write(bytes)) return
+    if (to === this.client) {
+      if (this.clientFull || this.brokerValve === null) return
+      this.clientFull = true
+      this.brokerValve.hold(HOLD.destinationFull)
+      to.once('drain', () => { this.clientFull = false; this.brokerValve?.release(HOLD.destinationFull) })
+    } else {
+      if (this.brokerFull) return
+      this.brokerFull = true
+      this.clientValve.hold(HOLD.destinationFull)
+      to.once('drain', () => { this.brokerFull = false; this.clientValve.release(HOLD.destinationFull) })
+    }
+  }
+
+  private observe (direction: Direction, outcome: Outcome, size: number): void {
+    if (!this.deps.host.observing) return
+    this.deps.host.observe({ conn: this, direction, packet: outcome.packet, size, verdict: outcome.verdict.action, plugin: outcome.plugin })
+  }
+
+  // ---- closing ---------------------------------------------------------------------------
+
+  private startTimer (ms: number, code: ErrorCode, reason: string): void {
+    this.clearTimer()
+    this.timer = setTimeout(() => {
+      this.timer = null
+      if (code === 'GUARD_ERR_CONNACK_TIMEOUT' && this.state === 'dialing') this.refuseConnect(code, reason)
+      else this.close(code, reason)
+    }, ms)
+  }
+
+  private clearTimer (): void {
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+  }
+
+  private failed (err: unknown): void {
+    if (isGuardError(err)) this.close(err.code, err.message)
+    else this.close('GUARD_ERR_PLUGIN', err instanceof Error ? err.message : String(err))
+  }
+
+  /**
+   * Closes both sides; idempotent. The broker side is ended without DISCONNECT unless the
+   * client sent one, so the broker publishes the will of a client that vanished [MQTT-3.1.2-8].
+   */
+  close (reason: string, detail?: string): void {
+    if (this.state === 'closed') return
+    const wasRelaying = this.state === 'relaying'
+    this.state = 'closed'
+    this.clearTimer()
+    const code = reason.startsWith('GUARD_ERR_') ? reason as ErrorCode : undefined
+    // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
+    if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.outCodec !== null && !this.client.destroyed) {
+      const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
+      this.client.write(this.outCodec.encode(disconnect))
+    }
+    this.client.end()
+    this.broker?.end()
+    this.destroyAfterGrace()
+    const level = code !== undefined && wasRelaying ? 'warn' : 'info'
+    this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
+    this.deps.onClosed(this, { reason, detail })
+  }
+
+  /** Sockets get CLOSE_GRACE_MS to flush; whatever is still open then is destroyed. */
+  private destroyAfterGrace (): void {
+    const sockets = [this.client, this.broker].filter((s): s is Duplex => s !== null && !s.destroyed)
+    if (sockets.length === 0) return
+    const grace = setTimeout(() => { for (const s of sockets) s.destroy() }, CLOSE_GRACE_MS)
+    let open = sockets.length
+    for (const s of sockets) s.once('close', () => { if (--open === 0) clearTimeout(grace) })
+  }
+}

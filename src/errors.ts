@@ -1,0 +1,63 @@
+// One catalog of errors with stable codes. Each carries the MQTT answer that goes with it:
+// `connack` is the MQTT 3.1.1 CONNACK return code, `reason` the MQTT 5 reason code
+// [MQTT-2.4]. Code never matches on message text, only on `code`.
+
+export const ERRORS = {
+  GUARD_ERR_CONFIG: { reason: undefined, connack: undefined, summary: 'configuration invalid' },
+  GUARD_ERR_PLUGIN_LOAD: { reason: undefined, connack: undefined, summary: 'a plugin could not be loaded' },
+  GUARD_ERR_MALFORMED: { reason: 0x81, connack: undefined, summary: 'malformed packet' },
+  GUARD_ERR_PROTOCOL: { reason: 0x82, connack: undefined, summary: 'protocol error' },
+  GUARD_ERR_ENCODE: { reason: 0x83, connack: undefined, summary: 'a packet could not be encoded' },
+  GUARD_ERR_PACKET_TOO_LARGE: { reason: 0x95, connack: undefined, summary: 'packet larger than maxPacketSize' },
+  GUARD_ERR_CONNECT_TIMEOUT: { reason: undefined, connack: undefined, summary: 'no CONNECT within connectTimeoutMs' },
+  GUARD_ERR_UNSUPPORTED_PROTOCOL: { reason: 0x84, connack: 1, summary: 'unsupported protocol version' },
+  GUARD_ERR_UPSTREAM_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'broker unreachable' },
+  GUARD_ERR_CONNACK_TIMEOUT: { reason: 0x88, connack: 3, summary: 'broker did not answer CONNECT in time' },
+  GUARD_ERR_UPSTREAM_CLOSED: { reason: 0x88, connack: 3, summary: 'broker closed the connection' },
+  GUARD_ERR_QUEUE_FULL: { reason: 0x97, connack: 3, summary: 'too many packets queued before CONNACK' },
+  GUARD_ERR_MAX_CONNECTIONS: { reason: 0x89, connack: 3, summary: 'maximum connections reached' },
+  GUARD_ERR_SHUTTING_DOWN: { reason: 0x8b, connack: 3, summary: 'proxy shutting down' },
+  GUARD_ERR_PLUGIN: { reason: 0x83, connack: 3, summary: 'a plugin failed' },
+  GUARD_ERR_BAD_CREDENTIALS: { reason: 0x86, connack: 4, summary: 'bad user name or password' },
+  GUARD_ERR_NOT_AUTHORIZED: { reason: 0x87, connack: 5, summary: 'not authorized' },
+  GUARD_ERR_CLIENT_ID_REJECTED: { reason: 0x85, connack: 2, summary: 'client identifier not valid' },
+  GUARD_ERR_BANNED: { reason: 0x8a, connack: 5, summary: 'banned' },
+  GUARD_ERR_SESSION_TAKEN_OVER: { reason: 0x8e, connack: undefined, summary: 'session taken over' },
+  GUARD_ERR_QUOTA_EXCEEDED: { reason: 0x97, connack: 3, summary: 'quota exceeded' },
+  GUARD_ERR_BAD_AUTH_METHOD: { reason: 0x8c, connack: 4, summary: 'bad authentication method' },
+  GUARD_ERR_TOPIC_INVALID: { reason: 0x90, connack: undefined, summary: 'topic name invalid' }
+} as const satisfies Record<string, { reason: number | undefined, connack: number | undefined, summary: string }>
+
+export type ErrorCode = keyof typeof ERRORS
+
+export class GuardError extends Error {
+  readonly code: ErrorCode
+  /** Plugin that raised or decided it, when one did. */
+  plugin: string | undefined
+
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, plugin?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'GuardError'
+    this.code = code
+    this.plugin = options?.plugin
+  }
+
+  /** MQTT 5 reason code for this error, if one applies. */
+  get reasonCode (): number | undefined {
+    return ERRORS[this.code].reason
+  }
+
+  /** MQTT 3.1.1 CONNACK return code for this error, if one applies. */
+  get connackCode (): number | undefined {
+    return ERRORS[this.code].connack
+  }
+}
+
+export function isGuardError (err: unknown): err is GuardError {
+  return err instanceof GuardError
+}
+
+/** Config error that names the key: `plugins[1].policy: expected one of ...`. */
+export function configError (key: string, problem: string): GuardError {
+  return new GuardError('GUARD_ERR_CONFIG', key === '' ? problem : `${key}: ${problem}`)
+}

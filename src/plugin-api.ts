@@ -1,0 +1,99 @@
+// The contract between the proxy and its plugins. A plugin module's default export is a
+// PluginDefinition; the host validates its options, calls create() once, and runs its hooks
+// for every packet of the types it names, in config order.
+
+import type { Packet, PacketCmd } from 'mqtt-packet'
+import type { Logger } from 'pino'
+import type { Redis, Cluster } from 'ioredis'
+import type { ErrorCode } from './errors.js'
+import type { ProtocolVersion } from './codec.js'
+
+/** `in`: client → broker. `out`: broker → client. */
+export type Direction = 'in' | 'out'
+
+export type PacketOf<C extends PacketCmd> = Extract<Packet, { cmd: C }>
+
+/** What a plugin sees of one client connection. */
+export interface ConnectionInfo {
+  /** Proxy-local connection ID, unique per process: the key in logs and traces. */
+  readonly id: string
+  readonly address: string
+  readonly port: number
+  readonly listener: string
+  readonly openedAt: number
+  /** Known from CONNECT on (or from CONNACK when the broker assigns it). */
+  clientId: string
+  username: string | undefined
+  protocolVersion: ProtocolVersion
+  readonly log: Logger
+  /** Closes the connection; MQTT 5 clients get DISCONNECT with the error's reason code. */
+  close (code: ErrorCode, reason: string): void
+}
+
+export type Verdict =
+  /** Go on with the next plugin; `packet` replaces the packet (it is then re-encoded). */
+  | { action: 'continue', packet?: Packet }
+  /** Forward nothing, answer nothing. */
+  | { action: 'drop', reason?: string }
+  /** Forward nothing; send `packets` back to where the packet came from (e.g. a PUBACK). */
+  | { action: 'answer', packets: Packet[], reason?: string }
+  /** Refuse: the host turns `code` into the right answer for the packet and protocol version. */
+  | { action: 'reject', code: ErrorCode, reason?: string }
+
+export type HookResult = Verdict | undefined | void
+
+/** A hook may return a value or a promise; the host stays synchronous when it returns a value. */
+export type Hook<P extends Packet> = (conn: ConnectionInfo, packet: P) => HookResult | Promise<HookResult>
+
+export type PacketHooks = { [C in PacketCmd]?: Hook<PacketOf<C>> }
+
+/** What an observer is told about each packet after the chain decided. */
+export interface PacketEvent {
+  readonly conn: ConnectionInfo
+  readonly direction: Direction
+  readonly packet: Packet
+  readonly size: number
+  readonly verdict: Verdict['action']
+  readonly plugin: string | undefined
+}
+
+export interface CloseInfo {
+  /** Stable reason: an error code, or `client-disconnect`, `client-closed`, `broker-closed`. */
+  readonly reason: string
+  readonly detail: string | undefined
+}
+
+export interface Plugin {
+  readonly name: string
+  readonly in?: PacketHooks
+  readonly out?: PacketHooks
+  /** Sees every packet and the final verdict. Must not throw or block. */
+  observe?: (event: PacketEvent) => void
+  onClose?: (conn: ConnectionInfo, info: CloseInfo) => void
+  close?: () => void | Promise<void>
+}
+
+export interface PluginContext<Options> {
+  readonly name: string
+  readonly options: Options
+  readonly log: Logger
+  /** The shared Redis client when `redis` is configured, else undefined (use in-memory state). */
+  readonly redis: Redis | Cluster | undefined
+  /** Key prefix for this plugin's Redis keys. */
+  readonly keyPrefix: string
+  /** Unique per proxy process, e.g. for lease owner tokens. */
+  readonly instanceId: string
+  /** Folder of the config file: relative paths in options resolve against it. */
+  readonly configDir: string
+}
+
+export interface PluginDefinition<Options = unknown> {
+  readonly name: string
+  /** Validates raw options; throw configError(key, problem) with the key relative to the entry. */
+  validate?: (raw: Record<string, unknown>) => Options
+  create: (ctx: PluginContext<Options>) => Plugin | Promise<Plugin>
+}
+
+export function definePlugin<Options> (definition: PluginDefinition<Options>): PluginDefinition<Options> {
+  return definition
+}

@@ -1,0 +1,72 @@
+// Loads the plugins named in config, in config order: `name` is a folder under plugins/
+// (compiled to dist/plugins/<name>/index.js), `module` a path (relative to the config file) or
+// a package name. Each gets its options validated, its own child logger and key prefix.
+
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import type { Logger } from 'pino'
+import type { Redis, Cluster } from 'ioredis'
+import { configError, GuardError, isGuardError } from './errors.js'
+import type { PluginEntry } from './config.js'
+import type { Plugin, PluginDefinition } from './plugin-api.js'
+
+const BUILTIN_ROOT = new URL('../plugins/', import.meta.url)
+
+export interface LoadContext {
+  configDir: string
+  log: Logger
+  redis: Redis | Cluster | undefined
+  redisKeyPrefix: string
+  instanceId: string
+}
+
+function specifier (entry: PluginEntry, configDir: string): string {
+  if (entry.name !== undefined) return new URL(`${entry.name}/index.js`, BUILTIN_ROOT).href
+  const module = entry.module as string
+  if (module.startsWith('.') || path.isAbsolute(module)) return pathToFileURL(path.resolve(configDir, module)).href
+  return module
+}
+
+export async function loadDefinition (entry: PluginEntry, configDir: string): Promise<PluginDefinition> {
+  let imported: { default?: unknown }
+  try {
+    imported = await import(specifier(entry, configDir)) as { default?: unknown }
+  } catch (err) {
+    const what = entry.name !== undefined ? `no plugin named "${entry.name}" (looked in plugins/)` : `cannot load module "${entry.module}"`
+    throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: ${what}: ${(err as Error).message}`, { cause: err })
+  }
+  const definition = imported.default as PluginDefinition | undefined
+  if (definition === undefined || typeof definition.create !== 'function' || typeof definition.name !== 'string') {
+    throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: module does not export a plugin definition (default export with name and create)`)
+  }
+  return definition
+}
+
+/** Validates options with the plugin's own validator; errors name `plugins[i].key`. */
+export function validateOptions (definition: PluginDefinition, entry: PluginEntry): unknown {
+  if (definition.validate === undefined) return entry.options
+  try {
+    return definition.validate(entry.options)
+  } catch (err) {
+    if (isGuardError(err) && err.code === 'GUARD_ERR_CONFIG') throw configError(entry.key, err.message)
+    throw configError(entry.key, (err as Error).message)
+  }
+}
+
+export async function loadPlugins (entries: PluginEntry[], ctx: LoadContext): Promise<Plugin[]> {
+  const definitions = await Promise.all(entries.map(async (entry) => await loadDefinition(entry, ctx.configDir)))
+  const optionsList = definitions.map((definition, i) => validateOptions(definition, entries[i] as PluginEntry))
+  const plugins: Plugin[] = []
+  for (const [i, definition] of definitions.entries()) {
+    plugins.push(await definition.create({
+      name: definition.name,
+      options: optionsList[i],
+      log: ctx.log.child({ plugin: definition.name }),
+      redis: ctx.redis,
+      keyPrefix: `${ctx.redisKeyPrefix}${definition.name}:`,
+      instanceId: ctx.instanceId,
+      configDir: ctx.configDir
+    }))
+  }
+  return plugins
+}
