@@ -1,7 +1,13 @@
 // Decodes whole frames (from the Framer) with mqtt-packet for one protocol version, and
 // generates packets the proxy made or a plugin changed. Unchanged packets never pass through
 // encode(): the Connection forwards their original bytes.
+//
+// mqtt-packet is lenient where the proxy must not be: a plugin that judges a packet must see
+// exactly what the receiver will see. So decode() also refuses truncated packets, invalid
+// UTF-8 in topics and repeated MQTT 5 properties, and replaces a parser that failed (it keeps
+// a stale read position after an error in a packet body).
 
+import { isUtf8 } from 'node:buffer'
 import mqtt from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
 import { GuardError } from './errors.js'
@@ -19,31 +25,96 @@ export function frameType (frame: Buffer): number {
   return (frame[0] as number) >> 4
 }
 
+/** Length of the fixed header (type byte plus Remaining Length bytes). */
+export function fixedHeaderLength (frame: Buffer): number {
+  let i = 1
+  while (i < frame.length && ((frame[i] as number) & 0x80) !== 0) i++
+  return i + 1
+}
+
+// MQTT 5 properties that may appear more than once [MQTT-2.2.2-2].
+const REPEATABLE = new Set(['userProperties', 'subscriptionIdentifier'])
+
+function malformed (message: string): GuardError {
+  return new GuardError('GUARD_ERR_MALFORMED', message)
+}
+
 export class Codec {
-  private readonly parser: mqtt.Parser
+  private parser!: mqtt.Parser
   private decoded: Packet | null = null
   private failure: Error | null = null
   private readonly generateOptions: { protocolVersion: ProtocolVersion }
 
   constructor (readonly protocolVersion: ProtocolVersion) {
-    this.parser = mqtt.parser({ protocolVersion })
-    this.parser.on('packet', (packet: Packet) => { this.decoded = packet })
-    this.parser.on('error', (err: Error) => { this.failure = err })
     this.generateOptions = { protocolVersion }
+    this.makeParser()
   }
 
-  /** Decodes exactly one whole frame. Throws GUARD_ERR_MALFORMED with the parser's reason. */
+  private makeParser (): void {
+    this.parser = mqtt.parser({ protocolVersion: this.protocolVersion })
+    this.parser.on('packet', (packet: Packet) => { this.decoded = packet })
+    this.parser.on('error', (err: Error) => { this.failure = err })
+  }
+
+  /** Decodes exactly one whole frame. Throws GUARD_ERR_MALFORMED / GUARD_ERR_PROTOCOL. */
   decode (frame: Buffer): Packet {
     this.decoded = null
     this.failure = null
-    const left = this.parser.parse(frame)
+    let left = 0
+    try {
+      left = this.parser.parse(frame)
+    } catch (err) {
+      this.failure = err as Error
+    }
     const packet = this.decoded as Packet | null
     const failure = this.failure as Error | null
-    if (failure !== null) throw new GuardError('GUARD_ERR_MALFORMED', failure.message, { cause: failure })
-    if (packet === null || left !== 0) {
-      throw new GuardError('GUARD_ERR_MALFORMED', 'frame did not decode to exactly one packet')
+    if (failure !== null || packet === null || left !== 0) {
+      this.makeParser()
+      if (failure !== null) throw new GuardError('GUARD_ERR_MALFORMED', failure.message, { cause: failure })
+      throw malformed('frame did not decode to exactly one packet')
     }
+    this.check(packet, frame)
     return packet
+  }
+
+  private check (packet: Packet, frame: Buffer): void {
+    if (packet.messageId === -1) throw malformed(`${packet.cmd} truncated: no packet identifier`)
+    const remaining = frame.length - fixedHeaderLength(frame)
+    const v5 = this.protocolVersion === 5
+    switch (packet.cmd) {
+      case 'connack':
+        if (v5 ? remaining < 3 : remaining !== 2) throw malformed('CONNACK has the wrong length')
+        break
+      case 'puback': case 'pubrec': case 'pubrel': case 'pubcomp':
+        if (v5 ? remaining < 2 : remaining !== 2) throw malformed(`${packet.cmd.toUpperCase()} has the wrong length`)
+        break
+      case 'suback': case 'unsuback':
+        if (remaining < (v5 ? 3 : 2) + (packet.cmd === 'suback' && !v5 ? 1 : 0)) throw malformed(`${packet.cmd.toUpperCase()} truncated`)
+        break
+      case 'publish':
+        this.checkPublish(packet, frame)
+        break
+      default:
+        break
+    }
+    if (v5) {
+      checkProperties(packet.cmd, (packet as { properties?: object }).properties)
+      if (packet.cmd === 'connect') checkProperties('will', packet.will?.properties)
+    }
+  }
+
+  private checkPublish (packet: Extract<Packet, { cmd: 'publish' }>, frame: Buffer): void {
+    const start = fixedHeaderLength(frame)
+    const topicLength = frame.readUInt16BE(start)
+    let end = start + 2 + topicLength + (packet.qos > 0 ? 2 : 0)
+    // [MQTT-3.3.2.3]: an MQTT 5 PUBLISH always has a property length.
+    if (this.protocolVersion === 5 && end >= frame.length) throw malformed('PUBLISH truncated: no property length')
+    end = start + 2 + topicLength
+    // [MQTT-1.5.3-1]: ill-formed UTF-8 is malformed. Checked on the bytes, and only when the
+    // decoder had to substitute, so the common case costs one string scan.
+    if (packet.topic.includes('\uFFFD') && !isUtf8(frame.subarray(start + 2, end))) {
+      throw malformed('PUBLISH topic is not valid UTF-8')
+    }
   }
 
   encode (packet: Packet): Buffer {
@@ -51,6 +122,15 @@ export class Codec {
       return mqtt.generate(packet, this.generateOptions)
     } catch (err) {
       throw new GuardError('GUARD_ERR_ENCODE', `cannot encode ${packet.cmd}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+}
+
+function checkProperties (where: string, properties: object | undefined): void {
+  if (properties === undefined) return
+  for (const [key, value] of Object.entries(properties)) {
+    if (Array.isArray(value) && !REPEATABLE.has(key)) {
+      throw new GuardError('GUARD_ERR_PROTOCOL', `${where} property ${key} appears more than once`)
     }
   }
 }

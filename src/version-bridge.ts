@@ -28,7 +28,6 @@ export interface VersionBridgeOptions {
 const MAX_FRAME = MAX_REMAINING_LENGTH + 5
 
 // MQTT 5 reason codes the bridge sends itself [MQTT-2.4].
-const DISCONNECT_WITH_WILL = 0x04
 const PROTOCOL_ERROR = 0x82
 const BAD_AUTH_METHOD = 0x8c
 const TOPIC_ALIAS_INVALID = 0x94
@@ -315,66 +314,5 @@ class VersionBridge extends Duplex {
     this.unsubscribeCounts.delete(messageId)
     // aedes cannot say "no subscription existed" (0x11), so every filter reports success.
     this.toClient({ cmd: 'unsuback', messageId, granted: new Array<number>(count).fill(0) })
-  }
-}
-
-/**
- * Two connected in-process duplexes, for putting aedes on the other end of `inner`. Unlike
- * node:stream duplexPair (Node 20), destroying one side reaches the other: as end-of-stream
- * after the data already written (aedes closes a connection by destroying it, and a refusing
- * CONNACK must still arrive), or as the same error. Each side ends fully when its peer ends.
- */
-export function linkedDuplexPair (): [Duplex, Duplex] {
-  const a = new LinkedSide()
-  const b = new LinkedSide()
-  a.peer = b
-  b.peer = a
-  return [a, b]
-}
-
-class LinkedSide extends Duplex {
-  peer!: LinkedSide
-  private inputEnded = false
-  // The peer's write callback, held until this side is read again (backpressure).
-  private heldWrite: WriteCallback | null = null
-
-  constructor () {
-    super({ allowHalfOpen: false })
-  }
-
-  override _read (): void {
-    const callback = this.heldWrite
-    this.heldWrite = null
-    callback?.()
-  }
-
-  override _write (chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
-    const peer = this.peer
-    // Like a socket whose peer has gone: the bytes have nowhere to go.
-    if (peer.destroyed || peer.inputEnded) callback()
-    else if (peer.push(chunk)) callback()
-    else peer.heldWrite = callback
-  }
-
-  override _final (callback: WriteCallback): void {
-    this.peer.endInput()
-    callback()
-  }
-
-  override _destroy (error: Error | null, callback: (error?: Error | null) => void): void {
-    const peer = this.peer
-    this._read()
-    // Next tick, as a socket would: the peer is not torn down inside the caller's stack.
-    process.nextTick(() => {
-      if (error !== null) peer.destroy(error)
-      else peer.endInput()
-    })
-    callback(error)
-  }
-
-  private endInput (): void {
-    if (this.inputEnded || this.destroyed) return
-    this.inputEnded = true
-    this.push(null)
   }
 }

@@ -18,9 +18,8 @@ export interface BadRow {
   name: string
   version: ProtocolVersion
   hex: string
-  /** Set while codec.ts does not meet the row: the subtest is marked todo with this note. */
-  rejectBug?: string
-  recoverBug?: string
+  /** Expected error; GUARD_ERR_MALFORMED when not given. */
+  code?: 'GUARD_ERR_MALFORMED' | 'GUARD_ERR_PROTOCOL'
 }
 
 const b = (s: string): Buffer => Buffer.from(s)
@@ -148,24 +147,24 @@ export const MALFORMED: BadRow[] = [
   { name: 'PUBLISH QoS 3', version: 5, hex: '360a0003612f62000a006869' },
   { name: 'reserved packet type 0', version: 4, hex: '0000' },
   { name: 'AUTH in MQTT 3.1.1', version: 4, hex: 'f0020000' },
-  { name: 'truncated: PUBLISH topic longer than packet', version: 4, hex: '30050005616263', recoverBug: STUCK },
-  { name: 'truncated: CONNECT ends after protocol name', version: 4, hex: '100600044d515454', recoverBug: STUCK },
-  { name: 'truncated: CONNECT user name flag, no user name', version: 4, hex: '100e00044d5154540482003c00026331', recoverBug: STUCK },
-  { name: 'truncated: PUBACK one byte', version: 4, hex: '400100', rejectBug: LENIENT },
-  { name: 'truncated: PUBREL empty', version: 5, hex: '6200', rejectBug: LENIENT },
-  { name: 'truncated: PUBLISH QoS 1 without packet id', version: 4, hex: '32050003612f62', rejectBug: LENIENT },
-  { name: 'truncated: CONNACK one byte', version: 4, hex: '200100', rejectBug: LENIENT },
-  { name: 'truncated: SUBACK one byte', version: 4, hex: '900100', rejectBug: LENIENT },
-  { name: 'truncated: PUBLISH without property length', version: 5, hex: '30050003612f62', rejectBug: LENIENT },
-  { name: 'CONNECT reserved flag bit 0', version: 4, hex: '100e00044d5154540403003c00026331', recoverBug: STUCK },
-  { name: 'CONNECT protocol name "MQTX"', version: 4, hex: '100e00044d5154580402003c00026331', recoverBug: STUCK },
-  { name: 'CONNACK flags bits 7-1 set', version: 4, hex: '20020200', recoverBug: STUCK },
-  { name: 'SUBSCRIBE option QoS 3', version: 4, hex: '8206000100016103', recoverBug: STUCK },
-  { name: 'SUBSCRIBE retain handling 3', version: 5, hex: '820700010000016130', recoverBug: STUCK },
-  { name: 'PUBACK invalid reason code 0x05', version: 5, hex: '400400070500', recoverBug: STUCK },
-  { name: 'DISCONNECT invalid reason code 0x05', version: 5, hex: 'e0020500', recoverBug: STUCK },
-  { name: 'unknown property 0xFF', version: 5, hex: '300a0003612f6202ff006869', recoverBug: STUCK },
-  { name: 'invalid UTF-8 in topic (0xFF) [MQTT-1.5.3-1]', version: 4, hex: '3007000361ff626869', rejectBug: 'codec.ts: mqtt-packet decodes it lossily as "a\\uFFFDb"' },
-  { name: 'duplicated property: topicAlias twice [MQTT-2.2.2-2]', version: 5, hex: '300e0003612f62062300032300046869', rejectBug: 'codec.ts: mqtt-packet turns it into topicAlias: [3, 4]' },
-  { name: 'duplicated property: payloadFormatIndicator twice', version: 5, hex: '300c0003612f6204010101016869', rejectBug: 'codec.ts: mqtt-packet turns it into an array' }
+  { name: 'truncated: PUBLISH topic longer than packet', version: 4, hex: '30050005616263' },
+  { name: 'truncated: CONNECT ends after protocol name', version: 4, hex: '100600044d515454' },
+  { name: 'truncated: CONNECT user name flag, no user name', version: 4, hex: '100e00044d5154540482003c00026331' },
+  { name: 'truncated: PUBACK one byte', version: 4, hex: '400100' },
+  { name: 'truncated: PUBREL empty', version: 5, hex: '6200' },
+  { name: 'truncated: PUBLISH QoS 1 without packet id', version: 4, hex: '32050003612f62' },
+  { name: 'truncated: CONNACK one byte', version: 4, hex: '200100' },
+  { name: 'truncated: SUBACK one byte', version: 4, hex: '900100' },
+  { name: 'truncated: PUBLISH without property length', version: 5, hex: '30050003612f62' },
+  { name: 'CONNECT reserved flag bit 0', version: 4, hex: '100e00044d5154540403003c00026331' },
+  { name: 'CONNECT protocol name "MQTX"', version: 4, hex: '100e00044d5154580402003c00026331' },
+  { name: 'CONNACK flags bits 7-1 set', version: 4, hex: '20020200' },
+  { name: 'SUBSCRIBE option QoS 3', version: 4, hex: '8206000100016103' },
+  { name: 'SUBSCRIBE retain handling 3', version: 5, hex: '820700010000016130' },
+  { name: 'PUBACK invalid reason code 0x05', version: 5, hex: '400400070500' },
+  { name: 'DISCONNECT invalid reason code 0x05', version: 5, hex: 'e0020500' },
+  { name: 'unknown property 0xFF', version: 5, hex: '300a0003612f6202ff006869' },
+  { name: 'invalid UTF-8 in topic (0xFF) [MQTT-1.5.3-1]', version: 4, hex: '3007000361ff626869' },
+  { name: 'duplicated property: topicAlias twice [MQTT-2.2.2-2]', version: 5, hex: '300e0003612f62062300032300046869', code: 'GUARD_ERR_PROTOCOL' },
+  { name: 'duplicated property: payloadFormatIndicator twice', version: 5, hex: '300c0003612f6204010101016869', code: 'GUARD_ERR_PROTOCOL' }
 ]
