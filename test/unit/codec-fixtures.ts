@@ -135,8 +135,6 @@ export const SPEC_LAYOUTS: Array<{ fixture: string, version: ProtocolVersion, pa
 ]
 
 // Each frame is well framed (its Remaining Length matches): the fault is inside the packet.
-const STUCK = 'codec.ts: mqtt-packet _resetState() keeps the stale _pos, so the next frame misparses'
-const LENIENT = 'codec.ts: mqtt-packet accepts it (no check after parsing)'
 export const MALFORMED: BadRow[] = [
   { name: 'PUBREL reserved flags 0000', version: 4, hex: '6002000b' },
   { name: 'PUBREL reserved flags 0000', version: 5, hex: '6002000b' },

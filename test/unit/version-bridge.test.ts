@@ -9,7 +9,8 @@ import mqtt from 'mqtt-packet'
 import type { IConnackPacket, IConnectPacket, Packet } from 'mqtt-packet'
 import type { Duplex } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { bridgeV5ToV4, linkedDuplexPair } from '../../src/version-bridge.js'
+import { bridgeV5ToV4 } from '../../src/version-bridge.js'
+import { duplexPair } from '../../src/duplex-pair.js'
 import type { VersionBridgeOptions } from '../../src/version-bridge.js'
 import { isGuardError } from '../../src/errors.js'
 
@@ -76,7 +77,7 @@ function clientOf (broker: Aedes, id: string): { subscriptions: Record<string, u
 }
 
 function bridged (t: Test, broker: Aedes, options?: VersionBridgeOptions): Peer {
-  const [inner, brokerSide] = linkedDuplexPair()
+  const [inner, brokerSide] = duplexPair()
   broker.handle(brokerSide)
   const bridge = bridgeV5ToV4(inner, options)
   t.teardown(() => { bridge.destroy() })
@@ -84,7 +85,7 @@ function bridged (t: Test, broker: Aedes, options?: VersionBridgeOptions): Peer 
 }
 
 function plain (t: Test, broker: Aedes): Peer {
-  const [clientSide, brokerSide] = linkedDuplexPair()
+  const [clientSide, brokerSide] = duplexPair()
   broker.handle(brokerSide)
   t.teardown(() => { clientSide.destroy() })
   return new Peer(clientSide, 4)
@@ -168,8 +169,13 @@ t.test('password without user name is accepted (3.1.1 gets an empty user name)',
       done(null, true)
     }
   })
-  const { connack } = await connectV5(t, broker, { clientId: 'pw', password: Buffer.from('secret') })
-  t.equal(connack.reasonCode, 0)
+  // mqtt-packet refuses to generate this, so it is written by hand: flags 0x42 are password
+  // and clean start, then keep alive 0, no properties, client ID "pw", password "secret".
+  const peer = bridged(t, broker)
+  peer.stream.write(Buffer.from([
+    0x10, 23, 0, 4, ...Buffer.from('MQTT'), 5, 0x42, 0, 0, 0, 0, 2, ...Buffer.from('pw'), 0, 6, ...Buffer.from('secret')
+  ]))
+  t.equal((await peer.expect('connack')).reasonCode, 0)
   t.equal(seen, '')
 })
 
@@ -320,15 +326,18 @@ t.test('will message', async (t) => {
 t.test('bytes split one per write still translate', async (t) => {
   const broker = await startBroker(t)
   const peer = bridged(t, broker)
-  const bytes = Buffer.concat([
-    mqtt.generate(connectPacket(5, { clientId: 'drip' }), { protocolVersion: 5 }),
-    mqtt.generate({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'drip', qos: 1 }] }, { protocolVersion: 5 }),
-    mqtt.generate({ cmd: 'publish', topic: 'drip', payload: Buffer.from('drop'), qos: 1, messageId: 4, retain: false, dup: false },
-      { protocolVersion: 5 })
+  const drip = (packets: Packet[]): void => {
+    const bytes = Buffer.concat(packets.map((packet) => mqtt.generate(packet, { protocolVersion: 5 })))
+    for (const byte of bytes) peer.stream.write(Buffer.from([byte]))
+  }
+  drip([
+    connectPacket(5, { clientId: 'drip' }),
+    { cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'drip', qos: 1 }] }
   ])
-  for (const byte of bytes) peer.stream.write(Buffer.from([byte]))
   t.equal((await peer.expect('connack')).reasonCode, 0)
   t.same((await peer.expect('suback')).granted, [1])
+  drip([{ cmd: 'publish', topic: 'drip', payload: Buffer.from('drop'), qos: 1, messageId: 4, retain: false, dup: false }])
+  // aedes acknowledges and delivers in either order.
   const [first, second] = [await peer.next(), await peer.next()]
   const cmds = [first.cmd, second.cmd].sort()
   t.same(cmds, ['puback', 'publish'], 'own message delivered and acknowledged')
@@ -387,7 +396,8 @@ t.test('a first packet other than an MQTT 5 CONNECT destroys the bridge', async 
 })
 
 t.test('an error on the inner stream destroys the bridge with it', async (t) => {
-  const [inner] = linkedDuplexPair()
+  const [inner, other] = duplexPair()
+  other.on('error', () => {})
   const bridge = bridgeV5ToV4(inner)
   const peer = new Peer(bridge, 5)
   inner.destroy(new Error('boom'))
@@ -410,7 +420,7 @@ t.test('messages larger than the client Maximum Packet Size are dropped, not sen
 
 t.test('backpressure: a client that does not read pauses aedes output', async (t) => {
   const broker = await startBroker(t)
-  const [inner, brokerSide] = linkedDuplexPair()
+  const [inner, brokerSide] = duplexPair()
   broker.handle(brokerSide)
   const bridge = bridgeV5ToV4(inner)
   t.teardown(() => { bridge.destroy() })
@@ -432,7 +442,7 @@ t.test('backpressure: a client that does not read pauses aedes output', async (t
 })
 
 t.test('backpressure: aedes not reading holds the client writes', async (t) => {
-  const [inner, stalled] = linkedDuplexPair()
+  const [inner, stalled] = duplexPair()
   const bridge = bridgeV5ToV4(inner)
   t.teardown(() => { bridge.destroy() })
   bridge.write(mqtt.generate(connectPacket(5, { clientId: 'held' }), { protocolVersion: 5 }))
