@@ -94,6 +94,12 @@ export class Codec {
       case 'publish':
         this.checkPublish(packet, frame)
         break
+      case 'subscribe':
+        if (packet.subscriptions.length === 0) throw new GuardError('GUARD_ERR_PROTOCOL', 'SUBSCRIBE without a topic filter') // [MQTT-3.8.3-3]
+        break
+      case 'unsubscribe':
+        if (packet.unsubscriptions.length === 0) throw new GuardError('GUARD_ERR_PROTOCOL', 'UNSUBSCRIBE without a topic filter') // [MQTT-3.10.3-2]
+        break
       default:
         break
     }

@@ -127,6 +127,7 @@ function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: 
     ? { ca: resolve(spec.ca), cert: resolve(spec.cert), key: resolve(spec.key), rejectUnauthorized: spec.rejectUnauthorized, servername: spec.servername }
     : undefined
   const host = url.hostname.replace(/^\[|\]$/g, '')
+  if (host === '') throw configError('upstream', `no host in "${spec.url}"`)
   return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls }
 }
 

@@ -18,6 +18,7 @@ import type { PluginHost, Outcome } from './plugin-host.js'
 import type { CloseInfo, ConnectionInfo, Direction } from './plugin-api.js'
 import type { Upstream } from './upstream.js'
 import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from './connect-peek.js'
+import { checkClientFrame } from './header-check.js'
 
 export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'closed'
 
@@ -111,6 +112,7 @@ export class Connection implements ConnectionInfo {
       return this.close('GUARD_ERR_PROTOCOL', `first packet was type ${type}, not CONNECT`)
     }
     const level = peekProtocolLevel(frame)
+    if (level === undefined) return this.close('GUARD_ERR_MALFORMED', 'CONNECT ends before its protocol level')
     if (level !== 3 && level !== 4 && level !== 5) {
       // [MQTT-3.1.2-2]: answer an unsupported level with CONNACK 0x01, then close.
       this.client.write(UNSUPPORTED_PROTOCOL_CONNACK)
@@ -202,7 +204,12 @@ export class Connection implements ConnectionInfo {
     })
     socket.on('end', () => { this.close('broker-closed') })
     socket.on('close', () => { this.close('broker-closed') })
-    socket.on('error', (err: NodeJS.ErrnoException) => { this.close('broker-error', err.code ?? err.message) })
+    // A GuardError here comes from the embedded broker's version bridge judging the client's
+    // packet: it is the client's fault and gets the client the matching reason code.
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (isGuardError(err)) this.close(err.code, err.message)
+      else this.close('broker-error', err.code ?? err.message)
+    })
   }
 
   // ---- broker → client -------------------------------------------------------------------
@@ -259,6 +266,7 @@ export class Connection implements ConnectionInfo {
 
   private relay (direction: Direction, frame: Buffer, type: number): void | Promise<void> {
     if (direction === 'in') {
+      checkClientFrame(frame, this.protocolVersion === 5)
       if (type === FRAME_TYPE.connect) return this.close('GUARD_ERR_PROTOCOL', 'second CONNECT') // [MQTT-3.1.0-2]
       if (type === FRAME_TYPE.disconnect) this.clientSentDisconnect = true
     }

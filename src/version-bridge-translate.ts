@@ -10,14 +10,15 @@ import { GuardError } from './errors.js'
 
 type AckPacket = IPubackPacket | IPubrecPacket | IPubrelPacket | IPubcompPacket
 
-/** Prefix of a shared subscription filter [MQTT-4.8.2]. aedes 1.x has no `$share` support. */
+/** Prefix of a shared subscription filter (MQTT 5 section 4.8.2). aedes 1.x has no `$share` support. */
 export const SHARED_PREFIX = '$share/'
 
-// SUBACK reason codes for features the CONNACK declared unavailable [MQTT-3.9.3].
+// SUBACK reason codes for features the CONNACK declared unavailable (MQTT 5 section 3.9.3).
 const SUBACK_SHARED_NOT_SUPPORTED = 0x9e
 const SUBACK_SUB_IDS_NOT_SUPPORTED = 0xa1
 
-// 3.1.1 CONNACK return codes 0-5 [MQTT-3.2.2.3] to their MQTT 5 reason codes [MQTT-3.2.2.2]:
+// 3.1.1 CONNACK return codes 0-5 (3.1.1 section 3.2.2.3) to their MQTT 5 reason codes (MQTT 5
+// section 3.2.2.2):
 // accepted, unsupported protocol version, client identifier not valid, server unavailable,
 // bad user name or password, not authorized.
 const CONNACK_V4_TO_V5 = [0x00, 0x84, 0x85, 0x88, 0x86, 0x87] as const
@@ -41,8 +42,8 @@ export function messageIdOf (packet: { cmd: string, messageId?: number }): numbe
 export function connectToV4 (packet: IConnectPacket, assignClientId: () => string):
 { connect: IConnectPacket, assignedClientId: string | undefined } {
   const expiry = packet.properties?.sessionExpiryInterval ?? 0
-  // [MQTT-3.1.3-8] MQTT 5 lets the server assign an identifier to an empty one and report it
-  // in CONNACK [MQTT-3.2.2-16]. 3.1.1 only allows an empty one with clean=1 [MQTT-3.1.3-7],
+  // An MQTT 5 server assigns an identifier for an empty one [MQTT-3.1.3-6] and reports it in
+  // CONNACK [MQTT-3.2.2-16]. 3.1.1 allows an empty one only with clean=1 (3.1.1 [MQTT-3.1.3-7]),
   // so the bridge assigns it itself: then a persistent session can be resumed with that ID.
   const assignedClientId = packet.clientId === '' ? assignClientId() : undefined
   const connect: IConnectPacket = {
@@ -56,8 +57,8 @@ export function connectToV4 (packet: IConnectPacket, assignClientId: () => strin
   if (packet.username !== undefined) connect.username = packet.username
   if (packet.password !== undefined) {
     connect.password = packet.password
-    // MQTT 5 allows a password without a user name [MQTT-3.1.2-19]; 3.1.1 does not
-    // [MQTT-3.1.2-22], so an empty user name goes with it.
+    // MQTT 5 allows a password without a user name (MQTT 5 section 3.1.2.9); 3.1.1 does not
+    // (3.1.1 [MQTT-3.1.2-22]), so an empty user name goes with it.
     connect.username ??= ''
   }
   const will = packet.will
@@ -109,7 +110,7 @@ export function ackToV4 (packet: AckPacket): AckPacket {
 
 /** PUBACK/PUBREC/PUBREL/PUBCOMP 3.1.1 -> 5: a 3.1.1 acknowledgement is always a success. */
 export function ackToV5 (packet: AckPacket): AckPacket {
-  // An explicit 0 lets mqtt-packet use the short form without reason code [MQTT-3.4.2.1].
+  // An explicit 0 lets mqtt-packet use the short form without reason code (MQTT 5 section 3.4.2.1).
   return { cmd: packet.cmd, messageId: messageIdOf(packet), reasonCode: 0 }
 }
 
@@ -141,7 +142,7 @@ export function subscribeToV4 (packet: ISubscribePacket):
 
 /**
  * SUBACK 3.1.1 -> 5: granted QoS 0/1/2 are also the MQTT 5 success codes and 0x80 is
- * "unspecified error" in both [MQTT-3.9.3]. Local codes from subscribeToV4 are merged back in
+ * "unspecified error" in both (section 3.9.3 of each). Local codes from subscribeToV4 are merged back in
  * their original positions.
  */
 export function subackToV5 (messageId: number, granted: number[], local: Array<number | undefined>): ISubackPacket {

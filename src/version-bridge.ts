@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto'
 import { Duplex } from 'node:stream'
 import type {
-  IConnackPacket, IDisconnectPacket, IPublishPacket, IPubrelPacket, ISubackPacket, ISubscribePacket,
+  IDisconnectPacket, IPublishPacket, IPubrelPacket, ISubackPacket, ISubscribePacket,
   IUnsubackPacket, IUnsubscribePacket, Packet
 } from 'mqtt-packet'
 import { Codec } from './codec.js'
@@ -27,7 +27,7 @@ export interface VersionBridgeOptions {
 // 4 length bytes and the largest Remaining Length [MQTT-2.2.3].
 const MAX_FRAME = MAX_REMAINING_LENGTH + 5
 
-// MQTT 5 reason codes the bridge sends itself [MQTT-2.4].
+// MQTT 5 reason codes the bridge sends itself (MQTT 5 section 2.4).
 const PROTOCOL_ERROR = 0x82
 const BAD_AUTH_METHOD = 0x8c
 const TOPIC_ALIAS_INVALID = 0x94
@@ -183,7 +183,7 @@ class VersionBridge extends Duplex {
       case 'unsubscribe': return this.onUnsubscribe(packet)
       case 'pingreq': return this.toBroker(packet)
       case 'disconnect': return this.onClientDisconnect(packet)
-      // AUTH without an Authentication Method in CONNECT [MQTT-4.12.0-1] (the bridge never
+      // AUTH without an Authentication Method in CONNECT (MQTT 5 section 3.15; the bridge never
       // accepts one), a second CONNECT [MQTT-3.1.0-2], or a packet only a server sends.
       default: return this.protocolError(PROTOCOL_ERROR, `client sent ${packet.cmd} after CONNECT`)
     }
@@ -196,8 +196,8 @@ class VersionBridge extends Duplex {
       throw new GuardError('GUARD_ERR_UNSUPPORTED_PROTOCOL', `bridge expects MQTT 5, got version ${packet.protocolVersion}`)
     }
     this.connectSeen = true
-    // Enhanced authentication [MQTT-4.12] cannot be carried to a 3.1.1 broker; 0x8C tells the
-    // client the method is not supported [MQTT-3.2.2.2].
+    // Enhanced authentication (MQTT 5 section 4.12) cannot be carried to a 3.1.1 broker: refuse
+    // the method with 0x8C and close [MQTT-4.12.0-1].
     if (packet.properties?.authenticationMethod !== undefined) {
       this.finish({ cmd: 'connack', sessionPresent: false, reasonCode: BAD_AUTH_METHOD }, undefined)
       return
@@ -211,8 +211,8 @@ class VersionBridge extends Duplex {
   private onClientPublish (packet: IPublishPacket): void {
     const alias = packet.properties?.topicAlias
     if (alias !== undefined) {
-      // CONNACK left Topic Alias Maximum at 0, so no alias is allowed [MQTT-3.2.2-17]; 0 is
-      // never a valid alias [MQTT-3.3.2-8].
+      // CONNACK left Topic Alias Maximum out (0), so no alias is allowed [MQTT-3.2.2-18]: 0x94
+      // (Topic Alias invalid). 0 is never a valid alias, a plain protocol error [MQTT-3.3.2-8].
       this.protocolError(alias === 0 ? PROTOCOL_ERROR : TOPIC_ALIAS_INVALID, `topic alias ${alias} not allowed`)
       return
     }
@@ -257,7 +257,7 @@ class VersionBridge extends Duplex {
 
   private fromBroker (packet: Packet): void {
     switch (packet.cmd) {
-      case 'connack': return this.onConnack(packet)
+      case 'connack': return this.toClient(connackToV5(packet, this.assignedClientId))
       case 'publish': return this.onBrokerPublish(packet)
       case 'puback':
       case 'pubrec':
@@ -268,10 +268,6 @@ class VersionBridge extends Duplex {
       case 'pingresp': return this.toClient(packet)
       default: throw new GuardError('GUARD_ERR_PROTOCOL', `broker sent ${packet.cmd}`)
     }
-  }
-
-  private onConnack (packet: IConnackPacket): void {
-    this.toClient(connackToV5(packet, this.assignedClientId))
   }
 
   private onBrokerPublish (packet: IPublishPacket): void {

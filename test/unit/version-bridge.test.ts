@@ -2,6 +2,7 @@
 // mqtt-packet go into the bridge, and what comes out is parsed as MQTT 5.
 
 import t from 'tap'
+import { once } from 'node:events'
 import type { Test } from 'tap'
 import { Aedes } from 'aedes'
 import type { AedesOptions } from 'aedes'
@@ -403,6 +404,26 @@ t.test('an error on the inner stream destroys the bridge with it', async (t) => 
   inner.destroy(new Error('boom'))
   await peer.closed
   t.equal(peer.errors[0]?.message, 'boom')
+})
+
+t.test('malformed or unexpected packets from the broker side destroy the bridge', async (t) => {
+  const cases: Array<[Buffer, string]> = [
+    [Buffer.from([0x20, 0x02, 0x02, 0x00]), 'GUARD_ERR_MALFORMED'], // CONNACK flags bits 7-1 set
+    [mqtt.generate({ cmd: 'pingreq' }), 'GUARD_ERR_PROTOCOL'] // only clients send PINGREQ
+  ]
+  for (const [bytes, code] of cases) {
+    const [inner, brokerSide] = duplexPair()
+    const peer = new Peer(bridgeV5ToV4(inner), 5)
+    peer.send(connectPacket(5, { clientId: 'x' }))
+    brokerSide.resume()
+    brokerSide.write(bytes)
+    await peer.closed
+    const err = peer.errors[0]
+    t.ok(isGuardError(err) && err.code === code, code)
+    // The broker side reads what was sent, then ends and closes, as after a TCP FIN.
+    if (!brokerSide.destroyed) await once(brokerSide, 'close')
+    t.ok(brokerSide.destroyed, 'the broker side is closed too')
+  }
 })
 
 t.test('messages larger than the client Maximum Packet Size are dropped, not sent', async (t) => {
