@@ -233,9 +233,12 @@ export class Connection implements ConnectionInfo {
     this.clearTimer()
     this.observe('out', outcome, frame.length)
     if (outcome.verdict.action === 'reject') return this.refuseConnect(outcome.verdict.code, outcome.verdict.reason ?? 'refused')
-    const packet = outcome.packet as IConnackPacket
+    let packet = outcome.packet as IConnackPacket
     const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0
-    this.write(this.client, outcome.changed ? (this.outCodec as Codec).encode(packet) : frame)
+    const announced = code === 0 ? this.announceLimits(packet) : packet
+    const changed = outcome.changed || announced !== packet
+    packet = announced
+    this.write(this.client, changed ? (this.outCodec as Codec).encode(packet) : frame)
     this.connackSent = true
     if (code !== 0) {
       // The broker's own refusal is relayed unchanged; it closes the connection itself.
@@ -252,6 +255,18 @@ export class Connection implements ConnectionInfo {
     const early = this.early
     this.early = []
     for (const f of early) this.inLane.push(f)
+  }
+
+  /**
+   * MQTT 5 clients learn the proxy's packet size limit from CONNACK when it is stricter than
+   * the broker's [MQTT-3.2.2-15], so they can avoid being disconnected with 0x95.
+   */
+  private announceLimits (connack: IConnackPacket): IConnackPacket {
+    if (this.protocolVersion !== 5) return connack
+    const limit = this.deps.limits.maxPacketSize
+    const brokers = connack.properties?.maximumPacketSize
+    if (brokers !== undefined && brokers <= limit) return connack
+    return { ...connack, properties: { ...connack.properties, maximumPacketSize: limit } }
   }
 
   private setUpAliases (connack: IConnackPacket): void {
