@@ -19,6 +19,7 @@ import type { CloseInfo, ConnectionInfo, Direction } from './plugin-api.js'
 import type { Upstream } from './upstream.js'
 import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from './connect-peek.js'
 import { checkClientFrame } from './header-check.js'
+import { Coalescer } from './coalescer.js'
 
 export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'closed'
 
@@ -66,6 +67,9 @@ export class Connection implements ConnectionInfo {
   private outAliases: TopicAliases | null = null
   private brokerFull = false
   private clientFull = false
+  // Every byte to a side goes through its coalescer, so order is kept (see coalescer.ts).
+  private readonly toBrokerBatch = new Coalescer((bytes) => { if (this.broker !== null) this.write(this.broker, bytes) })
+  private readonly toClientBatch = new Coalescer((bytes) => { this.write(this.client, bytes) })
 
   constructor (private readonly client: Duplex, remote: { address: string, port: number }, private readonly deps: ConnectionDeps) {
     this.address = remote.address
@@ -78,13 +82,13 @@ export class Connection implements ConnectionInfo {
     const framer = new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) })
     client.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length
-      this.broker?.cork()
+      this.toBrokerBatch.begin(chunk)
       try {
         framer.push(chunk)
       } catch (err) {
         this.failed(err)
       }
-      this.broker?.uncork()
+      this.toBrokerBatch.finish()
     })
     client.on('end', () => { this.close(this.clientSentDisconnect ? 'client-disconnect' : 'client-closed') })
     client.on('close', () => { this.close(this.clientSentDisconnect ? 'client-disconnect' : 'client-closed') })
@@ -115,7 +119,7 @@ export class Connection implements ConnectionInfo {
     if (level === undefined) return this.close('GUARD_ERR_MALFORMED', 'CONNECT ends before its protocol level')
     if (level !== 3 && level !== 4 && level !== 5) {
       // [MQTT-3.1.2-2]: answer an unsupported level with CONNACK 0x01, then close.
-      this.client.write(UNSUPPORTED_PROTOCOL_CONNACK)
+      this.toClient(UNSUPPORTED_PROTOCOL_CONNACK)
       return this.close('GUARD_ERR_UNSUPPORTED_PROTOCOL', `protocol level ${String(level)}`)
     }
     this.protocolVersion = level
@@ -143,13 +147,13 @@ export class Connection implements ConnectionInfo {
     } else if (verdict.action === 'reject') {
       this.refuseConnect(verdict.code, verdict.reason ?? `refused by ${outcome.plugin ?? 'a plugin'}`)
     } else {
-      if (verdict.action === 'answer') this.answer(this.client, verdict.packets)
+      if (verdict.action === 'answer') this.answer('client', verdict.packets)
       this.close('GUARD_ERR_NOT_AUTHORIZED', `connect ${verdict.action === 'answer' ? 'answered' : 'dropped'} by ${outcome.plugin ?? 'a plugin'}`)
     }
   }
 
   private refuseConnect (code: ErrorCode, reason: string): void {
-    this.write(this.client, (this.outCodec as Codec).encode(connackFor(this.protocolVersion, code, reason)))
+    this.toClient((this.outCodec as Codec).encode(connackFor(this.protocolVersion, code, reason)))
     this.close(code, reason)
   }
 
@@ -194,13 +198,13 @@ export class Connection implements ConnectionInfo {
     const framer = new Framer(268_435_460, (frame) => { lane.push(frame) })
     socket.on('data', (chunk: Buffer) => {
       this.bytesOut += chunk.length
-      this.client.cork()
+      this.toClientBatch.begin(chunk)
       try {
         framer.push(chunk)
       } catch (err) {
         this.failed(err)
       }
-      this.client.uncork()
+      this.toClientBatch.finish()
     })
     socket.on('end', () => { this.close('broker-closed') })
     socket.on('close', () => { this.close('broker-closed') })
@@ -238,7 +242,7 @@ export class Connection implements ConnectionInfo {
     const announced = code === 0 ? this.announceLimits(packet) : packet
     const changed = outcome.changed || announced !== packet
     packet = announced
-    this.write(this.client, changed ? (this.outCodec as Codec).encode(packet) : frame)
+    this.toClient(changed ? (this.outCodec as Codec).encode(packet) : frame)
     this.connackSent = true
     if (code !== 0) {
       // The broker's own refusal is relayed unchanged; it closes the connection itself.
@@ -307,30 +311,38 @@ export class Connection implements ConnectionInfo {
         return this.forward(direction, (this.outCodec as Codec).encode(out))
       }
       case 'drop': return undefined
-      case 'answer': return this.answer(direction === 'in' ? this.client : this.broker, verdict.packets)
+      case 'answer': return this.answer(direction === 'in' ? 'client' : 'broker', verdict.packets)
       case 'reject': return this.reject(direction, packet, verdict.code, verdict.reason ?? `refused by ${outcome.plugin ?? 'a plugin'}`)
     }
   }
 
   private reject (direction: Direction, packet: Packet, code: ErrorCode, reason: string): void {
     const { answer, close } = rejectionFor(direction, this.protocolVersion, packet, code)
-    this.answer(direction === 'in' ? this.client : this.broker, answer)
+    this.answer(direction === 'in' ? 'client' : 'broker', answer)
     this.log.info({ direction, cmd: packet.cmd, code, reason }, 'packet refused')
     if (close) this.close(code, reason)
   }
 
   private forward (direction: Direction, bytes: Buffer): void {
-    if (direction === 'in') this.toBroker(bytes)
-    else this.write(this.client, bytes)
+    if (direction === 'in') this.toBrokerBatch.add(bytes)
+    else this.toClientBatch.add(bytes)
   }
 
   private toBroker (bytes: Buffer): void {
-    if (this.broker !== null) this.write(this.broker, bytes)
+    this.toBrokerBatch.add(bytes)
   }
 
-  private answer (to: Duplex | null, packets: Packet[]): void {
-    if (to === null) return
-    for (const p of packets) this.write(to, (this.outCodec as Codec).encode(p))
+  private toClient (bytes: Buffer): void {
+    this.toClientBatch.add(bytes)
+  }
+
+  /** Sends proxy-made packets back towards `to` (the side a packet came from). */
+  private answer (to: 'client' | 'broker', packets: Packet[]): void {
+    for (const p of packets) {
+      const bytes = (this.outCodec as Codec).encode(p)
+      if (to === 'client') this.toClient(bytes)
+      else this.toBroker(bytes)
+    }
   }
 
   /** Writes with backpressure: a full destination holds the other side's reading. */
@@ -389,8 +401,10 @@ export class Connection implements ConnectionInfo {
     // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
     if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.outCodec !== null && !this.client.destroyed) {
       const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
-      this.client.write(this.outCodec.encode(disconnect))
+      this.toClient(this.outCodec.encode(disconnect))
     }
+    this.toClientBatch.finish()
+    this.toBrokerBatch.finish()
     this.client.end()
     this.broker?.end()
     this.destroyAfterGrace()
