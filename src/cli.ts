@@ -5,7 +5,6 @@ import { parseArgs } from 'node:util'
 import { envOverrides, loadConfig, type GuardConfig, type Overrides } from './config.js'
 import { isGuardError } from './errors.js'
 import { createLogger } from './log.js'
-import { GuardServer } from './server.js'
 import { loadDefinition, validateOptions } from './plugin-loader.js'
 
 const USAGE = `Usage: mqtt-guard <command> [options]
@@ -74,6 +73,8 @@ async function start (args: string[]): Promise<number> {
   const config = loadConfig(flags, envOverrides(process.env))
   await validatePlugins(config)
   const log = createLogger(config.log.level)
+  // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
+  const { GuardServer } = await import('./server.js')
   const server = await GuardServer.start(config, { log })
   await new Promise<void>((resolve) => {
     const shutdown = (signal: NodeJS.Signals): void => {

@@ -2,7 +2,7 @@
 // Validated once at start; every error names the key and what is wrong, and the process exits
 // before it listens. Relative paths resolve against the config file's folder.
 
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
@@ -85,7 +85,8 @@ export function zodToConfigError (error: z.ZodError, prefix: string): GuardError
   let key = prefix
   for (const part of issue.path) key += typeof part === 'number' ? `[${part}]` : (key === '' ? String(part) : `.${String(part)}`)
   if (issue.code === 'unrecognized_keys') {
-    return configError(key, `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`)
+    const first = issue.keys[0] ?? ''
+    return configError(key === '' ? first : `${key}.${first}`, 'unknown key')
   }
   return configError(key, issue.message)
 }
@@ -122,9 +123,14 @@ function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: 
     throw configError('upstream', `unsupported scheme "${url.protocol}": expected mqtt: or mqtts:`)
   }
   const secure = url.protocol === 'mqtts:'
-  const resolve = (file: string | undefined): string | undefined => file === undefined ? undefined : path.resolve(configDir, file)
+  const resolve = (file: string | undefined, key: string): string | undefined => {
+    if (file === undefined) return undefined
+    const resolved = path.resolve(configDir, file)
+    if (!existsSync(resolved)) throw configError(`upstream.${key}`, `file ${resolved} does not exist`)
+    return resolved
+  }
   const tls = secure
-    ? { ca: resolve(spec.ca), cert: resolve(spec.cert), key: resolve(spec.key), rejectUnauthorized: spec.rejectUnauthorized, servername: spec.servername }
+    ? { ca: resolve(spec.ca, 'ca'), cert: resolve(spec.cert, 'cert'), key: resolve(spec.key, 'key'), rejectUnauthorized: spec.rejectUnauthorized, servername: spec.servername }
     : undefined
   const host = url.hostname.replace(/^\[|\]$/g, '')
   if (host === '') throw configError('upstream', `no host in "${spec.url}"`)

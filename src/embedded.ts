@@ -4,7 +4,7 @@
 // proxy processes behave as one broker.
 
 import { Aedes } from 'aedes'
-import { Redis } from 'ioredis'
+import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import { createRequire } from 'node:module'
 
@@ -15,21 +15,36 @@ export interface EmbeddedBroker {
   close: () => Promise<void>
 }
 
-interface RedisParts { persistence: unknown, mq: { close: (cb: () => void) => void }, conn: Redis }
+interface Emitter {
+  state: { on: (event: 'error', listener: (err: Error) => void) => void }
+  close: (cb: () => void) => void
+}
 
-function redisParts (url: string, keyPrefix: string): RedisParts {
+interface RedisParts { persistence: unknown, mq: Emitter, connections: Redis[] }
+
+function redisParts (url: string, keyPrefix: string, log: Logger): RedisParts {
   const persistenceFactory = require('aedes-persistence-redis') as (opts: unknown) => unknown
-  const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: new (prefix: string, opts: unknown) => RedisParts['mq'] }
-  const conn = new Redis(url, { keyPrefix: `${keyPrefix}aedes:`, maxRetriesPerRequest: null })
-  return {
-    conn,
-    persistence: persistenceFactory({ conn }),
-    mq: new MQEmitterRedisPrefix(`${keyPrefix}aedes:`, { connectionString: url })
+  const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: new (prefix: string, opts: unknown) => Emitter }
+  // Our own connections, so that each has an error listener (a Redis outage is logged and
+  // retried, never an unhandled 'error' that ends the process), and without CLIENT SETINFO,
+  // which ioredis may send on a connection already in subscriber mode (ioredis#2037).
+  const options: RedisOptions = { maxRetriesPerRequest: null, disableClientInfo: true }
+  const connections = [
+    new Redis(url, { ...options, keyPrefix: `${keyPrefix}aedes:` }),
+    new Redis(url, options),
+    new Redis(url, options)
+  ]
+  for (const conn of connections) {
+    conn.on('error', (err: NodeJS.ErrnoException) => { log.warn({ err: err.code ?? err.message }, 'embedded broker: redis error') })
   }
+  const [persistenceConn, subConn, pubConn] = connections as [Redis, Redis, Redis]
+  const mq = new MQEmitterRedisPrefix(`${keyPrefix}aedes:`, { subConn, pubConn })
+  mq.state.on('error', (err) => { log.warn({ err: err.message }, 'embedded broker: message bus error') })
+  return { connections, persistence: persistenceFactory({ conn: persistenceConn }), mq }
 }
 
 export async function createEmbeddedBroker (redis: { url: string, keyPrefix: string } | undefined, log: Logger): Promise<EmbeddedBroker> {
-  const parts = redis === undefined ? undefined : redisParts(redis.url, redis.keyPrefix)
+  const parts = redis === undefined ? undefined : redisParts(redis.url, redis.keyPrefix, log)
   const broker = await Aedes.createBroker(parts === undefined ? {} : { persistence: parts.persistence, mq: parts.mq })
   broker.on('clientError', (client, err) => { log.debug({ clientId: client.id, err: err.message }, 'embedded broker: client error') })
   broker.on('connectionError', (_client, err) => { log.debug({ err: err.message }, 'embedded broker: connection error') })
@@ -40,7 +55,7 @@ export async function createEmbeddedBroker (redis: { url: string, keyPrefix: str
       await new Promise<void>((resolve) => { broker.close(() => { resolve() }) })
       if (parts !== undefined) {
         await new Promise<void>((resolve) => { parts.mq.close(() => { resolve() }) })
-        parts.conn.disconnect()
+        for (const conn of parts.connections) conn.disconnect()
       }
     }
   }

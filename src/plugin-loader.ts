@@ -58,15 +58,25 @@ export async function loadPlugins (entries: PluginEntry[], ctx: LoadContext): Pr
   const optionsList = definitions.map((definition, i) => validateOptions(definition, entries[i] as PluginEntry))
   const plugins: Plugin[] = []
   for (const [i, definition] of definitions.entries()) {
-    plugins.push(await definition.create({
-      name: definition.name,
-      options: optionsList[i],
-      log: ctx.log.child({ plugin: definition.name }),
-      redis: ctx.redis,
-      keyPrefix: `${ctx.redisKeyPrefix}${definition.name}:`,
-      instanceId: ctx.instanceId,
-      configDir: ctx.configDir
-    }))
+    const entry = entries[i] as PluginEntry
+    try {
+      plugins.push(await createPlugin(definition, optionsList[i], ctx))
+    } catch (err) {
+      await Promise.allSettled(plugins.map(async (p) => await p.close?.()))
+      throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: plugin ${definition.name} failed to start: ${(err as Error).message}`, { cause: err, plugin: definition.name })
+    }
   }
   return plugins
+}
+
+async function createPlugin (definition: PluginDefinition, options: unknown, ctx: LoadContext): Promise<Plugin> {
+  return await definition.create({
+    name: definition.name,
+    options,
+    log: ctx.log.child({ plugin: definition.name }),
+    redis: ctx.redis,
+    keyPrefix: `${ctx.redisKeyPrefix}${definition.name}:`,
+    instanceId: ctx.instanceId,
+    configDir: ctx.configDir
+  })
 }

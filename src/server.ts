@@ -23,13 +23,13 @@ export interface StartOptions {
 export interface BoundListener { spec: ListenSpec, host: string, port: number }
 
 export class GuardServer {
-  readonly instanceId = randomBytes(8).toString('hex')
   readonly connections = new Set<Connection>()
   readonly listeners: BoundListener[] = []
   private readonly servers: net.Server[] = []
   private stopping = false
 
   private constructor (
+    readonly instanceId: string,
     readonly config: GuardConfig,
     readonly log: Logger,
     readonly host: PluginHost,
@@ -42,13 +42,22 @@ export class GuardServer {
     const redis = config.redis === undefined ? undefined : new Redis(config.redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true })
     redis?.on('error', (err: NodeJS.ErrnoException) => { log.warn({ err: err.code ?? err.message }, 'redis error') })
     const instanceId = randomBytes(8).toString('hex')
-    const plugins = await loadPlugins(config.plugins, {
-      configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId
-    })
-    const upstream = config.upstream.kind === 'embedded'
-      ? embeddedUpstream(await createEmbeddedBroker(config.redis, log))
-      : tcpUpstream(config.upstream)
-    const server = new GuardServer(config, log, new PluginHost([...plugins, ...(options.extraPlugins ?? [])]), upstream, redis)
+    let plugins: Plugin[] = []
+    let upstream: Upstream
+    try {
+      plugins = await loadPlugins(config.plugins, {
+        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId
+      })
+      upstream = config.upstream.kind === 'embedded'
+        ? embeddedUpstream(await createEmbeddedBroker(config.redis, log))
+        : tcpUpstream(config.upstream)
+    } catch (err) {
+      // Nothing may keep the process alive after a failed start.
+      await new PluginHost(plugins).close().catch(() => {})
+      redis?.disconnect()
+      throw err
+    }
+    const server = new GuardServer(instanceId, config, log, new PluginHost([...plugins, ...(options.extraPlugins ?? [])]), upstream, redis)
     try {
       for (const spec of config.listen) await server.listen(spec)
     } catch (err) {

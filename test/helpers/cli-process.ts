@@ -83,7 +83,13 @@ export class CliProcess {
   }
 
   signal (sig: NodeJS.Signals = 'SIGTERM'): void {
-    if (this.running && this.child.pid !== undefined) process.kill(this.child.pid, sig)
+    if (!this.running || this.child.pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return
+    try {
+      process.kill(this.child.pid, sig)
+    } catch (err) {
+      // Exited, 'close' not yet emitted: nothing left to signal.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
+    }
   }
 
   /** SIGTERM, SIGKILL after `graceMs`; resolves once exited. For t.teardown. */
@@ -112,7 +118,7 @@ export function runCli (args: string[], options: { env?: Record<string, string>,
 export async function runToExit (args: string[], options: { env?: Record<string, string>, cwd?: string, timeoutMs?: number } = {}):
 Promise<CliExit & { stdout: string, stderr: string }> {
   const proc = runCli(args, options)
-  const timer = setTimeout(() => { proc.signal('SIGKILL') }, options.timeoutMs ?? 10_000)
+  const timer = setTimeout(() => { proc.signal('SIGKILL') }, options.timeoutMs ?? 20_000)
   const info = await proc.exited
   clearTimeout(timer)
   return { ...info, stdout: proc.stdout, stderr: proc.stderr }

@@ -1,0 +1,233 @@
+// Configuration: the shipped example files load, every invalid value is refused with an error
+// that starts with the offending key, precedence is flags > env > file > defaults, relative
+// paths resolve against the config file, and an exposed listener needs auth or allowAnonymous.
+
+import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import type { Test } from 'tap'
+import { buildConfig, DEFAULTS, envOverrides, loadConfig } from '../../src/config.js'
+import { isGuardError } from '../../src/errors.js'
+
+const CONFIG_DIR = fileURLToPath(new URL('../../../config/', import.meta.url))
+
+/** Runs `fn`, expects a GUARD_ERR_CONFIG and returns its message. */
+function configErrorOf (fn: () => unknown): string {
+  try {
+    fn()
+  } catch (err) {
+    if (!isGuardError(err)) throw err
+    if (err.code !== 'GUARD_ERR_CONFIG') throw new Error(`expected GUARD_ERR_CONFIG, got ${err.code}: ${err.message}`)
+    return err.message
+  }
+  throw new Error('expected a config error, none was thrown')
+}
+
+async function tempDir (t: Test): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'mqtt-guard-config-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  return dir
+}
+
+t.test('every example file in config/ loads', async (t) => {
+  const files = (await readdir(CONFIG_DIR)).filter((f) => f.endsWith('.yaml')).sort()
+  t.ok(files.includes('default.yaml') && files.includes('production.example.yaml'), `the shipped examples are among ${files.join(', ')}`)
+  for (const file of files) {
+    const config = loadConfig({ config: path.join(CONFIG_DIR, file) })
+    t.equal(config.configDir, CONFIG_DIR.replace(/\/$/, ''), `${file}: configDir is config/`)
+    t.ok(config.listen.length > 0, `${file}: has a listener`)
+  }
+  const def = loadConfig({ config: path.join(CONFIG_DIR, 'default.yaml') })
+  t.same(def.listen, [{ host: '127.0.0.1', port: 1884, url: 'mqtt://127.0.0.1:1884' }])
+  t.same(def.upstream, { kind: 'embedded' })
+  t.equal(def.redis, undefined)
+  t.same(def.plugins, [])
+  const prod = loadConfig({ config: path.join(CONFIG_DIR, 'production.example.yaml') })
+  t.same(prod.listen.map((l) => `${l.host}:${l.port}`), ['0.0.0.0:1883'])
+  t.match(prod.upstream, { kind: 'mqtt', host: '127.0.0.1', port: 1883, tls: undefined })
+  t.same(prod.redis, { url: 'redis://127.0.0.1:6379', keyPrefix: 'mqtt-guard:' })
+  t.equal(prod.limits.maxConnections, 50000)
+  t.equal(prod.allowAnonymous, true)
+})
+
+t.test('invalid configs name the key first', async (t) => {
+  const cases: Array<[string, Record<string, unknown>, string, RegExp?]> = [
+    ['listen not HOST:PORT', { listen: 'nonsense' }, 'listen: ', /HOST:PORT/],
+    ['second listener invalid', { listen: ['127.0.0.1:1', 'x'] }, 'listen[1]: '],
+    ['listen port out of range', { listen: '127.0.0.1:70000' }, 'listen: ', /out of range/],
+    ['listen empty list', { listen: [] }, 'listen: '],
+    ['upstream http', { upstream: 'http://x' }, 'upstream: ', /scheme/],
+    ['upstream not a URL', { upstream: 'nowhere' }, 'upstream: '],
+    // Without a host the socket would go to localhost.
+    ['upstream without host', { upstream: 'mqtt://' }, 'upstream: '],
+    ['upstream object with unknown key', { upstream: { url: 'mqtts://b:8883', cafile: 'x' } }, 'upstream.cafile: ', /unknown key/],
+    ['maxPacketSize a string', { limits: { maxPacketSize: 'big' } }, 'limits.maxPacketSize: '],
+    ['maxPacketSize too small', { limits: { maxPacketSize: 10 } }, 'limits.maxPacketSize: '],
+    ['connectTimeoutMs fractional', { limits: { connectTimeoutMs: 1000.5 } }, 'limits.connectTimeoutMs: '],
+    ['unknown key in limits', { limits: { maxSpeed: 1 } }, 'limits.maxSpeed: ', /unknown key/],
+    ['unknown top-level key', { listn: '127.0.0.1:1' }, 'listn: ', /unknown key/],
+    ['plugin entry empty', { plugins: [{}] }, 'plugins[0]: ', /exactly one of/],
+    ['plugin with name and module', { plugins: [{ name: 'auth' }, { name: 'acl', module: './x.js' }] }, 'plugins[1]: '],
+    ['plugin name not a folder name', { plugins: [{ name: '../evil' }] }, 'plugins[0].name: '],
+    ['plugins not a list', { plugins: { name: 'auth' } }, 'plugins: '],
+    ['log level unknown', { log: { level: 'loud' } }, 'log.level: '],
+    ['redis http', { redis: 'http://x' }, 'redis: ', /redis:\/\//],
+    ['redis object without url', { redis: { keyPrefix: 'p:' } }, 'redis'],
+    ['allowAnonymous a string', { allowAnonymous: 'yes' }, 'allowAnonymous: ']
+  ]
+  for (const [name, raw, start, also] of cases) {
+    let message: string
+    try {
+      message = configErrorOf(() => buildConfig(raw, {}))
+    } catch (err) {
+      t.fail(`${name}: ${(err as Error).message}`)
+      continue
+    }
+    t.ok(message.startsWith(start), `${name}: "${message}" starts with "${start}"`)
+    if (also !== undefined) t.match(message, also, `${name}: says what is wrong`)
+  }
+  t.ok(configErrorOf(() => buildConfig({}, { logLevel: 'loud' })).startsWith('log.level: '), 'a bad --log-level names log.level')
+  t.ok(configErrorOf(() => buildConfig({}, { listen: 'x' })).startsWith('listen: '), 'a bad --listen names listen')
+  t.ok(configErrorOf(() => buildConfig({}, { upstream: 'ftp://x' })).startsWith('upstream: '), 'a bad --upstream names upstream')
+  t.ok(configErrorOf(() => buildConfig({}, { redis: 'x' })).startsWith('redis: '), 'a bad --redis names redis')
+  t.match(configErrorOf(() => loadConfig({ config: '/nonexistent/guard.yaml' })), /cannot read config file .*ENOENT/)
+})
+
+t.test('a file that is not YAML is a config error', async (t) => {
+  const dir = await tempDir(t)
+  const file = path.join(dir, 'bad.yaml')
+  await writeFile(file, 'listen: [unclosed\n')
+  t.match(configErrorOf(() => loadConfig({ config: file })), /is not valid YAML/)
+})
+
+t.test('defaults apply when nothing is given', async (t) => {
+  const config = buildConfig({}, {})
+  t.same(config.listen, [{ host: '127.0.0.1', port: 1884, url: 'mqtt://127.0.0.1:1884' }])
+  t.same(config.upstream, { kind: 'embedded' })
+  t.equal(config.redis, undefined)
+  t.equal(config.log.level, 'info')
+  t.same(config.limits, DEFAULTS.limits)
+  t.equal(config.allowAnonymous, false)
+  t.equal(config.configFile, undefined)
+  t.equal(config.configDir, process.cwd())
+})
+
+t.test('precedence: flags > env > file > defaults', async (t) => {
+  const dir = await tempDir(t)
+  const file = path.join(dir, 'guard.yaml')
+  await writeFile(file, [
+    'listen: 127.0.0.1:1001',
+    'upstream: mqtt://file.example:1883',
+    'redis: { url: "redis://file.example:6379", keyPrefix: "file:" }',
+    'log: { level: warn }',
+    'limits: { maxConnections: 7 }'
+  ].join('\n') + '\n')
+
+  const fileOnly = loadConfig({ config: file })
+  t.same(fileOnly.listen.map((l) => l.port), [1001], 'file listen beats default')
+  t.match(fileOnly.upstream, { kind: 'mqtt', host: 'file.example', port: 1883 })
+  t.same(fileOnly.redis, { url: 'redis://file.example:6379', keyPrefix: 'file:' })
+  t.equal(fileOnly.log.level, 'warn')
+  t.same(fileOnly.limits, { ...DEFAULTS.limits, maxConnections: 7 }, 'file limits merge over default limits')
+  t.equal(fileOnly.configFile, file)
+  t.equal(fileOnly.configDir, dir)
+
+  const env = envOverrides({
+    MQTT_GUARD_CONFIG: file,
+    MQTT_GUARD_LISTEN: '127.0.0.1:2001,127.0.0.1:2002',
+    MQTT_GUARD_UPSTREAM: 'mqtt://env.example:2883',
+    MQTT_GUARD_REDIS: 'redis://env.example:6380',
+    MQTT_GUARD_LOG_LEVEL: 'debug'
+  })
+  const fromEnv = loadConfig({}, env)
+  t.same(fromEnv.listen.map((l) => l.port), [2001, 2002], 'env beats file (comma-separated)')
+  t.match(fromEnv.upstream, { kind: 'mqtt', host: 'env.example', port: 2883 })
+  t.equal(fromEnv.redis?.url, 'redis://env.example:6380', 'env redis beats file')
+  t.equal(fromEnv.log.level, 'debug')
+  t.equal(fromEnv.configFile, file, 'MQTT_GUARD_CONFIG names the file')
+
+  const flags = { listen: '127.0.0.1:3001', upstream: 'embedded', redis: 'redis://flag.example:6381', logLevel: 'error' }
+  const fromFlags = loadConfig(flags, env)
+  t.same(fromFlags.listen.map((l) => l.port), [3001], 'flag beats env')
+  t.same(fromFlags.upstream, { kind: 'embedded' })
+  t.equal(fromFlags.redis?.url, 'redis://flag.example:6381')
+  t.equal(fromFlags.log.level, 'error')
+
+  const partial = loadConfig({ listen: '127.0.0.1:3002' }, env)
+  t.same(partial.listen.map((l) => l.port), [3002], 'flag listen')
+  t.match(partial.upstream, { host: 'env.example' }, 'env upstream where no flag')
+  t.equal(partial.log.level, 'debug', 'env level where no flag')
+
+  const emptyEnv = loadConfig({}, envOverrides({ MQTT_GUARD_CONFIG: file, MQTT_GUARD_LISTEN: '', MQTT_GUARD_LOG_LEVEL: '' }))
+  t.same(emptyEnv.listen.map((l) => l.port), [1001], 'an empty variable does not override the file')
+  t.equal(emptyEnv.log.level, 'warn')
+
+  const other = path.join(dir, 'other.yaml')
+  await writeFile(other, 'listen: 127.0.0.1:4001\n')
+  t.same(loadConfig({ config: other }, env).listen.map((l) => l.port), [2001, 2002], '--config picks the file, env still beats it')
+  t.equal(loadConfig({ config: other }, env).configFile, other, '--config beats MQTT_GUARD_CONFIG')
+})
+
+t.test('listen forms', async (t) => {
+  const hosts = (listen: unknown): string[] => buildConfig({ listen }, {}).listen.map((l) => l.url)
+  t.same(hosts('mqtt://127.0.0.1:1'), ['mqtt://127.0.0.1:1'])
+  t.same(hosts('[::1]:2'), ['mqtt://[::1]:2'])
+  t.same(hosts(['localhost:3', '127.0.0.2:4']), ['mqtt://localhost:3', 'mqtt://127.0.0.2:4'])
+})
+
+t.test('relative TLS paths resolve against the config file folder', async (t) => {
+  const dir = await tempDir(t)
+  const sub = path.join(dir, 'etc', 'guard')
+  await mkdir(sub, { recursive: true })
+  const file = path.join(sub, 'guard.yaml')
+  await writeFile(file, [
+    'upstream:',
+    '  url: mqtts://broker.internal:8883',
+    '  ca: ./ca.pem',
+    '  cert: certs/proxy.pem',
+    `  key: ${path.join(dir, 'proxy.key')}`,
+    '  rejectUnauthorized: false'
+  ].join('\n') + '\n')
+  // The files must exist: a missing one is a config error naming upstream.ca/cert/key.
+  await mkdir(path.join(sub, 'certs'))
+  for (const f of [path.join(sub, 'ca.pem'), path.join(sub, 'certs', 'proxy.pem'), path.join(dir, 'proxy.key')]) await writeFile(f, 'x')
+  // A relative path to the config file itself resolves against the working directory.
+  const relative = path.relative(process.cwd(), file)
+  for (const given of [file, relative]) {
+    const config = loadConfig({ config: given })
+    t.same(config.upstream, {
+      kind: 'mqtt',
+      url: 'mqtts://broker.internal:8883',
+      host: 'broker.internal',
+      port: 8883,
+      tls: { ca: path.join(sub, 'ca.pem'), cert: path.join(sub, 'certs/proxy.pem'), key: path.join(dir, 'proxy.key'), rejectUnauthorized: false, servername: undefined }
+    }, `config given as ${given}`)
+  }
+  const noPort = buildConfig({ upstream: 'mqtts://b.example' }, {})
+  t.match(noPort.upstream, { port: 8883, tls: { rejectUnauthorized: true } }, 'mqtts defaults to 8883 and verifies')
+  t.match(buildConfig({ upstream: 'mqtt://b.example' }, {}).upstream, { port: 1883, tls: undefined })
+})
+
+t.test('a non-loopback listener needs auth or allowAnonymous', async (t) => {
+  for (const listen of ['0.0.0.0:1883', ':1883', '[::]:1883', ['127.0.0.1:1', '10.1.2.3:1883']]) {
+    const message = configErrorOf(() => buildConfig({ listen }, {}))
+    t.ok(message.startsWith('listen: '), `${JSON.stringify(listen)}: names listen`)
+    t.match(message, /allowAnonymous/, `${JSON.stringify(listen)}: mentions allowAnonymous`)
+  }
+  t.ok(configErrorOf(() => buildConfig({}, { listen: '0.0.0.0:1883' })).startsWith('listen: '), 'also from a flag')
+  t.same(buildConfig({ listen: '0.0.0.0:1883', allowAnonymous: true }, {}).listen.map((l) => l.host), ['0.0.0.0'])
+  t.same(buildConfig({ listen: '0.0.0.0:1883', plugins: [{ name: 'auth', passwordFile: 'x' }] }, {}).plugins,
+    [{ key: 'plugins[0]', name: 'auth', module: undefined, options: { passwordFile: 'x' } }], 'auth plugin is enough; options kept')
+  for (const listen of ['127.0.0.1:1', '127.8.9.10:1', 'localhost:1', '[::1]:1']) {
+    t.doesNotThrow(() => buildConfig({ listen }, {}), `${listen} is loopback`)
+  }
+})
+
+t.test('a missing upstream TLS file is a config error naming the key', async (t) => {
+  const dir = await tempDir(t)
+  const file = path.join(dir, 'guard.yaml')
+  await writeFile(file, 'upstream:\n  url: mqtts://broker:8883\n  ca: ./missing-ca.pem\n')
+  t.throws(() => loadConfig({ config: file }), { code: 'GUARD_ERR_CONFIG', message: /^upstream\.ca: file .*missing-ca\.pem does not exist/ })
+})
