@@ -14,6 +14,11 @@ export type CliLine = Record<string, unknown> & { msg?: string }
 export interface CliExit { code: number | null, signal: NodeJS.Signals | null }
 
 const live = new Set<ChildProcess>()
+// tap ends a test file that overran its timeout with a signal, which skips 'exit' handlers
+// unless the signal itself is turned into an exit: then the children above die too.
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  if (process.listenerCount(signal) === 0) process.once(signal, () => { process.exit(128 + (signal === 'SIGTERM' ? 15 : 2)) })
+}
 process.on('exit', () => {
   for (const child of live) {
     if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')

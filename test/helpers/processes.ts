@@ -91,6 +91,11 @@ export interface ExitInfo {
 // exits without having stopped them, so a failed test does not leak brokers.
 const livePids = new Set<number>()
 const liveDirs = new Set<string>()
+// tap ends a test file that overran its timeout with a signal, which skips 'exit' handlers
+// unless the signal itself is turned into an exit: then the children above die too.
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  if (process.listenerCount(signal) === 0) process.once(signal, () => { process.exit(128 + (signal === 'SIGTERM' ? 15 : 2)) })
+}
 process.on('exit', () => {
   for (const pid of livePids) {
     try {
