@@ -65,6 +65,9 @@ export class Connection implements ConnectionInfo {
   private clientSentDisconnect = false
   private inAliases: TopicAliases | null = null
   private outAliases: TopicAliases | null = null
+  private drainTimer: NodeJS.Timeout | null = null
+  private clientEnded = false
+  private brokerEnded = false
   private brokerFull = false
   private clientFull = false
   // Every byte to a side goes through its coalescer, so order is kept (see coalescer.ts).
@@ -90,8 +93,8 @@ export class Connection implements ConnectionInfo {
       }
       this.toBrokerBatch.finish()
     })
-    client.on('end', () => { this.close(this.clientSentDisconnect ? 'client-disconnect' : 'client-closed') })
-    client.on('close', () => { this.close(this.clientSentDisconnect ? 'client-disconnect' : 'client-closed') })
+    client.on('end', () => { this.clientGone() })
+    client.on('close', () => { this.clientGone() })
     client.on('error', (err: NodeJS.ErrnoException) => { this.close('client-error', err.code ?? err.message) })
     this.startTimer(deps.limits.connectTimeoutMs, 'GUARD_ERR_CONNECT_TIMEOUT', 'no CONNECT within connectTimeoutMs')
     this.log.debug({ address: this.address, port: this.port, listener: this.listener }, 'connection opened')
@@ -206,8 +209,8 @@ export class Connection implements ConnectionInfo {
       }
       this.toClientBatch.finish()
     })
-    socket.on('end', () => { this.close('broker-closed') })
-    socket.on('close', () => { this.close('broker-closed') })
+    socket.on('end', () => { this.brokerGone(lane) })
+    socket.on('close', () => { this.brokerGone(lane) })
     // A GuardError here comes from the embedded broker's version bridge judging the client's
     // packet: it is the client's fault and gets the client the matching reason code.
     socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -259,6 +262,11 @@ export class Connection implements ConnectionInfo {
     const early = this.early
     this.early = []
     for (const f of early) this.inLane.push(f)
+    // A client that sent its packets and left before CONNACK: they are on their way now.
+    if (this.clientEnded) {
+      this.clientEnded = false
+      this.clientGone()
+    }
   }
 
   /**
@@ -397,6 +405,7 @@ export class Connection implements ConnectionInfo {
     const wasRelaying = this.state === 'relaying'
     this.state = 'closed'
     this.clearTimer()
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer)
     const code = reason.startsWith('GUARD_ERR_') ? reason as ErrorCode : undefined
     // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
     if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.outCodec !== null && !this.client.destroyed) {
@@ -411,6 +420,31 @@ export class Connection implements ConnectionInfo {
     const level = code !== undefined && wasRelaying ? 'warn' : 'info'
     this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
     this.deps.onClosed(this, { reason, detail })
+  }
+
+  /**
+   * The client closed its side. What it sent before still goes to the broker in order (a hook
+   * may be awaiting Redis for it): close once its lane is drained, or after a grace period.
+   * Before CONNACK the early packets wait for the broker's answer, bounded by the CONNACK timer.
+   */
+  private clientGone (): void {
+    if (this.clientEnded) return
+    this.clientEnded = true
+    this.closeWhenDrained(this.inLane, () => this.clientSentDisconnect ? 'client-disconnect' : 'client-closed')
+  }
+
+  private brokerGone (lane: Lane): void {
+    if (this.brokerEnded) return
+    this.brokerEnded = true
+    this.closeWhenDrained(lane, () => 'broker-closed')
+  }
+
+  private closeWhenDrained (lane: Lane, reason: () => string): void {
+    if (this.state === 'closed') return
+    if (this.state === 'admitting' || (this.state === 'dialing' && lane === this.inLane)) return // see onConnack
+    if (lane.idle) return this.close(reason())
+    this.drainTimer ??= setTimeout(() => { this.close(reason(), 'plugins did not finish in time') }, CLOSE_GRACE_MS)
+    lane.whenIdle(() => { this.close(reason()) })
   }
 
   /** Sockets get CLOSE_GRACE_MS to flush; whatever is still open then is destroyed. */

@@ -25,7 +25,8 @@ export const ERRORS = {
   GUARD_ERR_SESSION_TAKEN_OVER: { reason: 0x8e, connack: undefined, summary: 'session taken over' },
   GUARD_ERR_QUOTA_EXCEEDED: { reason: 0x97, connack: 3, summary: 'quota exceeded' },
   GUARD_ERR_BAD_AUTH_METHOD: { reason: 0x8c, connack: 4, summary: 'bad authentication method' },
-  GUARD_ERR_TOPIC_INVALID: { reason: 0x90, connack: undefined, summary: 'topic name invalid' }
+  GUARD_ERR_TOPIC_INVALID: { reason: 0x90, connack: undefined, summary: 'topic name invalid' },
+  GUARD_ERR_TOPIC_ALIAS_INVALID: { reason: 0x94, connack: undefined, summary: 'topic alias invalid' }
 } as const satisfies Record<string, { reason: number | undefined, connack: number | undefined, summary: string }>
 
 export type ErrorCode = keyof typeof ERRORS

@@ -36,6 +36,7 @@ export class Lane {
   private readonly queue: Buffer[] = []
   private head = 0
   private waiting = false
+  private onIdle: (() => void) | null = null
 
   constructor (
     private readonly process: FrameProcessor,
@@ -46,6 +47,12 @@ export class Lane {
 
   get idle (): boolean {
     return !this.waiting && this.head === this.queue.length
+  }
+
+  /** Calls `callback` once every frame pushed so far has been processed (now, if it has). */
+  whenIdle (callback: () => void): void {
+    if (this.idle) callback()
+    else this.onIdle = callback
   }
 
   push (frame: Buffer): void {
@@ -82,6 +89,11 @@ export class Lane {
       this.queue.length = 0
       this.head = 0
       this.valve.release(HOLD.laneQueueFull)
+    }
+    if (this.idle && this.onIdle !== null) {
+      const callback = this.onIdle
+      this.onIdle = null
+      callback()
     }
   }
 }

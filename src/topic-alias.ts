@@ -20,7 +20,7 @@ export class TopicAliases {
     if (alias === undefined) return
     if (alias === 0 || alias > this.maximum) {
       // [MQTT-3.3.2-8], [MQTT-3.3.2-9]
-      throw new GuardError('GUARD_ERR_TOPIC_INVALID', `topic alias ${alias} outside 1..${this.maximum}`)
+      throw new GuardError('GUARD_ERR_TOPIC_ALIAS_INVALID', `topic alias ${alias} outside 1..${this.maximum}`)
     }
     if (packet.topic === '') {
       const topic = this.topics.get(alias)
