@@ -11,7 +11,7 @@ import type { IConnackPacket, IConnectPacket, Packet } from 'mqtt-packet'
 import { Codec, FRAME_TYPE, frameType, type ProtocolVersion } from './codec.js'
 import { Framer } from './framer.js'
 import { isGuardError, type ErrorCode } from './errors.js'
-import { Lane, Valve, HOLD } from './lane.js'
+import { Lane } from './lane.js'
 import { TopicAliases } from './topic-alias.js'
 import { connackFor, reasonFor, rejectionFor } from './answers.js'
 import type { PluginHost, Outcome } from './plugin-host.js'
@@ -19,7 +19,7 @@ import type { CloseInfo, ConnectionInfo, Direction } from './plugin-api.js'
 import type { Upstream } from './upstream.js'
 import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from './connect-peek.js'
 import { checkClientFrame } from './header-check.js'
-import { Coalescer } from './coalescer.js'
+import { Sides, CLOSE_GRACE_MS } from './sides.js'
 
 export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'closed'
 
@@ -34,8 +34,6 @@ export interface ConnectionDeps {
   readonly refuse?: ErrorCode | undefined
 }
 
-/** Time given to sockets to flush on close before they are destroyed. */
-const CLOSE_GRACE_MS = 2000
 
 export class Connection implements ConnectionInfo {
   readonly id = randomBytes(6).toString('hex')
@@ -49,14 +47,9 @@ export class Connection implements ConnectionInfo {
   log: Logger
   private readonly baseLog: Logger
   state: ConnectionState = 'awaiting-connect'
-  bytesIn = 0
-  bytesOut = 0
-
-  private broker: Duplex | null = null
+  private readonly sides: Sides
   private inCodec: Codec | null = null
   private outCodec: Codec | null = null
-  private readonly clientValve: Valve
-  private brokerValve: Valve | null = null
   private readonly inLane: Lane
   private outLane: Lane | null = null
   private early: Buffer[] = []
@@ -68,31 +61,16 @@ export class Connection implements ConnectionInfo {
   private drainTimer: NodeJS.Timeout | null = null
   private clientEnded = false
   private brokerEnded = false
-  private brokerFull = false
-  private clientFull = false
-  // Every byte to a side goes through its coalescer, so order is kept (see coalescer.ts).
-  private readonly toBrokerBatch = new Coalescer((bytes) => { if (this.broker !== null) this.write(this.broker, bytes) })
-  private readonly toClientBatch = new Coalescer((bytes) => { this.write(this.client, bytes) })
 
-  constructor (private readonly client: Duplex, remote: { address: string, port: number }, private readonly deps: ConnectionDeps) {
+  constructor (client: Duplex, remote: { address: string, port: number }, private readonly deps: ConnectionDeps) {
     this.address = remote.address
     this.port = remote.port
     this.listener = deps.listener
     this.baseLog = deps.log.child({ conn: this.id })
     this.log = this.baseLog
-    this.clientValve = new Valve(client)
-    this.inLane = new Lane((f) => this.fromClient(f), (e) => { this.failed(e) }, this.clientValve, deps.limits.maxQueuedPackets)
-    const framer = new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) })
-    client.on('data', (chunk: Buffer) => {
-      this.bytesIn += chunk.length
-      this.toBrokerBatch.begin(chunk)
-      try {
-        framer.push(chunk)
-      } catch (err) {
-        this.failed(err)
-      }
-      this.toBrokerBatch.finish()
-    })
+    this.sides = new Sides(client)
+    this.inLane = new Lane((f) => this.fromClient(f), (e) => { this.failed(e) }, this.sides.clientValve, deps.limits.maxQueuedPackets)
+    this.sides.read('client', new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) }), (e) => { this.failed(e) })
     client.on('end', () => { this.clientGone() })
     client.on('close', () => { this.clientGone() })
     client.on('error', (err: NodeJS.ErrnoException) => { this.close('client-error', err.code ?? err.message) })
@@ -162,7 +140,7 @@ export class Connection implements ConnectionInfo {
 
   private queueEarly (frame: Buffer, type: number): void {
     // Enhanced authentication (MQTT 5 AUTH) happens before CONNACK and must flow [MQTT-4.12].
-    if (type === FRAME_TYPE.auth && this.broker !== null) return this.toBroker(frame)
+    if (type === FRAME_TYPE.auth && this.sides.broker !== null) return this.toBroker(frame)
     if (this.early.length >= this.deps.limits.maxQueuedPackets) {
       return this.close('GUARD_ERR_QUEUE_FULL', `more than ${this.deps.limits.maxQueuedPackets} packets before CONNACK`)
     }
@@ -192,23 +170,12 @@ export class Connection implements ConnectionInfo {
   }
 
   private attachBroker (socket: Duplex): void {
-    this.broker = socket
-    this.brokerValve = new Valve(socket)
-    const lane = new Lane((f) => this.fromBroker(f), (e) => { this.failed(e) }, this.brokerValve, this.deps.limits.maxQueuedPackets)
+    const valve = this.sides.attachBroker(socket)
+    const lane = new Lane((f) => this.fromBroker(f), (e) => { this.failed(e) }, valve, this.deps.limits.maxQueuedPackets)
     this.outLane = lane
     // The broker is trusted with large packets up to the protocol maximum; the client's own
     // CONNECT maximumPacketSize is the broker's business [MQTT-3.1.2-24].
-    const framer = new Framer(268_435_460, (frame) => { lane.push(frame) })
-    socket.on('data', (chunk: Buffer) => {
-      this.bytesOut += chunk.length
-      this.toClientBatch.begin(chunk)
-      try {
-        framer.push(chunk)
-      } catch (err) {
-        this.failed(err)
-      }
-      this.toClientBatch.finish()
-    })
+    this.sides.read('broker', new Framer(268_435_460, (frame) => { lane.push(frame) }), (e) => { this.failed(e) })
     socket.on('end', () => { this.brokerGone(lane) })
     socket.on('close', () => { this.brokerGone(lane) })
     // A GuardError here comes from the embedded broker's version bridge judging the client's
@@ -332,16 +299,16 @@ export class Connection implements ConnectionInfo {
   }
 
   private forward (direction: Direction, bytes: Buffer): void {
-    if (direction === 'in') this.toBrokerBatch.add(bytes)
-    else this.toClientBatch.add(bytes)
+    if (direction === 'in') this.sides.toBroker(bytes)
+    else this.sides.toClient(bytes)
   }
 
   private toBroker (bytes: Buffer): void {
-    this.toBrokerBatch.add(bytes)
+    this.sides.toBroker(bytes)
   }
 
   private toClient (bytes: Buffer): void {
-    this.toClientBatch.add(bytes)
+    this.sides.toClient(bytes)
   }
 
   /** Sends proxy-made packets back towards `to` (the side a packet came from). */
@@ -350,23 +317,6 @@ export class Connection implements ConnectionInfo {
       const bytes = (this.outCodec as Codec).encode(p)
       if (to === 'client') this.toClient(bytes)
       else this.toBroker(bytes)
-    }
-  }
-
-  /** Writes with backpressure: a full destination holds the other side's reading. */
-  private write (to: Duplex, bytes: Buffer): void {
-    if (to.destroyed || to.writableEnded) return
-    if (to.write(bytes)) return
-    if (to === this.client) {
-      if (this.clientFull || this.brokerValve === null) return
-      this.clientFull = true
-      this.brokerValve.hold(HOLD.destinationFull)
-      to.once('drain', () => { this.clientFull = false; this.brokerValve?.release(HOLD.destinationFull) })
-    } else {
-      if (this.brokerFull) return
-      this.brokerFull = true
-      this.clientValve.hold(HOLD.destinationFull)
-      to.once('drain', () => { this.brokerFull = false; this.clientValve.release(HOLD.destinationFull) })
     }
   }
 
@@ -408,15 +358,11 @@ export class Connection implements ConnectionInfo {
     if (this.drainTimer !== null) clearTimeout(this.drainTimer)
     const code = reason.startsWith('GUARD_ERR_') ? reason as ErrorCode : undefined
     // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
-    if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.outCodec !== null && !this.client.destroyed) {
+    if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.outCodec !== null && !this.sides.client.destroyed) {
       const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
       this.toClient(this.outCodec.encode(disconnect))
     }
-    this.toClientBatch.finish()
-    this.toBrokerBatch.finish()
-    this.client.end()
-    this.broker?.end()
-    this.destroyAfterGrace()
+    this.sides.end()
     const level = code !== undefined && wasRelaying ? 'warn' : 'info'
     this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
     this.deps.onClosed(this, { reason, detail })
@@ -445,14 +391,5 @@ export class Connection implements ConnectionInfo {
     if (lane.idle) return this.close(reason())
     this.drainTimer ??= setTimeout(() => { this.close(reason(), 'plugins did not finish in time') }, CLOSE_GRACE_MS)
     lane.whenIdle(() => { this.close(reason()) })
-  }
-
-  /** Sockets get CLOSE_GRACE_MS to flush; whatever is still open then is destroyed. */
-  private destroyAfterGrace (): void {
-    const sockets = [this.client, this.broker].filter((s): s is Duplex => s !== null && !s.destroyed)
-    if (sockets.length === 0) return
-    const grace = setTimeout(() => { for (const s of sockets) s.destroy() }, CLOSE_GRACE_MS)
-    let open = sockets.length
-    for (const s of sockets) s.once('close', () => { if (--open === 0) clearTimeout(grace) })
   }
 }
