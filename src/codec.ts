@@ -45,6 +45,21 @@ export class Codec {
   private failure: Error | null = null
   private readonly generateOptions: { protocolVersion: ProtocolVersion }
 
+  private static readonly instances = new Map<ProtocolVersion, Codec>()
+
+  /**
+   * A Codec shared by every connection of one protocol version. Safe because decode() takes
+   * exactly one whole frame and finishes synchronously, and a failed parser is replaced.
+   */
+  static shared (protocolVersion: ProtocolVersion): Codec {
+    let codec = Codec.instances.get(protocolVersion)
+    if (codec === undefined) {
+      codec = new Codec(protocolVersion)
+      Codec.instances.set(protocolVersion, codec)
+    }
+    return codec
+  }
+
   constructor (readonly protocolVersion: ProtocolVersion) {
     this.generateOptions = { protocolVersion }
     this.makeParser()

@@ -4,7 +4,6 @@
 // Each direction is a Lane: frames run through the plugin chain in order, and are forwarded as
 // their original bytes unless a plugin changed them.
 
-import { randomBytes } from 'node:crypto'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { IConnackPacket, IConnectPacket, Packet } from 'mqtt-packet'
@@ -21,6 +20,13 @@ import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from './connect-peek.
 import { checkClientFrame } from './header-check.js'
 import { Sides, CLOSE_GRACE_MS } from './sides.js'
 
+let connections = 0
+
+/** Unique per process, cheap: base-36 counter. */
+function nextConnectionId (): string {
+  return (++connections).toString(36)
+}
+
 export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'closed'
 
 export interface ConnectionDeps {
@@ -36,7 +42,7 @@ export interface ConnectionDeps {
 
 
 export class Connection implements ConnectionInfo {
-  readonly id = randomBytes(6).toString('hex')
+  readonly id = nextConnectionId()
   readonly openedAt = Date.now()
   readonly address: string
   readonly port: number
@@ -44,12 +50,11 @@ export class Connection implements ConnectionInfo {
   clientId = ''
   username: string | undefined
   protocolVersion: ProtocolVersion = 4
-  log: Logger
-  private readonly baseLog: Logger
+  private logger: Logger | null = null
   state: ConnectionState = 'awaiting-connect'
   private readonly sides: Sides
-  private inCodec: Codec | null = null
-  private outCodec: Codec | null = null
+  // One decoder per protocol version, shared: every decode is one whole frame, synchronously.
+  private codec: Codec | null = null
   private readonly inLane: Lane
   private outLane: Lane | null = null
   private early: Buffer[] = []
@@ -62,12 +67,16 @@ export class Connection implements ConnectionInfo {
   private clientEnded = false
   private brokerEnded = false
 
+  /** The connection's logger: bound to its ID, and to its client ID once CONNECT is read. */
+  get log (): Logger {
+    this.logger ??= this.deps.log.child({ conn: this.id })
+    return this.logger
+  }
+
   constructor (client: Duplex, remote: { address: string, port: number }, private readonly deps: ConnectionDeps) {
     this.address = remote.address
     this.port = remote.port
     this.listener = deps.listener
-    this.baseLog = deps.log.child({ conn: this.id })
-    this.log = this.baseLog
     this.sides = new Sides(client)
     this.inLane = new Lane((f) => this.fromClient(f), (e) => { this.failed(e) }, this.sides.clientValve, deps.limits.maxQueuedPackets)
     this.sides.read('client', new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) }), (e) => { this.failed(e) })
@@ -75,7 +84,7 @@ export class Connection implements ConnectionInfo {
     client.on('close', () => { this.clientGone() })
     client.on('error', (err: NodeJS.ErrnoException) => { this.close('client-error', err.code ?? err.message) })
     this.startTimer(deps.limits.connectTimeoutMs, 'GUARD_ERR_CONNECT_TIMEOUT', 'no CONNECT within connectTimeoutMs')
-    this.log.debug({ address: this.address, port: this.port, listener: this.listener }, 'connection opened')
+    if (deps.log.isLevelEnabled('debug')) this.log.debug({ address: this.address, port: this.port, listener: this.listener }, 'connection opened')
   }
 
   // ---- client → broker -------------------------------------------------------------------
@@ -104,12 +113,11 @@ export class Connection implements ConnectionInfo {
       return this.close('GUARD_ERR_UNSUPPORTED_PROTOCOL', `protocol level ${String(level)}`)
     }
     this.protocolVersion = level
-    this.inCodec = new Codec(level)
-    this.outCodec = new Codec(level)
-    const packet = this.inCodec.decode(frame) as IConnectPacket
+    this.codec = Codec.shared(level)
+    const packet = this.codec.decode(frame) as IConnectPacket
     this.clientId = packet.clientId
     this.username = packet.username
-    this.log = this.baseLog.child({ clientId: packet.clientId })
+    this.logger = this.deps.log.child({ conn: this.id, clientId: packet.clientId })
     this.clearTimer()
     this.state = 'admitting'
     if (this.deps.refuse !== undefined) return this.refuseConnect(this.deps.refuse, 'refused by the proxy')
@@ -123,7 +131,7 @@ export class Connection implements ConnectionInfo {
     this.observe('in', outcome, frame.length)
     const { verdict } = outcome
     if (verdict.action === 'continue') {
-      const bytes = outcome.changed ? (this.inCodec as Codec).encode(outcome.packet) : frame
+      const bytes = outcome.changed ? (this.codec as Codec).encode(outcome.packet) : frame
       this.dial(bytes, outcome.packet as IConnectPacket)
     } else if (verdict.action === 'reject') {
       this.refuseConnect(verdict.code, verdict.reason ?? `refused by ${outcome.plugin ?? 'a plugin'}`)
@@ -134,7 +142,7 @@ export class Connection implements ConnectionInfo {
   }
 
   private refuseConnect (code: ErrorCode, reason: string): void {
-    this.toClient((this.outCodec as Codec).encode(connackFor(this.protocolVersion, code, reason)))
+    this.toClient((this.codec as Codec).encode(connackFor(this.protocolVersion, code, reason)))
     this.close(code, reason)
   }
 
@@ -196,7 +204,7 @@ export class Connection implements ConnectionInfo {
     if (type !== FRAME_TYPE.connack) {
       return this.close('GUARD_ERR_PROTOCOL', `broker sent packet type ${type} before CONNACK`)
     }
-    const packet = (this.outCodec as Codec).decode(frame) as IConnackPacket
+    const packet = (this.codec as Codec).decode(frame) as IConnackPacket
     const outcome = this.deps.host.run('out', this, packet, type)
     if (outcome instanceof Promise) return outcome.then((o) => { this.onConnack(frame, o) })
     this.onConnack(frame, outcome)
@@ -212,7 +220,7 @@ export class Connection implements ConnectionInfo {
     const announced = code === 0 ? this.announceLimits(packet) : packet
     const changed = outcome.changed || announced !== packet
     packet = announced
-    this.toClient(changed ? (this.outCodec as Codec).encode(packet) : frame)
+    this.toClient(changed ? (this.codec as Codec).encode(packet) : frame)
     this.connackSent = true
     if (code !== 0) {
       // The broker's own refusal is relayed unchanged; it closes the connection itself.
@@ -221,7 +229,7 @@ export class Connection implements ConnectionInfo {
     const assigned = packet.properties?.assignedClientIdentifier
     if (assigned !== undefined) {
       this.clientId = assigned
-      this.log = this.baseLog.child({ clientId: assigned })
+      this.logger = this.deps.log.child({ conn: this.id, clientId: assigned })
     }
     this.setUpAliases(packet)
     this.state = 'relaying'
@@ -265,8 +273,7 @@ export class Connection implements ConnectionInfo {
       if (type === FRAME_TYPE.disconnect) this.clientSentDisconnect = true
     }
     if (!this.deps.host.wants(direction, type)) return this.forward(direction, frame)
-    const codec = (direction === 'in' ? this.inCodec : this.outCodec) as Codec
-    const packet = codec.decode(frame)
+    const packet = (this.codec as Codec).decode(frame)
     if (packet.cmd === 'publish') (direction === 'in' ? this.inAliases : this.outAliases)?.resolve(packet)
     const outcome = this.deps.host.run(direction, this, packet, type)
     if (outcome instanceof Promise) return outcome.then((o) => { this.decided(direction, frame, o) })
@@ -283,7 +290,7 @@ export class Connection implements ConnectionInfo {
         const reencode = outcome.changed || (packet.cmd === 'publish' && aliases !== null && aliases.needsTopic(packet))
         if (!reencode) return this.forward(direction, frame)
         const out = packet.cmd === 'publish' && aliases !== null ? aliases.prepare(packet) : packet
-        return this.forward(direction, (this.outCodec as Codec).encode(out))
+        return this.forward(direction, (this.codec as Codec).encode(out))
       }
       case 'drop': return undefined
       case 'answer': return this.answer(direction === 'in' ? 'client' : 'broker', verdict.packets)
@@ -314,7 +321,7 @@ export class Connection implements ConnectionInfo {
   /** Sends proxy-made packets back towards `to` (the side a packet came from). */
   private answer (to: 'client' | 'broker', packets: Packet[]): void {
     for (const p of packets) {
-      const bytes = (this.outCodec as Codec).encode(p)
+      const bytes = (this.codec as Codec).encode(p)
       if (to === 'client') this.toClient(bytes)
       else this.toBroker(bytes)
     }
@@ -358,9 +365,9 @@ export class Connection implements ConnectionInfo {
     if (this.drainTimer !== null) clearTimeout(this.drainTimer)
     const code = reason.startsWith('GUARD_ERR_') ? reason as ErrorCode : undefined
     // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
-    if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.outCodec !== null && !this.sides.client.destroyed) {
+    if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.codec !== null && !this.sides.client.destroyed) {
       const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
-      this.toClient(this.outCodec.encode(disconnect))
+      this.toClient(this.codec.encode(disconnect))
     }
     this.sides.end()
     const level = code !== undefined && wasRelaying ? 'warn' : 'info'
