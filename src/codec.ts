@@ -73,6 +73,10 @@ export class Codec {
 
   /** Decodes exactly one whole frame. Throws GUARD_ERR_MALFORMED / GUARD_ERR_PROTOCOL. */
   decode (frame: Buffer): Packet {
+    if (frameType(frame) === FRAME_TYPE.publish) {
+      const publish = decodePublish(frame, this.protocolVersion)
+      if (publish !== null) return publish
+    }
     this.decoded = null
     this.failure = null
     let left = 0
@@ -127,15 +131,10 @@ export class Codec {
   private checkPublish (packet: Extract<Packet, { cmd: 'publish' }>, frame: Buffer): void {
     const start = fixedHeaderLength(frame)
     const topicLength = frame.readUInt16BE(start)
-    let end = start + 2 + topicLength + (packet.qos > 0 ? 2 : 0)
+    const end = start + 2 + topicLength + (packet.qos > 0 ? 2 : 0)
     // [MQTT-3.3.2.3]: an MQTT 5 PUBLISH always has a property length.
     if (this.protocolVersion === 5 && end >= frame.length) throw malformed('PUBLISH truncated: no property length')
-    end = start + 2 + topicLength
-    // [MQTT-1.5.3-1]: ill-formed UTF-8 is malformed. Checked on the bytes, and only when the
-    // decoder had to substitute, so the common case costs one string scan.
-    if (packet.topic.includes('\uFFFD') && !isUtf8(frame.subarray(start + 2, end))) {
-      throw malformed('PUBLISH topic is not valid UTF-8')
-    }
+    checkTopic(packet.topic, frame, start + 2, start + 2 + topicLength, this.protocolVersion, packet.properties?.topicAlias !== undefined)
   }
 
   encode (packet: Packet): Buffer {
@@ -145,6 +144,48 @@ export class Codec {
       throw new GuardError('GUARD_ERR_ENCODE', `cannot encode ${packet.cmd}: ${(err as Error).message}`, { cause: err })
     }
   }
+}
+
+/**
+ * The common PUBLISH, decoded without mqtt-packet and without copying the payload (it is a
+ * view into the frame). Returns null when mqtt-packet must do it: MQTT 5 properties, QoS 3,
+ * or anything short, so that every error comes from one place.
+ */
+function decodePublish (frame: Buffer, version: ProtocolVersion): Extract<Packet, { cmd: 'publish' }> | null {
+  const first = frame[0] as number
+  const qos = (first >> 1) & 3
+  if (qos === 3) return null
+  const start = fixedHeaderLength(frame)
+  if (start + 2 > frame.length) return null
+  const topicEnd = start + 2 + frame.readUInt16BE(start)
+  let offset = topicEnd + (qos > 0 ? 2 : 0)
+  if (version === 5) {
+    if (offset >= frame.length || frame[offset] !== 0) return null // properties present
+    offset++
+  }
+  if (offset > frame.length) return null
+  const topic = frame.toString('utf8', start + 2, topicEnd)
+  checkTopic(topic, frame, start + 2, topicEnd, version, false)
+  const packet: Extract<Packet, { cmd: 'publish' }> = {
+    cmd: 'publish',
+    retain: (first & 1) === 1,
+    qos: qos as 0 | 1 | 2,
+    dup: (first & 8) === 8,
+    length: frame.length - start,
+    topic,
+    payload: frame.subarray(offset)
+  }
+  if (qos > 0) packet.messageId = frame.readUInt16BE(topicEnd)
+  if (qos > 0 && packet.messageId === 0) throw malformed('PUBLISH packet identifier 0') // [MQTT-2.3.1-1]
+  return packet
+}
+
+/** [MQTT-1.5.3-1] valid UTF-8, [MQTT-3.3.2-2] no wildcards, and a topic unless an alias stands for it. */
+function checkTopic (topic: string, frame: Buffer, start: number, end: number, version: ProtocolVersion, aliased: boolean): void {
+  // Checked on the bytes only when the decoder had to substitute: the common case is one scan.
+  if (topic.includes('\uFFFD') && !isUtf8(frame.subarray(start, end))) throw malformed('PUBLISH topic is not valid UTF-8')
+  if (topic.includes('+') || topic.includes('#')) throw new GuardError('GUARD_ERR_TOPIC_INVALID', 'PUBLISH topic contains a wildcard')
+  if (topic === '' && !(version === 5 && aliased)) throw new GuardError('GUARD_ERR_PROTOCOL', 'PUBLISH without a topic')
 }
 
 function checkProperties (where: string, properties: object | undefined): void {

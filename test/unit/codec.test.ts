@@ -120,3 +120,29 @@ t.test('encode failures are GUARD_ERR_ENCODE', async (t) => {
   const unknown = { cmd: 'nope' } as unknown as Packet
   t.throws(() => codec.encode(unknown), { code: 'GUARD_ERR_ENCODE' }, 'unknown command')
 })
+
+t.test('PUBLISH without properties is decoded without copying its payload', async (t) => {
+  for (const version of [4, 5] as const) {
+    const frame = Buffer.from(version === 5 ? '320a0003612f620007006869' : '32090003612f6200076869', 'hex')
+    const packet = new Codec(version).decode(frame)
+    t.equal(packet.cmd, 'publish')
+    if (packet.cmd !== 'publish') continue
+    t.equal(packet.topic, 'a/b')
+    t.equal(packet.messageId, 7)
+    t.equal((packet.payload as Buffer).toString(), 'hi')
+    t.equal((packet.payload as Buffer).buffer, frame.buffer, `MQTT ${version}: payload is a view of the frame`)
+  }
+})
+
+t.test('PUBLISH topics are judged as the spec says', async (t) => {
+  const cases: Array<[string, 4 | 5, string, string]> = [
+    ['wildcard +', 4, '30060003612f2b', 'GUARD_ERR_TOPIC_INVALID'],
+    ['wildcard #', 5, '30070003612f2300', 'GUARD_ERR_TOPIC_INVALID'],
+    ['empty topic in 3.1.1', 4, '300400006869', 'GUARD_ERR_PROTOCOL'],
+    ['empty topic without alias in 5', 5, '30050000006869', 'GUARD_ERR_PROTOCOL'],
+    ['packet identifier 0', 4, '32070003612f620000', 'GUARD_ERR_MALFORMED']
+  ]
+  for (const [name, version, hex, code] of cases) {
+    t.throws(() => new Codec(version).decode(Buffer.from(hex, 'hex')), { code }, name)
+  }
+})
