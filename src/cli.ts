@@ -85,6 +85,7 @@ async function start (args: string[]): Promise<number> {
     }
     process.once('SIGTERM', shutdown)
     process.once('SIGINT', shutdown)
+    process.on('SIGHUP', () => { void server.reload() })
   })
   log.flush()
   return 0

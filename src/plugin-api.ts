@@ -70,6 +70,11 @@ export interface Plugin {
   /** Sees every packet and the final verdict. Must not throw or block. */
   observe?: (event: PacketEvent) => void
   onClose?: (conn: ConnectionInfo, info: CloseInfo) => void
+  /**
+   * Re-read what can change at run time (password and ACL files) on SIGHUP. Must be atomic:
+   * on any error keep the old state in force, log why, and resolve.
+   */
+  reload?: () => void | Promise<void>
   close?: () => void | Promise<void>
 }
 

@@ -136,6 +136,18 @@ export class PluginHost {
     }
   }
 
+  /** SIGHUP: every plugin re-reads its files; one plugin's failure does not stop the others. */
+  async reload (log: { error: (obj: object, msg: string) => void }): Promise<void> {
+    for (const plugin of this.plugins) {
+      if (plugin.reload === undefined) continue
+      try {
+        await plugin.reload()
+      } catch (err) {
+        log.error({ plugin: plugin.name, err }, 'plugin reload failed; previous state kept')
+      }
+    }
+  }
+
   async close (): Promise<void> {
     for (const plugin of [...this.plugins].reverse()) {
       if (plugin.close !== undefined) await plugin.close()

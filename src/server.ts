@@ -99,6 +99,12 @@ export class GuardServer {
     this.connections.add(conn)
   }
 
+  /** SIGHUP: plugins re-read their files; settings that need a restart are named in the log. */
+  async reload (): Promise<void> {
+    this.log.info('reloading')
+    await this.host.reload(this.log)
+  }
+
   /** Stops accepting, closes every connection (MQTT 5: DISCONNECT 0x8B), releases all. */
   async stop (): Promise<void> {
     if (this.stopping) return
