@@ -46,8 +46,8 @@ export function bridgeV5ToV4 (inner: Duplex, options: VersionBridgeOptions = {})
 }
 
 class VersionBridge extends Duplex {
-  private readonly v5 = new Codec(5)
-  private readonly v4 = new Codec(4)
+  private readonly v5 = Codec.shared(5)
+  private readonly v4 = Codec.shared(4)
   private readonly clientFramer = new Framer(MAX_FRAME, (frame) => { this.fromClient(this.v5.decode(frame)) })
   private readonly brokerFramer = new Framer(MAX_FRAME, (frame) => { this.fromBroker(this.v4.decode(frame)) })
   private connectSeen = false
