@@ -12,6 +12,11 @@ const USAGE = `Usage: mqtt-guard <command> [options]
 Commands:
   start                 run the proxy
   check-config FILE     validate a config file (and its plugins' options) and exit
+  passwd FILE USER      add, change or delete a user in a Mosquitto password file
+                        ([--password P] [--delete] [--scrypt] [--iterations N])
+  acl-check --config FILE [--user U] [--client C] [--group G]... [--qos N] [--retain]
+            publish|subscribe|receive TOPIC
+                        which ACL rule decides; exit 0 allow, 1 deny
 
 Options for start:
   --config FILE         YAML config (env MQTT_GUARD_CONFIG)
@@ -37,6 +42,8 @@ export async function main (argv: string[]): Promise<number> {
     switch (command) {
       case 'start': return await start(rest)
       case 'check-config': return await checkConfig(rest)
+      case 'passwd': return await (await import('./commands/passwd.js')).passwdCommand(rest)
+      case 'acl-check': return await (await import('./commands/acl-check.js')).aclCheckCommand(rest)
       case undefined:
       case 'help':
       case '--help':

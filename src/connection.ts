@@ -284,6 +284,7 @@ export class Connection implements ConnectionInfo {
     if (this.state === 'closed') return
     this.observe(direction, outcome, frame.length)
     const { verdict, packet } = outcome
+    if (verdict.action !== 'continue' && packet.cmd === 'publish') (direction === 'in' ? this.inAliases : this.outAliases)?.withheld(packet)
     switch (verdict.action) {
       case 'continue': {
         const aliases = direction === 'in' ? this.inAliases : this.outAliases

@@ -38,6 +38,15 @@ export class TopicAliases {
   }
 
   /**
+   * The packet was not forwarded (dropped, answered or refused): if it set up an alias, the
+   * receiver has not learnt it, so the alias's next use must carry the topic again.
+   */
+  withheld (packet: IPublishPacket): void {
+    const alias = packet.properties?.topicAlias
+    if (alias !== undefined) this.unsent.add(alias)
+  }
+
+  /**
    * Makes a packet that is about to be re-encoded consistent with the receiver's table:
    * the same topic keeps its alias (sent with the topic, which re-sets it to the same value);
    * a changed topic drops the alias, so the receiver's mapping stays the sender's.

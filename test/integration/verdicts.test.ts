@@ -33,14 +33,30 @@ async function refusedConnect (t: Test, url: string, version: 4 | 5): Promise<nu
   return err.code
 }
 
-function collect (client: MqttClient): Array<{ topic: string, payload: string }> {
-  const got: Array<{ topic: string, payload: string }> = []
+type Received = Array<{ topic: string, payload: string }> & { client?: MqttClient }
+
+function collect (client: MqttClient): Received {
+  const got: Received = []
+  got.client = client
   client.on('message', (topic, payload) => { got.push({ topic, payload: payload.toString() }) })
   return got
 }
 
-async function waitFor<T> (list: T[], count: number): Promise<void> {
-  while (list.length < count) await new Promise((resolve) => setImmediate(resolve))
+/** Resolves once `count` messages have arrived; fails after 10 s instead of hanging. */
+async function waitFor (got: Received, count: number): Promise<void> {
+  if (got.length >= count) return
+  const client = got.client as MqttClient
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { client.removeListener('message', check); reject(new Error(`${got.length} of ${count} messages within 10 s`)) }, 10_000)
+    // Registered after collect()'s listener, so `got` already holds the message.
+    const check = (): void => {
+      if (got.length < count) return
+      clearTimeout(timer)
+      client.removeListener('message', check)
+      resolve()
+    }
+    client.on('message', check)
+  })
 }
 
 const isTopic = (topic: string) => (p: { cmd: string }) => p.cmd === 'publish' && (p as IPublishPacket).topic === topic
@@ -127,3 +143,18 @@ for (const version of [4, 5] as const) {
     })
   }
 }
+
+t.test('MQTT 5: a dropped PUBLISH that set a topic alias does not leave the broker without it', async (t) => {
+  const proxy = await proxyWith(t, [
+    { direction: 'in', cmd: 'publish', when: (p) => p.cmd === 'publish' && p.payload.toString() === 'first', verdict: () => ({ action: 'drop' }) }
+  ])
+  const direct = await connect(t, mosquitto.url, 4)
+  await direct.subscribeAsync('alias/#', { qos: 1 })
+  const got = collect(direct)
+  const client = await connect(t, proxy.url, 5)
+  // QoS 0: a dropped QoS 1 PUBLISH would (rightly) never be acknowledged.
+  await client.publishAsync('alias/x', 'first', { qos: 0, properties: { topicAlias: 1 } })
+  await client.publishAsync('', 'second', { qos: 0, properties: { topicAlias: 1 } })
+  await waitFor(got, 1)
+  t.same(got, [{ topic: 'alias/x', payload: 'second' }], 'the broker learnt the alias from the next packet')
+})

@@ -1,0 +1,51 @@
+// acl: who may publish, subscribe and receive what. See README.md.
+// Publishes (and the will) are checked as `publish`, each SUBSCRIBE filter as `subscribe`,
+// each delivery from the broker as `receive`; the first YAML rule that matches decides, then
+// the Mosquitto acl_file, then default deny. Every denial is logged once, with the rule.
+
+import path from 'node:path'
+import { definePlugin } from '../../src/plugin-api.js'
+import { WatchedFile } from '../../src/watched-file.js'
+import { AclPolicy } from './rules.js'
+import { parseMosquittoAcl, type MosquittoAcl } from './mosquitto-acl.js'
+import { compileRules, validateOptions, type AclOptions } from './options.js'
+import { AclHooks } from './hooks.js'
+
+export { validateOptions, type AclOptions }
+
+/** The policy for validated options; `aclFile` yields the file's current rules (watched or read once). */
+export function buildPolicy (options: AclOptions, aclFile: () => MosquittoAcl | undefined): AclPolicy {
+  return new AclPolicy(compileRules(options.rules), options.groups, aclFile)
+}
+
+export function resolveAclFile (options: AclOptions, configDir: string): string | undefined {
+  return options.aclFile === undefined ? undefined : path.resolve(configDir, options.aclFile)
+}
+
+export default definePlugin<AclOptions>({
+  name: 'acl',
+  validate: validateOptions,
+  create (ctx) {
+    const file = resolveAclFile(ctx.options, ctx.configDir)
+    // Read now (a bad file stops the start); later re-read atomically on change and SIGHUP.
+    const watched = file === undefined ? undefined : new WatchedFile<MosquittoAcl>(file, parseMosquittoAcl, ctx.log)
+    watched?.watch()
+    const hooks = new AclHooks(buildPolicy(ctx.options, () => watched?.value), ctx.options.onDeniedPublish)
+    return {
+      name: 'acl',
+      in: {
+        connect: (conn, packet) => hooks.connect(conn, packet),
+        publish: (conn, packet) => hooks.publish(conn, packet),
+        pubrel: (conn, packet) => hooks.pubrelIn(conn, packet),
+        subscribe: (conn, packet) => hooks.subscribe(conn, packet)
+      },
+      out: {
+        publish: (conn, packet) => hooks.deliver(conn, packet),
+        pubrel: (conn, packet) => hooks.pubrelOut(conn, packet),
+        suback: (conn, packet) => hooks.suback(conn, packet)
+      },
+      reload: () => { watched?.reload() },
+      close: () => { watched?.close() }
+    }
+  }
+})

@@ -1,0 +1,190 @@
+// auth: who may connect. Checks the CONNECT's user name and password against a Mosquitto
+// password file and/or users in Redis, refuses with the MQTT code for the reason, slows down
+// guessing, and decides which credentials the broker sees.
+
+import path from 'node:path'
+import type { IConnectPacket } from 'mqtt-packet'
+import { definePlugin, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin-api.js'
+import type { ErrorCode } from '../../src/errors.js'
+import { WatchedFile } from '../../src/watched-file.js'
+import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
+import { BruteForce } from './brute-force.js'
+import { SharedBruteForce } from './brute-force-redis.js'
+import { RedisUsers } from './redis-users.js'
+import { validateOptions, type AuthOptions } from './options.js'
+
+export type { AuthOptions } from './options.js'
+
+/** Who a connection logged in as; other plugins (acl) read it with `authOf(conn)`. */
+export interface AuthInfo {
+  username: string | undefined
+  anonymous: boolean
+  groups: string[]
+  source: 'file' | 'redis' | 'anonymous'
+}
+
+const admitted = new WeakMap<ConnectionInfo, AuthInfo>()
+
+export function authOf (conn: ConnectionInfo): AuthInfo | undefined {
+  return admitted.get(conn)
+}
+
+type Check =
+  | { ok: true, info: AuthInfo }
+  | { ok: false, code: ErrorCode, reason: string, count: boolean, detail?: string }
+
+const GENERIC = 'bad user name or password'
+
+class Auth {
+  private readonly file: WatchedFile<PasswordFile> | undefined
+  private readonly redisUsers: RedisUsers | undefined
+  private readonly bruteForce: BruteForce | undefined
+  private readonly shared: SharedBruteForce | undefined
+  private readonly fallbackDummy: PasswordHash = dummyLike(undefined)
+
+  constructor (private readonly ctx: PluginContext<AuthOptions>) {
+    const { options } = ctx
+    if (options.passwordFile !== undefined) {
+      this.file = new WatchedFile(path.resolve(ctx.configDir, options.passwordFile), parsePasswordFile, ctx.log)
+      if (options.watch) this.file.watch()
+    }
+    if (options.redisUsers !== undefined) {
+      if (ctx.redis === undefined) throw new Error('redisUsers: needs the top-level redis setting')
+      this.redisUsers = new RedisUsers(ctx.redis, ctx.keyPrefix, options.redisUsers, options.redisTimeoutMs)
+    }
+    if (options.bruteForce !== undefined) {
+      this.bruteForce = new BruteForce(options.bruteForce)
+      // With Redis the counters are shared by every proxy using the same key prefix.
+      if (ctx.redis !== undefined) this.shared = new SharedBruteForce(ctx.redis, ctx.keyPrefix, options.bruteForce, ctx.log, options.redisTimeoutMs)
+    }
+    ctx.log.info({
+      passwordFile: this.file?.file, users: this.file?.value.users.size, redisUsers: this.redisUsers !== undefined, bruteForce: this.shared !== undefined ? 'shared' : this.bruteForce !== undefined ? 'local' : 'off',
+      allowAnonymous: options.allowAnonymous, upstreamCredentials: typeof options.upstreamCredentials === 'string' ? options.upstreamCredentials : 'fixed'
+    }, 'auth ready')
+  }
+
+  private get dummy (): PasswordHash {
+    return this.file?.value.dummy ?? this.fallbackDummy
+  }
+
+  async connect (conn: ConnectionInfo, packet: IConnectPacket): Promise<HookResult> {
+    const result = await this.check(conn, packet)
+    if (!result.ok) {
+      // Logged once, here; the password never is. The client only learns the generic reason,
+      // so it cannot tell an unknown user from a wrong password.
+      conn.log.warn({ clientId: packet.clientId, username: packet.username, address: conn.address, reason: result.reason, ...(result.detail !== undefined && { detail: result.detail }) }, 'auth refused')
+      return { action: 'reject', code: result.code, reason: result.code === 'GUARD_ERR_BAD_CREDENTIALS' ? GENERIC : result.reason }
+    }
+    admitted.set(conn, result.info)
+    conn.log.debug({ username: result.info.username, source: result.info.source }, 'auth ok')
+    return this.upstream(packet)
+  }
+
+  private async check (conn: ConnectionInfo, packet: IConnectPacket): Promise<Check> {
+    const { username, password } = packet
+    if (packet.properties?.authenticationMethod !== undefined) {
+      // Enhanced authentication is not offered by this plugin [MQTT-4.12.0-1]: 0x8C.
+      return { ok: false, code: 'GUARD_ERR_BAD_AUTH_METHOD', reason: 'authentication-method-unsupported', count: false, detail: packet.properties.authenticationMethod }
+    }
+    if (username === undefined && password === undefined) {
+      if (this.ctx.options.allowAnonymous) return { ok: true, info: { username: undefined, anonymous: true, groups: [], source: 'anonymous' } }
+      return { ok: false, code: 'GUARD_ERR_NOT_AUTHORIZED', reason: 'no-credentials', count: false }
+    }
+    const keys = [`address:${conn.address}`, ...(username !== undefined ? [`user:${username}`] : [])]
+    const block = this.bruteForce?.blocked(keys) ?? await this.shared?.blocked(keys)
+    if (block !== undefined) {
+      return { ok: false, code: 'GUARD_ERR_BANNED', reason: 'blocked', count: false, detail: `${block.key} blocked until ${new Date(block.until).toISOString()}` }
+    }
+    const result = await this.verify(username, password ?? Buffer.alloc(0))
+    if (result.ok) {
+      if (username !== undefined) {
+        this.bruteForce?.succeeded(`user:${username}`)
+        await this.shared?.succeeded(`user:${username}`)
+      }
+    } else if (result.count) {
+      await this.failed(conn, packet, keys)
+    }
+    return result
+  }
+
+  private async verify (username: string | undefined, password: Buffer): Promise<Check> {
+    const bad = (reason: string): Check => ({ ok: false, code: 'GUARD_ERR_BAD_CREDENTIALS', reason, count: true })
+    if (username === undefined) {
+      await verifyPassword(this.dummy, password)
+      return bad('no-user-name')
+    }
+    const hash = this.file?.value.users.get(username)
+    if (hash !== undefined) {
+      if (await verifyPassword(hash, password)) return { ok: true, info: { username, anonymous: false, groups: [], source: 'file' } }
+      return bad('wrong-password')
+    }
+    if (this.redisUsers !== undefined) {
+      const lookup = await this.redisUsers.lookup(username)
+      if ('unavailable' in lookup) {
+        // A user that cannot be verified does not get in; "server unavailable" tells it to retry.
+        return { ok: false, code: 'GUARD_ERR_UPSTREAM_UNAVAILABLE', reason: 'user-store-unavailable', count: false, detail: lookup.unavailable }
+      }
+      if (lookup.found) {
+        if (await verifyPassword(lookup.user.hash, password)) return { ok: true, info: { username, anonymous: false, groups: lookup.user.groups, source: 'redis' } }
+        return bad('wrong-password')
+      }
+    }
+    // Unknown users cost as much as known ones.
+    await verifyPassword(this.dummy, password)
+    return bad('unknown-user')
+  }
+
+  private async failed (conn: ConnectionInfo, packet: IConnectPacket, keys: string[]): Promise<void> {
+    if (this.bruteForce === undefined) return
+    const local = this.bruteForce.failed(keys).blocked
+    const shared = (await this.shared?.failed(keys))?.blocked ?? []
+    // Either may start the block; each key's block is logged once here.
+    const blocks = [
+      ...shared.map((b) => ({ ...b, scope: 'redis' })),
+      ...local.filter((b) => !shared.some((s) => s.key === b.key)).map((b) => ({ ...b, scope: 'process' }))
+    ]
+    for (const block of blocks) {
+      const { maxFailures, windowMs, blockMs } = this.ctx.options.bruteForce as NonNullable<AuthOptions['bruteForce']>
+      conn.log.warn({
+        key: block.key, scope: block.scope, failures: block.failures, maxFailures, windowMs, blockMs, until: new Date(block.until).toISOString(),
+        clientId: packet.clientId, username: packet.username, address: conn.address
+      }, 'brute force: blocked')
+    }
+  }
+
+  private upstream (packet: IConnectPacket): HookResult {
+    const mode = this.ctx.options.upstreamCredentials
+    if (mode === 'passthrough') return undefined
+    const next: IConnectPacket = { ...packet }
+    delete next.username
+    delete next.password
+    if (mode !== 'strip') {
+      next.username = mode.username
+      next.password = Buffer.from(mode.password, 'utf8')
+    }
+    return { action: 'continue', packet: next }
+  }
+
+  reload (): void {
+    this.file?.reload()
+    this.redisUsers?.clear()
+  }
+
+  close (): void {
+    this.file?.close()
+  }
+}
+
+export default definePlugin<AuthOptions>({
+  name: 'auth',
+  validate: validateOptions,
+  create (ctx) {
+    const auth = new Auth(ctx)
+    return {
+      name: 'auth',
+      in: { connect: async (conn, packet) => await auth.connect(conn, packet) },
+      reload: () => { auth.reload() },
+      close: () => { auth.close() }
+    }
+  }
+})

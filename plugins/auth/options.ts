@@ -1,0 +1,92 @@
+// The auth plugin's options, validated by hand; errors start with the option key, the loader
+// prefixes `plugins[i].`.
+
+import { configError } from '../../src/errors.js'
+import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
+import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
+
+export type UpstreamCredentials = 'passthrough' | 'strip' | { username: string, password: string }
+
+export interface AuthOptions {
+  passwordFile: string | undefined
+  allowAnonymous: boolean
+  redisUsers: RedisUsersOptions | undefined
+  upstreamCredentials: UpstreamCredentials
+  bruteForce: BruteForceOptions | undefined
+  /** Re-read the password file when it changes (besides SIGHUP). Default true. */
+  watch: boolean
+  /** A Redis call slower than this counts as Redis being unreachable. Default 1000. */
+  redisTimeoutMs: number
+}
+
+const KEYS = ['passwordFile', 'allowAnonymous', 'redisUsers', 'upstreamCredentials', 'bruteForce', 'watch', 'redisTimeoutMs']
+
+function isObject (v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}
+
+function bool (raw: Record<string, unknown>, key: string, fallback: boolean): boolean {
+  const v = raw[key]
+  if (v === undefined) return fallback
+  if (typeof v !== 'boolean') throw configError(key, `expected true or false, got ${JSON.stringify(v)}`)
+  return v
+}
+
+/** `{ a: 1 }` merged over defaults; every value a non-negative integer (positive where `min` is 1). */
+function numbers<T extends object> (key: string, raw: unknown, defaults: T, min: Partial<Record<keyof T, number>> = {}): T {
+  if (raw === undefined || raw === true) return { ...defaults }
+  if (!isObject(raw)) throw configError(key, 'expected true, false or an object')
+  const out: Record<string, number> = { ...defaults as Record<string, number> }
+  for (const [k, v] of Object.entries(raw)) {
+    if (!(k in defaults)) throw configError(`${key}.${k}`, `unknown option (expected ${Object.keys(defaults).join(', ')})`)
+    const lowest = (min as Record<string, number>)[k] ?? 0
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < lowest) throw configError(`${key}.${k}`, `expected an integer >= ${lowest}, got ${JSON.stringify(v)}`)
+    out[k] = v
+  }
+  return out as T
+}
+
+function positiveInt (raw: Record<string, unknown>, key: string, fallback: number): number {
+  const v = raw[key]
+  if (v === undefined) return fallback
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw configError(key, `expected an integer >= 1, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function upstreamCredentials (raw: unknown): UpstreamCredentials {
+  if (raw === undefined) return 'passthrough'
+  if (raw === 'passthrough' || raw === 'strip') return raw
+  if (isObject(raw)) {
+    const { username, password, ...rest } = raw
+    const extra = Object.keys(rest)[0]
+    if (extra !== undefined) throw configError(`upstreamCredentials.${extra}`, 'unknown option (expected username, password)')
+    if (typeof username !== 'string' || username === '') throw configError('upstreamCredentials.username', 'expected a non-empty string')
+    if (typeof password !== 'string') throw configError('upstreamCredentials.password', 'expected a string')
+    return { username, password }
+  }
+  throw configError('upstreamCredentials', 'expected one of passthrough, strip, or { username, password }')
+}
+
+export function validateOptions (raw: Record<string, unknown>): AuthOptions {
+  for (const key of Object.keys(raw)) {
+    if (!KEYS.includes(key)) throw configError(key, `unknown option (expected one of ${KEYS.join(', ')})`)
+  }
+  const passwordFile = raw['passwordFile']
+  if (passwordFile !== undefined && (typeof passwordFile !== 'string' || passwordFile === '')) {
+    throw configError('passwordFile', 'expected a file path')
+  }
+  const redisRaw = raw['redisUsers']
+  const options: AuthOptions = {
+    passwordFile,
+    allowAnonymous: bool(raw, 'allowAnonymous', false),
+    redisUsers: redisRaw === undefined || redisRaw === false ? undefined : numbers('redisUsers', redisRaw, REDIS_USERS_DEFAULTS),
+    upstreamCredentials: upstreamCredentials(raw['upstreamCredentials']),
+    bruteForce: raw['bruteForce'] === false ? undefined : numbers('bruteForce', raw['bruteForce'], BRUTE_FORCE_DEFAULTS, { maxFailures: 1, windowMs: 1, blockMs: 1, maxKeys: 1 }),
+    watch: bool(raw, 'watch', true),
+    redisTimeoutMs: positiveInt(raw, 'redisTimeoutMs', 1000)
+  }
+  if (options.passwordFile === undefined && options.redisUsers === undefined && !options.allowAnonymous) {
+    throw configError('passwordFile', 'required unless redisUsers is set or allowAnonymous is true')
+  }
+  return options
+}

@@ -1,0 +1,125 @@
+// The auth plugin's users in Redis (a hash per user at <keyPrefix>auth:user:<name>), through the
+// proxy in front of a private Mosquitto, with a private Redis and a key prefix per test.
+
+import t, { type Test } from 'tap'
+import { Redis as IORedis } from 'ioredis'
+import { join } from 'node:path'
+import { startMosquitto } from '../helpers/mosquitto.js'
+import { startRedis } from '../helpers/redis.js'
+import { startProxy, type TestProxy } from '../helpers/proxy.js'
+import type { LogLine } from '../helpers/log-sink.js'
+import { assertNoPasswordsLogged, loginCode, tempDir } from '../helpers/auth-clients.js'
+import { formatHash, hashPbkdf2, hashScrypt } from '../../plugins/auth/password-file.js'
+import { authOf } from '../../plugins/auth/index.js'
+import { passwdCommand } from '../../src/commands/passwd.js'
+import type { Plugin } from '../../src/plugin-api.js'
+
+const PASSWORDS = { rita: 'pw-Rita-h3s9', sam: 'pw-Sam-scr-5p0d', file: 'pw-FileRita-x2b4', wrong: 'pw-Wrong-q1w8' }
+const mosquitto = await startMosquitto()
+t.teardown(() => mosquitto.stop())
+const redis = await startRedis()
+t.teardown(() => redis.stop())
+const db = new IORedis(redis.url, { maxRetriesPerRequest: 1 })
+t.teardown(() => { db.disconnect() })
+const dir = await tempDir(t, 'mqtt-guard-auth-redis-')
+const allLogs: LogLine[][] = []
+let testNo = 0
+
+interface Setup { proxy: TestProxy, prefix: string, groups: Map<string, string[]> }
+
+/** A proxy whose auth plugin keeps users under a fresh prefix; records each login's groups. */
+async function setup (t: Test, options: Record<string, unknown> = {}, redisUrl = redis.url, keyPrefix = `authtest${++testNo}:`): Promise<Setup> {
+  const groups = new Map<string, string[]>()
+  const recorder: Plugin = {
+    name: 'groups-recorder',
+    out: { connack: (conn) => { const info = authOf(conn); if (info?.username !== undefined) groups.set(info.username, info.groups) } }
+  }
+  const proxy = await startProxy({
+    config: { upstream: mosquitto.url, redis: { url: redisUrl, keyPrefix }, plugins: [{ name: 'auth', redisUsers: { cacheMs: 0 }, redisTimeoutMs: 300, ...options }] },
+    extraPlugins: [recorder]
+  })
+  t.teardown(() => proxy.stop())
+  allLogs.push(proxy.logs.lines)
+  return { proxy, prefix: `${keyPrefix}auth:`, groups }
+}
+
+for (const version of [4, 5] as const) {
+  const code = (v4: number, v5: number): number => version === 5 ? v5 : v4
+
+  t.test(`MQTT ${version === 5 ? '5' : '3.1.1'}: users from Redis`, async (t) => {
+    const { proxy, prefix, groups } = await setup(t)
+    await db.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)), groups: 'ops, admins' })
+    await db.hset(`${prefix}user:sam`, { password: formatHash(await hashScrypt(PASSWORDS.sam, { N: 1024, r: 8, p: 1 })) })
+    t.equal(await loginCode(t, proxy.url, version, 'rita', PASSWORDS.rita), 0, '$7$ user in Redis')
+    t.equal(await loginCode(t, proxy.url, version, 'sam', PASSWORDS.sam), 0, '$scrypt$ user in Redis')
+    t.same(groups.get('rita'), ['ops', 'admins'])
+    t.same(groups.get('sam'), [])
+    t.equal(await loginCode(t, proxy.url, version, 'rita', PASSWORDS.wrong), code(4, 0x86))
+    t.equal(await loginCode(t, proxy.url, version, 'nobody', PASSWORDS.wrong), code(4, 0x86))
+    await proxy.logs.waitFor((l) => l.msg === 'auth refused' && l.reason === 'unknown-user' && l.username === 'nobody')
+  })
+}
+
+t.test('the password file is asked first; Redis only for names it does not hold', async (t) => {
+  const file = join(dir, 'passwd')
+  t.equal(await passwdCommand([file, 'rita', '--password', PASSWORDS.file]), 0)
+  const { proxy, prefix } = await setup(t, { passwordFile: file })
+  await db.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)) })
+  t.equal(await loginCode(t, proxy.url, 5, 'rita', PASSWORDS.file), 0)
+  t.equal(await loginCode(t, proxy.url, 5, 'rita', PASSWORDS.rita), 0x86)
+})
+
+t.test('answers are cached for cacheMs; reload() empties the cache', async (t) => {
+  const { proxy, prefix } = await setup(t, { redisUsers: { cacheMs: 60_000 } })
+  await db.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)) })
+  t.equal(await loginCode(t, proxy.url, 4, 'rita', PASSWORDS.rita), 0)
+  await db.del(`${prefix}user:rita`)
+  t.equal(await loginCode(t, proxy.url, 4, 'rita', PASSWORDS.rita), 0, 'cached')
+  await proxy.server.reload()
+  t.equal(await loginCode(t, proxy.url, 4, 'rita', PASSWORDS.rita), 4, 'gone after reload()')
+})
+
+t.test('a broken record or an unreachable Redis: nobody gets in on it (3 / 0x88)', async (t) => {
+  const own = await startRedis()
+  t.teardown(() => own.stop())
+  const ownDb = new IORedis(own.url, { maxRetriesPerRequest: 1 })
+  t.teardown(() => { ownDb.disconnect() })
+  const { proxy, prefix } = await setup(t, {}, own.url)
+  await ownDb.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)) })
+  await ownDb.hset(`${prefix}user:plain`, { password: PASSWORDS.rita })
+  t.equal(await loginCode(t, proxy.url, 4, 'plain', PASSWORDS.rita), 3, 'plaintext record refused')
+  const broken = await proxy.logs.waitFor((l) => l.msg === 'auth refused' && l.reason === 'user-store-unavailable')
+  t.match(broken.detail, /user:plain: hash does not start with "\$"/)
+  t.equal(await loginCode(t, proxy.url, 5, 'rita', PASSWORDS.rita), 0)
+  ownDb.disconnect()
+  await own.stop()
+  t.equal(await loginCode(t, proxy.url, 4, 'rita', PASSWORDS.rita), 3)
+  t.equal(await loginCode(t, proxy.url, 5, 'rita', PASSWORDS.rita), 0x88)
+  const down = proxy.logs.lines.filter((l) => l.msg === 'auth refused' && l.reason === 'user-store-unavailable')
+  t.equal(down.length, 3)
+  t.match(down[2]?.detail, /^redis: /)
+})
+
+t.test('brute-force counters are shared by proxies on the same Redis', async (t) => {
+  const options = { bruteForce: { maxFailures: 2, windowMs: 10_000, blockMs: 60_000 } }
+  const a = await setup(t, options, redis.url, 'shared-bf:')
+  const b = await setup(t, options, redis.url, 'shared-bf:')
+  await db.hset(`${a.prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)) })
+  t.equal(await loginCode(t, a.proxy.url, 5, 'rita', PASSWORDS.wrong), 0x86)
+  t.equal(await loginCode(t, b.proxy.url, 5, 'rita', PASSWORDS.wrong), 0x86)
+  const block = await b.proxy.logs.waitFor((l) => l.msg === 'brute force: blocked' && l.key === 'user:rita')
+  t.match(block, { scope: 'redis', failures: 2, maxFailures: 2 })
+  t.equal(a.proxy.logs.find((l) => l.msg === 'brute force: blocked'), undefined, 'proxy a counted only one failure itself')
+  t.equal(await loginCode(t, a.proxy.url, 5, 'rita', PASSWORDS.rita), 0x8a, 'a refuses the right password: blocked fleet-wide')
+  t.equal(await loginCode(t, a.proxy.url, 4, 'rita', PASSWORDS.rita), 5)
+  t.ok(await db.pttl(`${a.prefix}bf:{user%3Arita}:block`) > 50_000, 'the block lives in Redis with its expiry')
+})
+
+t.test('redisUsers without a redis setting fails at start with the option named', async (t) => {
+  await t.rejects(startProxy({ config: { upstream: mosquitto.url, plugins: [{ name: 'auth', redisUsers: true }] } }), /redisUsers: needs the top-level redis setting/)
+})
+
+t.test('no test password appears in any log line', async (t) => {
+  t.ok(allLogs.length >= 5)
+  assertNoPasswordsLogged(t, allLogs.flat(), Object.values(PASSWORDS))
+})
