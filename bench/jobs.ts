@@ -1,5 +1,7 @@
 // What the runner asks of the load generator, and what it answers (over the IPC channel).
 
+import type { Credentials } from './mqtt-bytes.js'
+
 /** Processes whose CPU time and memory the generator reads from /proc, by role. */
 export type Watched = Record<string, number>
 
@@ -9,6 +11,8 @@ interface JobBase {
   port: number
   watch: Watched
   clkTck: number
+  /** User name and password for every CONNECT, when the target requires them. */
+  credentials?: Credentials | undefined
 }
 
 /** `pairs` publishers, each with its own subscriber on its own topic. */

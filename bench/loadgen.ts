@@ -4,7 +4,7 @@
 
 import net from 'node:net'
 import { cpuTicks, rssKiB } from './proc.js'
-import { connectPacket, DISCONNECT, publishPacket, pubackPacket, Splitter, subscribePacket, TYPE, type PacketHandler } from './mqtt-bytes.js'
+import { connectPacket, DISCONNECT, publishPacket, pubackPacket, Splitter, subscribePacket, TYPE, type Credentials, type PacketHandler } from './mqtt-bytes.js'
 import type {
   CpuReading, FixedRateJob, FixedRateResult, IdleJob, IdleResult, Job, JobResult, LatencyJob, LatencyResult,
   Reply, Request, ThroughputJob, ThroughputResult, Watched
@@ -35,9 +35,9 @@ class Client {
   }
 
   /** Connects and waits for a successful CONNACK. */
-  static async open (port: number, clientId: string): Promise<Client> {
+  static async open (port: number, clientId: string, credentials?: Credentials): Promise<Client> {
     const client = new Client(port)
-    await client.exchange(connectPacket(clientId), TYPE.connack, (buf, body) => {
+    await client.exchange(connectPacket(clientId, 0, credentials), TYPE.connack, (buf, body) => {
       const code = buf[body + 1] as number
       if (code !== 0) throw new Error(`CONNACK return code ${code} for ${clientId}`)
     })
@@ -142,12 +142,12 @@ interface Pair {
   acks: number[]
 }
 
-async function openPairs (job: { port: number, tag: string }, count: number, qos: 0 | 1, payloadBytes: number, window: number): Promise<{ pairs: Pair[], qos0: Buffer[] }> {
+async function openPairs (job: { port: number, tag: string, credentials?: Credentials | undefined }, count: number, qos: 0 | 1, payloadBytes: number, window: number): Promise<{ pairs: Pair[], qos0: Buffer[] }> {
   const payload = Buffer.alloc(payloadBytes, 0x61)
   const qos0: Buffer[] = []
   const pairs = await Promise.all(Array.from({ length: count }, async (_, i): Promise<Pair> => {
     const topic = `bench/${job.tag}/${i}`
-    const [pub, sub] = await Promise.all([Client.open(job.port, `${job.tag}-p${i}`), Client.open(job.port, `${job.tag}-s${i}`)])
+    const [pub, sub] = await Promise.all([Client.open(job.port, `${job.tag}-p${i}`, job.credentials), Client.open(job.port, `${job.tag}-s${i}`, job.credentials)])
     await sub.subscribe(topic, qos)
     qos0[i] = publishPacket(topic, payload, 0).bytes
     const pool: Buffer[] = []
@@ -365,7 +365,7 @@ async function idle (job: IdleJob): Promise<IdleResult> {
         const socket = net.connect({ port: job.port, host: HOST })
         sockets.push(socket)
         let done = false
-        socket.once('connect', () => { socket.write(connectPacket(`${job.tag}-${i}`)) })
+        socket.once('connect', () => { socket.write(connectPacket(`${job.tag}-${i}`, 0, job.credentials)) })
         socket.on('data', (chunk: Buffer) => {
           if (done) return
           done = true

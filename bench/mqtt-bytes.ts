@@ -28,10 +28,16 @@ function utf8 (s: string): Buffer {
   return Buffer.concat([len, b])
 }
 
-/** CONNECT, MQTT 3.1.1, clean session, no will, no credentials. */
-export function connectPacket (clientId: string, keepaliveSeconds = 0): Buffer {
-  const header = Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, keepaliveSeconds >> 8, keepaliveSeconds & 0xff])
-  return packet(0x10, Buffer.concat([header, utf8(clientId)]))
+export interface Credentials { username: string, password: string }
+
+/** CONNECT, MQTT 3.1.1, clean session, no will; user name and password when given. */
+export function connectPacket (clientId: string, keepaliveSeconds = 0, credentials?: Credentials): Buffer {
+  // Connect flags [MQTT-3.1.2.3]: 0x80 user name, 0x40 password, 0x02 clean session.
+  const flags = credentials === undefined ? 0x02 : 0xc2
+  const header = Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, flags, keepaliveSeconds >> 8, keepaliveSeconds & 0xff])
+  const fields = [header, utf8(clientId)]
+  if (credentials !== undefined) fields.push(utf8(credentials.username), utf8(credentials.password))
+  return packet(0x10, Buffer.concat(fields))
 }
 
 export function subscribePacket (packetId: number, topic: string, qos: 0 | 1): Buffer {

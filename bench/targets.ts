@@ -2,20 +2,25 @@
 // stopped by PID (SIGTERM, then SIGKILL) by the ServerHandle of test/helpers/processes.ts.
 // Add a proxy configuration by adding a row to PROXY_VARIANTS.
 
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { cp, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { canConnect, startServer, type ServerHandle } from '../test/helpers/processes.js'
 import { startRedis } from '../test/helpers/redis.js'
 import type { Watched } from './jobs.js'
+import type { Credentials } from './mqtt-bytes.js'
 
 /** Repository root: this file is dist/bench/targets.js. */
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const DIST_BENCH = fileURLToPath(new URL('./', import.meta.url))
 export const MOSQUITTO = process.env['MOSQUITTO_BIN'] ?? '/usr/sbin/mosquitto'
+/** Debian's mosquitto_passwd, which writes the password file the auth plugin reads. */
+const MOSQUITTO_PASSWD = process.env['MOSQUITTO_PASSWD_BIN'] ?? '/usr/bin/mosquitto_passwd'
 
 /**
  * Runs "$0" "$@" with the soft descriptor limit raised to the hard one: 9 900 idle clients
@@ -37,10 +42,16 @@ export interface ProxyVariant {
   goals: Goals
   /** Undefined when the variant can run; otherwise why it is skipped. */
   unavailable?: () => string | undefined
+  /** Writes what the config refers to (e.g. a password file) into the config's folder. */
+  prepare?: (dir: string) => Promise<void>
+  /** User name and password the load generator sends in every CONNECT. */
+  credentials?: Credentials
 }
 
 const builtinPlugin = (name: string): string | undefined =>
   existsSync(join(ROOT, 'dist', 'plugins', name, 'index.js')) ? undefined : `plugin ${name} not built yet`
+
+const BENCH_USER: Credentials = { username: 'bench', password: 'benchpass' }
 
 export const PROXY_VARIANTS: ProxyVariant[] = [
   {
@@ -66,6 +77,25 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
     }),
     goals: 'production',
     unavailable: () => ['auth', 'acl', 'client-id', 'dedupe'].map(builtinPlugin).find((r) => r !== undefined)
+  },
+  {
+    // Every CONNECT checked against a Mosquitto password file ($7$ hash), every PUBLISH,
+    // SUBSCRIBE and delivery against one ACL rule (the generator's topics are bench/<tag>/<i>).
+    id: 'proxy-auth-acl',
+    label: 'mqtt-guard, auth + acl',
+    config: () => ({
+      plugins: [
+        { name: 'auth', passwordFile: './passwd' },
+        { name: 'acl', rules: [{ allow: ['publish', 'subscribe', 'receive'], topic: 'bench/#' }] }
+      ]
+    }),
+    goals: 'none',
+    prepare: async (dir) => {
+      await promisify(execFile)(MOSQUITTO_PASSWD, ['-c', '-b', join(dir, 'passwd'), BENCH_USER.username, BENCH_USER.password])
+    },
+    credentials: BENCH_USER,
+    unavailable: () => ['auth', 'acl'].map(builtinPlugin).find((r) => r !== undefined) ??
+      (existsSync(MOSQUITTO_PASSWD) ? undefined : `${MOSQUITTO_PASSWD} not found (Debian package mosquitto)`)
   }
 ]
 
@@ -201,6 +231,7 @@ async function startProxy (variant: ProxyVariant, upstreamPort: number, redisUrl
   const dir = await tempDir(variant.id)
   const configFile = join(dir, 'config.yaml')
   await writeFile(configFile, JSON.stringify(variant.config({ redisUrl }), null, 2) + '\n')
+  await variant.prepare?.(dir)
   const nodeArgs = profileArgs(options)
   return await startServer({
     name: variant.id,
