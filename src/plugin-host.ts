@@ -37,6 +37,10 @@ export class PluginHost {
       for (let type = 0; type < 16; type++) this.chains[direction][type] = []
     }
     for (const plugin of plugins) this.register(plugin)
+    // Like middleware layers: client → broker packets meet the plugins in config order, and
+    // broker → client packets in reverse order, so the answer to a packet a plugin changed
+    // (a SUBACK for a SUBSCRIBE it trimmed) reaches that plugin before any plugin before it.
+    for (const chain of this.chains.out) chain.reverse()
   }
 
   private register (plugin: Plugin): void {

@@ -6,7 +6,7 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
-import { configError, GuardError, isGuardError } from './errors.js'
+import { configError, GuardError } from './errors.js'
 import type { PluginEntry } from './config.js'
 import type { Plugin, PluginDefinition } from './plugin-api.js'
 
@@ -48,8 +48,11 @@ export function validateOptions (definition: PluginDefinition, entry: PluginEntr
   try {
     return definition.validate(entry.options)
   } catch (err) {
-    if (isGuardError(err) && err.code === 'GUARD_ERR_CONFIG') throw configError(entry.key, err.message)
-    throw configError(entry.key, (err as Error).message)
+    // "hooks: expected a string" from the plugin becomes "plugins[0].hooks: expected a string".
+    const message = (err as Error).message
+    const keyed = /^([A-Za-z_][\w.[\]]*): (.*)$/s.exec(message)
+    if (keyed !== null) throw configError(`${entry.key}.${keyed[1] as string}`, keyed[2] as string)
+    throw configError(entry.key, message)
   }
 }
 

@@ -123,7 +123,7 @@ t.test('check-config loads a module plugin relative to the config file', LIMIT, 
   t.equal(ok.code, 0, `valid options: exit 0 (${ok.stderr})`)
   t.match(ok.stdout, /: ok \(.*plugins \.\/my-plugin\.js\)/)
   t.equal(refused.code, 78, 'invalid options: exit 78')
-  t.match(refused.stderr, /^mqtt-guard: plugins\[0\]: level: expected a number \(GUARD_ERR_CONFIG\)/)
+  t.match(refused.stderr, /^mqtt-guard: plugins\[0\]\.level: expected a number \(GUARD_ERR_CONFIG\)/)
 })
 
 t.test('start from flags; SIGTERM exits 0 within 5 s and closes clients', LIMIT, async (t) => {

@@ -62,10 +62,10 @@ t.test('sync hooks stay synchronous; the chain becomes async only at an async ho
 
 t.test('an async hook that continues lets later hooks run', async (t) => {
   const host = new PluginHost([
-    { name: 'a', out: { publish: async (_c, p) => ({ action: 'continue', packet: { ...p, payload: Buffer.from('changed') } }) } },
-    { name: 'b', out: { publish: (_c, p) => (p.payload.toString() === 'changed' ? { action: 'reject', code: 'GUARD_ERR_NOT_AUTHORIZED' } : undefined) } }
+    { name: 'a', in: { publish: async (_c, p) => ({ action: 'continue', packet: { ...p, payload: Buffer.from('changed') } }) } },
+    { name: 'b', in: { publish: (_c, p) => (p.payload.toString() === 'changed' ? { action: 'reject', code: 'GUARD_ERR_NOT_AUTHORIZED' } : undefined) } }
   ])
-  const outcome = await host.run('out', conn, publish('a'), PUBLISH)
+  const outcome = await host.run('in', conn, publish('a'), PUBLISH)
   t.equal(outcome.verdict.action, 'reject')
   t.equal(outcome.plugin, 'b')
 })
@@ -106,4 +106,15 @@ t.test('close runs plugins in reverse order; onClose errors are contained', asyn
   host.onClose(conn, { reason: 'client-closed', detail: undefined })
   await host.close()
   t.same(order, ['b', 'a'])
+})
+
+t.test('broker → client hooks run in reverse config order (layers)', async (t) => {
+  const order: string[] = []
+  const host = new PluginHost([
+    { name: 'outer', in: { publish: () => { order.push('in:outer') } }, out: { publish: () => { order.push('out:outer') } } },
+    { name: 'inner', in: { publish: () => { order.push('in:inner') } }, out: { publish: () => { order.push('out:inner') } } }
+  ])
+  host.run('in', conn, publish('a'), PUBLISH)
+  host.run('out', conn, publish('a'), PUBLISH)
+  t.same(order, ['in:outer', 'in:inner', 'out:inner', 'out:outer'])
 })
