@@ -1,8 +1,8 @@
-// Small MQTT.js helpers for end-to-end tests (cli.test.ts, embedded.test.ts): connect with
-// teardown, wait for the next message on a topic, wait for a client's 'close'. Deadlines only
+// Small MQTT.js helpers for end-to-end tests: connect with teardown (or expect a refusal), wait for the next message on a topic, wait for a client's 'close'. Deadlines only
 // turn a missing event into a failure; they never stand in for synchronisation.
 
-import { connectAsync } from 'mqtt'
+import mqtt, { connectAsync } from 'mqtt'
+import { once, type EventEmitter } from 'node:events'
 import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt'
 import type { Test } from 'tap'
 
@@ -15,6 +15,19 @@ export async function client (t: Test, url: string, options: IClientOptions): Pr
   const c = await connectAsync(url, { ...BASE, ...options })
   t.teardown(async () => { await c.endAsync(true) })
   return c
+}
+
+/** Connects with one protocol version (4 = 3.1.1, 5), ended in t.teardown. */
+export async function clientV (t: Test, url: string, version: 4 | 5, options: IClientOptions = {}): Promise<MqttClient> {
+  return await client(t, url, { protocolVersion: version, ...options })
+}
+
+/** Connects expecting a refusal; resolves with the CONNACK code MQTT.js reports. */
+export async function refusedCode (t: Test, url: string, version: 4 | 5, options: IClientOptions = {}): Promise<number | undefined> {
+  const c = mqtt.connect(url, { ...BASE, protocolVersion: version, ...options })
+  t.teardown(() => { c.end(true) })
+  const [err] = await once(c as unknown as EventEmitter, 'error') as [Error & { code?: number }]
+  return err.code
 }
 
 /** The next message on `topic`; rejects after `timeoutMs`. Call before the publish. */

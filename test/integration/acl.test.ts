@@ -4,12 +4,13 @@
 // (QoS 2 flows completed towards the broker), the will topic, acl_file reload, and acl-check.
 
 import t, { type Test } from 'tap'
-import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
 import { once, type EventEmitter } from 'node:events'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startMosquitto } from '../helpers/mosquitto.js'
+import { clientV } from '../helpers/e2e-mqtt.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { aclCheckCommand } from '../../src/commands/acl-check.js'
 
@@ -24,12 +25,6 @@ async function proxyWith (t: Test, acl: Record<string, unknown>): Promise<TestPr
   return proxy
 }
 
-async function connect (t: Test, url: string, version: 4 | 5, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqtt.connect(url, { protocolVersion: version, reconnectPeriod: 0, ...options })
-  t.teardown(() => { client.end(true) })
-  await once(client as unknown as EventEmitter, 'connect')
-  return client
-}
 
 function collect (client: MqttClient): string[] {
   const got: string[] = []
@@ -62,7 +57,7 @@ for (const version of [4, 5] as const) {
 
   t.test(`${mode}: partial SUBACK in order; all denied answered by the proxy`, async (t) => {
     const proxy = await proxyWith(t, { rules: [{ allow: ['subscribe', 'receive'], topic: `${v}/a/#` }, { allow: ['subscribe', 'receive'], topic: `${v}/c/#` }] })
-    const client = await connect(t, proxy.url, version)
+    const client = await clientV(t, proxy.url, version)
     t.same(await suback(client, [`${v}/a/#`, `${v}/b/#`, `${v}/c/#`]), [1, fail, 1])
     t.same(await suback(client, [`${v}/b/x`, `${v}/d`]), [fail, fail], 'all denied: answered by the proxy')
     t.same(denials(proxy, 'subscribe'), [`${v}/b/#`, `${v}/b/x`, `${v}/d`].map((f) => [f, 'default deny']), 'each denial logged once')
@@ -70,7 +65,7 @@ for (const version of [4, 5] as const) {
     t.notMatch(mosquitto.log(), `${v}/b/`, 'denied filters never reached the broker')
     t.notMatch(mosquitto.log(), `\t${v}/d `)
     const got = collect(client)
-    const direct = await connect(t, mosquitto.url, 4)
+    const direct = await clientV(t, mosquitto.url, 4)
     await direct.publishAsync(`${v}/c/1`, 'one', { qos: 1 })
     await until(() => got.length === 1)
     t.same(got, [`${v}/c/1=one`])
@@ -78,10 +73,10 @@ for (const version of [4, 5] as const) {
 
   t.test(`${mode}: denied publishes never reach the broker`, async (t) => {
     const proxy = await proxyWith(t, { rules: [{ allow: 'publish', topic: `${v}/ok/#` }] })
-    const direct = await connect(t, mosquitto.url, 4)
+    const direct = await clientV(t, mosquitto.url, 4)
     await direct.subscribeAsync(`${v}/#`, { qos: 2 })
     const seen = collect(direct)
-    const client = await connect(t, proxy.url, version, { clientId: `${v}-pub` })
+    const client = await clientV(t, proxy.url, version, { clientId: `${v}-pub` })
     const refused = version === 5 ? 0x87 : 0 // 3.1.1 `drop`: acknowledged and dropped
     t.equal(await publishCode(client, `${v}/no/q0`, 0), 0)
     t.equal(await publishCode(client, `${v}/no/q1`, 1), refused)
@@ -98,12 +93,12 @@ for (const version of [4, 5] as const) {
 
   t.test(`${mode}: receive denied for secret/# although # may be subscribed`, async (t) => {
     const proxy = await proxyWith(t, { rules: [{ deny: 'receive', topic: `${v}/secret/#` }, { allow: ['subscribe', 'receive'], topic: '#' }] })
-    const client = await connect(t, proxy.url, version)
+    const client = await clientV(t, proxy.url, version)
     t.same(await suback(client, ['#'], 2), [2])
     const got = collect(client)
     const pubrels: number[] = []
     client.on('packetreceive', (p) => { if (p.cmd === 'pubrel') pubrels.push(p.messageId as number) })
-    const direct = await connect(t, mosquitto.url, 4)
+    const direct = await clientV(t, mosquitto.url, 4)
     for (const [topic, qos] of [['secret/q2', 2], ['public/1', 1], ['secret/q1', 1], ['secret/q2b', 2], ['public/2', 2], ['public/3', 1]] as const) {
       await direct.publishAsync(`${v}/${topic}`, topic, { qos })
     }
@@ -120,17 +115,17 @@ for (const version of [4, 5] as const) {
     t.teardown(() => { bad.end(true) })
     const [err] = await once(bad as unknown as EventEmitter, 'error') as [Error & { code?: number }]
     t.equal(err.code, version === 5 ? 0x87 : 5)
-    const good = await connect(t, proxy.url, version, { clientId: `${v}-w2`, will: { topic: `${v}/status/${v}-w2`, payload: Buffer.from('gone'), qos: 1, retain: false } })
+    const good = await clientV(t, proxy.url, version, { clientId: `${v}-w2`, will: { topic: `${v}/status/${v}-w2`, payload: Buffer.from('gone'), qos: 1, retain: false } })
     t.ok(good.connected)
   })
 }
 
 t.test('MQTT 3.1.1 onDeniedPublish: disconnect closes the publisher; QoS 0 is only dropped', async (t) => {
   const proxy = await proxyWith(t, { rules: [{ allow: 'publish', topic: 'd/ok' }], onDeniedPublish: 'disconnect' })
-  const direct = await connect(t, mosquitto.url, 4)
+  const direct = await clientV(t, mosquitto.url, 4)
   await direct.subscribeAsync('d/#', { qos: 1 })
   const seen = collect(direct)
-  const client = await connect(t, proxy.url, 4)
+  const client = await clientV(t, proxy.url, 4)
   await client.publishAsync('d/no', 'x', { qos: 0 })
   await client.publishAsync('d/ok', 'x', { qos: 1 })
   await until(() => seen.length === 1)
@@ -146,13 +141,13 @@ t.test('acl_file reload: new rules for connected clients, a broken file keeps th
   const file = path.join(dir, 'acl')
   await writeFile(file, 'topic readwrite r/one/#\n')
   const proxy = await proxyWith(t, { aclFile: file })
-  const client = await connect(t, proxy.url, 5)
+  const client = await clientV(t, proxy.url, 5)
   t.same(await suback(client, ['r/one/#', 'r/two/#']), [1, 0x87])
   const got = collect(client)
   await writeFile(file, 'topic readwrite r/two/#\n')
   await proxy.logs.waitFor((l) => l.msg === 'file reloaded' && l.file === file)
   t.same(await suback(client, ['r/two/#', 'r/one/x']), [1, 0x87])
-  const direct = await connect(t, mosquitto.url, 4)
+  const direct = await clientV(t, mosquitto.url, 4)
   await direct.publishAsync('r/one/x', 'old rule', { qos: 1 })
   await direct.publishAsync('r/two/x', 'new rule', { qos: 1 })
   await until(() => got.length === 1)

@@ -3,7 +3,7 @@
 // and 5 clients; and the same module, unchanged, guards a real aedes broker.
 
 import t, { type Test } from 'tap'
-import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
+import type { MqttClient, IClientOptions } from 'mqtt'
 import { once, type EventEmitter } from 'node:events'
 import { createServer, type AddressInfo } from 'node:net'
 import { createRequire } from 'node:module'
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { Aedes } from 'aedes'
 import type { IConnectPacket, Packet } from 'mqtt-packet'
 import { startMosquitto } from '../helpers/mosquitto.js'
+import { clientV, refusedCode } from '../helpers/e2e-mqtt.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import type { Plugin } from '../../src/plugin-api.js'
 
@@ -33,19 +34,7 @@ async function proxyWith (t: Test, extraPlugins: Plugin[] = [], hooks = './aedes
   return proxy
 }
 
-async function connect (t: Test, url: string, version: 4 | 5, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqtt.connect(url, { protocolVersion: version, reconnectPeriod: 0, ...options })
-  t.teardown(() => { client.end(true) })
-  await once(client as unknown as EventEmitter, 'connect')
-  return client
-}
 
-async function refusedCode (t: Test, url: string, version: 4 | 5, options: IClientOptions): Promise<number | undefined> {
-  const client = mqtt.connect(url, { protocolVersion: version, reconnectPeriod: 0, ...options })
-  t.teardown(() => { client.end(true) })
-  const [err] = await once(client as unknown as EventEmitter, 'error') as [Error & { code?: number }]
-  return err.code
-}
 
 /** Subscribes and resolves with the SUBACK's return codes as the client received them. */
 async function suback (client: MqttClient, subs: Record<string, { qos: 0 | 1 | 2 }>): Promise<number[]> {
@@ -89,16 +78,16 @@ for (const version of [4, 5] as const) {
     const timedOut = await proxy.logs.waitFor((l) => l.msg === 'aedes hook failed' && typeof l.err === 'string' && l.err.includes('300 ms'))
     t.equal(timedOut.hook, 'authenticate')
     t.notOk(proxy.logs.lines.some((l) => JSON.stringify(l).includes('wrong')), 'the password is never logged')
-    const client = await connect(t, proxy.url, version, ALICE)
+    const client = await clientV(t, proxy.url, version, ALICE)
     t.ok(client.connected, 'alice/secret is admitted')
   })
 
   t.test(`${mode}: authorizePublish denies and rewrites; client.user set by authenticate is kept`, async (t) => {
     const proxy = await proxyWith(t)
-    const direct = await connect(t, mosquitto.url, 4)
+    const direct = await clientV(t, mosquitto.url, 4)
     await direct.subscribeAsync(['rewrite/in', 'users/#', 'private/#'], { qos: 1 })
     const got = collect(direct)
-    const client = await connect(t, proxy.url, version, ALICE)
+    const client = await clientV(t, proxy.url, version, ALICE)
     await client.publishAsync('rewrite/in', 'original', { qos: 1 })
     await client.publishAsync('users/alice/a', 'mine', { qos: 1 })
     if (v5) {
@@ -111,7 +100,7 @@ for (const version of [4, 5] as const) {
       client.publish('private/a', 'refused', { qos: 1 })
       await once(client as unknown as EventEmitter, 'close')
       t.pass('3.1.1 publisher disconnected: no PUBACK can say "refused" [MQTT-3.3.5-2]')
-      const second = await connect(t, proxy.url, version, ALICE)
+      const second = await clientV(t, proxy.url, version, ALICE)
       await second.publishAsync('users/alice/b', 'after', { qos: 1 })
     }
     await waitFor(got, 3)
@@ -125,13 +114,13 @@ for (const version of [4, 5] as const) {
 
   t.test(`${mode}: authorizeSubscribe per filter; the SUBACK is merged in order`, async (t) => {
     const proxy = await proxyWith(t)
-    const client = await connect(t, proxy.url, version, ALICE)
+    const client = await clientV(t, proxy.url, version, ALICE)
     const fail = v5 ? 0x87 : 0x80
     t.same(await suback(client, { 'open/1': { qos: 1 }, 'secret/a': { qos: 1 }, 'alias/#': { qos: 0 }, 'open/2': { qos: 0 } }), [1, fail, 1, 0],
       'denied filter in place; alias/# granted QoS 1 as the hook changed it to real/# QoS 1')
     t.same(await suback(client, { 'secret/a': { qos: 0 }, 'secret/#': { qos: 1 } }), [fail, fail], 'all denied: answered by the proxy')
     const got = collect(client)
-    const direct = await connect(t, mosquitto.url, 4)
+    const direct = await clientV(t, mosquitto.url, 4)
     await direct.publishAsync('secret/a', 'never', { qos: 1 })
     await direct.publishAsync('real/x', 'via alias', { qos: 1 })
     await direct.publishAsync('open/1', 'open', { qos: 1 })
@@ -141,7 +130,7 @@ for (const version of [4, 5] as const) {
 
   t.test(`${mode}: authorizeSubscribe answering an error closes the client, as aedes does`, async (t) => {
     const proxy = await proxyWith(t)
-    const client = await connect(t, proxy.url, version, ALICE)
+    const client = await clientV(t, proxy.url, version, ALICE)
     const disconnect = v5 ? once(client as unknown as EventEmitter, 'disconnect') : undefined
     client.subscribe('kick/#', () => {})
     await once(client as unknown as EventEmitter, 'close')
@@ -152,10 +141,10 @@ for (const version of [4, 5] as const) {
 
   t.test(`${mode}: authorizeForward withholds and rewrites deliveries`, async (t) => {
     const proxy = await proxyWith(t)
-    const client = await connect(t, proxy.url, version, ALICE)
+    const client = await clientV(t, proxy.url, version, ALICE)
     await client.subscribeAsync(['hidden/#', 'censor/#', 'plain/#'], { qos: 1 })
     const got = collect(client)
-    const direct = await connect(t, mosquitto.url, 4)
+    const direct = await clientV(t, mosquitto.url, 4)
     await direct.publishAsync('hidden/1', 'secret', { qos: 1 })
     await direct.publishAsync('hidden/0', 'secret', { qos: 0 })
     await direct.publishAsync('censor/1', 'raw', { qos: 1 })
@@ -169,12 +158,12 @@ for (const version of [4, 5] as const) {
     const seen: IConnectPacket[] = []
     const recorder: Plugin = { name: 'recorder', in: { connect: (_conn, p) => { seen.push(p) } } }
     const proxy = await proxyWith(t, [recorder])
-    await connect(t, proxy.url, version, { ...ALICE, will: { topic: 'private/will', payload: Buffer.from('gone'), qos: 0, retain: false } })
+    await clientV(t, proxy.url, version, { ...ALICE, will: { topic: 'private/will', payload: Buffer.from('gone'), qos: 0, retain: false } })
     t.equal(seen[0]?.will, undefined, 'a denied will is removed from the CONNECT the broker gets')
-    const direct = await connect(t, mosquitto.url, 4)
+    const direct = await clientV(t, mosquitto.url, 4)
     await direct.subscribeAsync('users/alice/will', { qos: 1 })
     const got = collect(direct)
-    const client = await connect(t, proxy.url, version, { ...ALICE, will: { topic: 'users/alice/will', payload: Buffer.from('gone'), qos: 1, retain: false } })
+    const client = await clientV(t, proxy.url, version, { ...ALICE, will: { topic: 'users/alice/will', payload: Buffer.from('gone'), qos: 1, retain: false } })
     t.equal(seen[1]?.will?.topic, 'users/alice/will')
     client.stream.destroy() // vanish without DISCONNECT: the broker publishes the will
     await waitFor(got, 1)
@@ -185,7 +174,7 @@ for (const version of [4, 5] as const) {
 t.test('MQTT 5: promise-style functions (ESM), and a PUBLISH whose callback never comes', async (t) => {
   const proxy = await proxyWith(t, [], './aedes-hooks-async.mjs')
   t.equal(await refusedCode(t, proxy.url, 5, { username: 'alice', password: 'wrong' }), 0x87, 'resolved false: not authorized')
-  const client = await connect(t, proxy.url, 5, ALICE)
+  const client = await clientV(t, proxy.url, 5, ALICE)
   t.same(await suback(client, { 'secret/a': { qos: 1 }, 'async/#': { qos: 1 } }), [0x87, 1])
   const err = await client.publishAsync('slow/x', 'x', { qos: 1 }).then(() => undefined, (e: Error & { code?: number }) => e)
   t.equal(err?.code, 0x83, 'timed out: PUBACK 0x83 (GUARD_ERR_PLUGIN)')
@@ -219,7 +208,7 @@ t.test('two plugins each denying filters of one SUBSCRIBE: merged SUBACK in orde
     configFile: FIXTURE.replace(/[^/]+$/, 'mqtt-guard.yaml')
   })
   t.teardown(() => proxy.stop())
-  const client = await connect(t, proxy.url, 4, ALICE)
+  const client = await clientV(t, proxy.url, 4, ALICE)
   t.same(await suback(client, { 'secret/a': { qos: 1 }, 'open/1': { qos: 1 }, 'other/a': { qos: 1 }, 'open/2': { qos: 0 } }), [0x80, 1, 0x80, 0])
 })
 
@@ -237,12 +226,12 @@ t.test('the same module, unchanged, on a real aedes broker', async (t) => {
   t.equal(await refusedCode(t, url, 4, { username: 'alice', password: 'wrong' }), 4)
   t.equal(await refusedCode(t, url, 4, {}), 5)
   t.equal(await refusedCode(t, url, 4, { ...ALICE, clientId: 'rejected-id' }), 2)
-  const client = await connect(t, url, 4, ALICE)
+  const client = await clientV(t, url, 4, ALICE)
   t.same(await suback(client, { 'open/1': { qos: 1 }, 'secret/a': { qos: 1 }, 'alias/#': { qos: 0 }, 'open/2': { qos: 0 } }), [1, 0x80, 0, 0],
     'aedes reports the QoS asked for on a changed filter; through the proxy the broker says what it granted')
   await client.subscribeAsync(['rewrite/in', 'censor/#', 'hidden/#'], { qos: 1 })
   const got = collect(client)
-  const other = await connect(t, url, 4, { username: 'bob', password: 'builder' })
+  const other = await clientV(t, url, 4, { username: 'bob', password: 'builder' })
   await other.publishAsync('rewrite/in', 'original', { qos: 1 })
   await other.publishAsync('hidden/1', 'secret', { qos: 1 })
   await other.publishAsync('censor/1', 'raw', { qos: 1 })

@@ -2,10 +2,11 @@
 // proxy in front of a real Mosquitto, synchronous and asynchronous.
 
 import t, { type Test } from 'tap'
-import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 import { once, type EventEmitter } from 'node:events'
 import type { IPublishPacket } from 'mqtt-packet'
 import { startMosquitto } from '../helpers/mosquitto.js'
+import { clientV, refusedCode } from '../helpers/e2e-mqtt.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { verdictPlugin, type VerdictRule } from '../helpers/verdict-plugin.js'
 
@@ -18,20 +19,7 @@ async function proxyWith (t: Test, rules: VerdictRule[]): Promise<TestProxy> {
   return proxy
 }
 
-async function connect (t: Test, url: string, version: 4 | 5, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqtt.connect(url, { protocolVersion: version, reconnectPeriod: 0, ...options })
-  t.teardown(() => { client.end(true) })
-  await once(client as unknown as EventEmitter, 'connect')
-  return client
-}
 
-/** Connects and resolves with the error MQTT.js reports for a refused CONNECT. */
-async function refusedConnect (t: Test, url: string, version: 4 | 5): Promise<number | undefined> {
-  const client = mqtt.connect(url, { protocolVersion: version, reconnectPeriod: 0 })
-  t.teardown(() => { client.end(true) })
-  const [err] = await once(client as unknown as EventEmitter, 'error') as [Error & { code?: number }]
-  return err.code
-}
 
 type Received = Array<{ topic: string, payload: string }> & { client?: MqttClient }
 
@@ -67,13 +55,13 @@ for (const version of [4, 5] as const) {
 
     t.test(`${mode}: CONNECT rejected gets the right CONNACK code`, async (t) => {
       const proxy = await proxyWith(t, [{ direction: 'in', cmd: 'connect', async, verdict: () => ({ action: 'reject', code: 'GUARD_ERR_NOT_AUTHORIZED' }) }])
-      t.equal(await refusedConnect(t, proxy.url, version), version === 5 ? 0x87 : 5)
+      t.equal(await refusedCode(t, proxy.url, version), version === 5 ? 0x87 : 5)
       await proxy.logs.waitFor((l) => l.msg === 'connection closed' && l.reason === 'GUARD_ERR_NOT_AUTHORIZED')
     })
 
     t.test(`${mode}: CONNACK rejected by a plugin reaches the client with the plugin's code`, async (t) => {
       const proxy = await proxyWith(t, [{ direction: 'out', cmd: 'connack', async, verdict: () => ({ action: 'reject', code: 'GUARD_ERR_CLIENT_ID_REJECTED' }) }])
-      t.equal(await refusedConnect(t, proxy.url, version), version === 5 ? 0x85 : 2)
+      t.equal(await refusedCode(t, proxy.url, version), version === 5 ? 0x85 : 2)
     })
 
     t.test(`${mode}: PUBLISH continue/replace, drop, answer and reject, in order`, async (t) => {
@@ -83,10 +71,10 @@ for (const version of [4, 5] as const) {
         { direction: 'in', cmd: 'publish', async, when: isTopic('v/answer'), verdict: (p) => ({ action: 'answer', packets: [{ cmd: 'puback', messageId: (p as IPublishPacket).messageId }] }) },
         { direction: 'in', cmd: 'publish', async, when: isTopic('v/reject'), verdict: () => ({ action: 'reject', code: 'GUARD_ERR_NOT_AUTHORIZED' }) }
       ])
-      const direct = await connect(t, mosquitto.url, 4)
+      const direct = await clientV(t, mosquitto.url, 4)
       await direct.subscribeAsync('v/#', { qos: 1 })
       const got = collect(direct)
-      const client = await connect(t, proxy.url, version)
+      const client = await clientV(t, proxy.url, version)
       await client.publishAsync('v/replace', 'original', { qos: 1 })
       await client.publishAsync('v/drop', 'dropped', { qos: 0 })
       await client.publishAsync('v/answer', 'answered', { qos: 1 }) // PUBACK from the proxy
@@ -110,12 +98,12 @@ for (const version of [4, 5] as const) {
         { direction: 'in', cmd: 'subscribe', async, when: (p) => p.cmd === 'subscribe' && p.subscriptions[0]?.topic === 'deny/#', verdict: () => ({ action: 'reject', code: 'GUARD_ERR_NOT_AUTHORIZED' }) },
         { direction: 'in', cmd: 'subscribe', async, when: (p) => p.cmd === 'subscribe' && p.subscriptions[0]?.topic === 'alias/#', verdict: (p) => ({ action: 'continue', packet: { ...p, subscriptions: [{ topic: 'real/#', qos: 1 }] } as typeof p }) }
       ])
-      const client = await connect(t, proxy.url, version)
+      const client = await clientV(t, proxy.url, version)
       const err = await client.subscribeAsync(['deny/#', 'deny/x'], { qos: 1 }).then(() => undefined, (e: Error & { packet?: { granted: number[] } }) => e)
       t.same(err?.packet?.granted, version === 5 ? [0x87, 0x87] : [0x80, 0x80])
       await client.subscribeAsync('alias/#', { qos: 1 })
       const got = collect(client)
-      const direct = await connect(t, mosquitto.url, 4)
+      const direct = await clientV(t, mosquitto.url, 4)
       await direct.publishAsync('real/1', 'via replaced filter', { qos: 1 })
       await waitFor(got, 1)
       t.same(got[0], { topic: 'real/1', payload: 'via replaced filter' })
@@ -127,10 +115,10 @@ for (const version of [4, 5] as const) {
         { direction: 'out', cmd: 'publish', async, when: isTopic('o/reject'), verdict: () => ({ action: 'reject', code: 'GUARD_ERR_NOT_AUTHORIZED' }) },
         { direction: 'out', cmd: 'publish', async, when: isTopic('o/replace'), verdict: (p) => ({ action: 'continue', packet: { ...(p as IPublishPacket), payload: Buffer.from('rewritten') } }) }
       ])
-      const client = await connect(t, proxy.url, version)
+      const client = await clientV(t, proxy.url, version)
       await client.subscribeAsync('o/#', { qos: 1 })
       const got = collect(client)
-      const direct = await connect(t, mosquitto.url, 4)
+      const direct = await clientV(t, mosquitto.url, 4)
       await direct.publishAsync('o/drop', 'x', { qos: 0 })
       await direct.publishAsync('o/reject', 'x', { qos: 1 })
       await direct.publishAsync('o/replace', 'x', { qos: 1 })
@@ -148,10 +136,10 @@ t.test('MQTT 5: a dropped PUBLISH that set a topic alias does not leave the brok
   const proxy = await proxyWith(t, [
     { direction: 'in', cmd: 'publish', when: (p) => p.cmd === 'publish' && p.payload.toString() === 'first', verdict: () => ({ action: 'drop' }) }
   ])
-  const direct = await connect(t, mosquitto.url, 4)
+  const direct = await clientV(t, mosquitto.url, 4)
   await direct.subscribeAsync('alias/#', { qos: 1 })
   const got = collect(direct)
-  const client = await connect(t, proxy.url, 5)
+  const client = await clientV(t, proxy.url, 5)
   // QoS 0: a dropped QoS 1 PUBLISH would (rightly) never be acknowledged.
   await client.publishAsync('alias/x', 'first', { qos: 0, properties: { topicAlias: 1 } })
   await client.publishAsync('', 'second', { qos: 0, properties: { topicAlias: 1 } })
