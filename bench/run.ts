@@ -43,6 +43,8 @@ const USAGE = `Usage: node dist/bench/run.js [options]
   --quick          1 round, short durations, 300 idle connections (a smoke run, ~30 s)
   --rounds N       rounds (default 3; --quick 1)
   --only IDS       comma-separated target ids (${allTargets().map((t) => t.id).join(', ')})
+  --scenarios IDS  comma-separated scenario ids (${scenarios(SETTINGS.quick).map((s) => s.id).join(', ')});
+                   default all
   --out DIR        where the JSON goes (default bench/results)
   --profile        run only the fixed-rate scenario against the relay and the proxy
                    variants under node --cpu-prof (profiles in bench/results/profiles)
@@ -188,6 +190,7 @@ async function main (): Promise<number> {
       'profile-scenario': { type: 'string' },
       rounds: { type: 'string' },
       only: { type: 'string' },
+      scenarios: { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -227,7 +230,12 @@ async function main (): Promise<number> {
   if (targets.length === 0) throw new Error('no target to run')
   const profiled = values['profile-scenario'] ?? 'fixed-rate'
   if (profiled !== 'fixed-rate' && profiled !== 'idle') throw new Error('--profile-scenario is fixed-rate or idle')
-  const plan = scenarios(settings).filter((s) => !profile || s.id === profiled)
+  const wanted = values.scenarios?.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  const known = scenarios(settings).map((s) => s.id)
+  const unknownScenario = wanted?.filter((id) => !known.includes(id)) ?? []
+  if (unknownScenario.length > 0) throw new Error(`unknown scenario ${unknownScenario.join(', ')}; known: ${known.join(', ')}`)
+  const plan = scenarios(settings).filter((s) => profile ? s.id === profiled : wanted === undefined || wanted.includes(s.id))
+  if (plan.length === 0) throw new Error('no scenario to run')
 
   const startedAt = new Date()
   const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')

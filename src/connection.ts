@@ -67,9 +67,12 @@ export class Connection implements ConnectionInfo {
   private clientEnded = false
   private brokerEnded = false
 
-  /** The connection's logger: bound to its ID, and to its client ID once CONNECT is read. */
+  /**
+   * The connection's logger: bound to its ID, and to its client ID once CONNECT is read. Made
+   * on first use, so a connection that logs nothing (level warn, all well) never makes one.
+   */
   get log (): Logger {
-    this.logger ??= this.deps.log.child({ conn: this.id })
+    this.logger ??= this.deps.log.child(this.state === 'awaiting-connect' ? { conn: this.id } : { conn: this.id, clientId: this.clientId })
     return this.logger
   }
 
@@ -117,9 +120,9 @@ export class Connection implements ConnectionInfo {
     const packet = this.codec.decode(frame) as IConnectPacket
     this.clientId = packet.clientId
     this.username = packet.username
-    this.logger = this.deps.log.child({ conn: this.id, clientId: packet.clientId })
     this.clearTimer()
     this.state = 'admitting'
+    this.logger = null // the next log line binds the client ID
     if (this.deps.refuse !== undefined) return this.refuseConnect(this.deps.refuse, 'refused by the proxy')
     const outcome = this.deps.host.run('in', this, packet, type)
     if (outcome instanceof Promise) return outcome.then((o) => { this.admitted(frame, o) })
@@ -229,11 +232,11 @@ export class Connection implements ConnectionInfo {
     const assigned = packet.properties?.assignedClientIdentifier
     if (assigned !== undefined) {
       this.clientId = assigned
-      this.logger = this.deps.log.child({ conn: this.id, clientId: assigned })
+      this.logger = null
     }
     this.setUpAliases(packet)
     this.state = 'relaying'
-    this.log.info({ address: this.address, username: this.username, protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
+    if (this.deps.log.isLevelEnabled('info')) this.log.info({ address: this.address, username: this.username, protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
     const early = this.early
     this.early = []
     for (const f of early) this.inLane.push(f)
@@ -372,7 +375,7 @@ export class Connection implements ConnectionInfo {
     }
     this.sides.end()
     const level = code !== undefined && wasRelaying ? 'warn' : 'info'
-    this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
+    if (this.deps.log.isLevelEnabled(level)) this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
     this.deps.onClosed(this, { reason, detail })
   }
 
