@@ -376,7 +376,7 @@ export class Connection implements ConnectionInfo {
     this.sides.end()
     const level = code !== undefined && wasRelaying ? 'warn' : 'info'
     if (this.deps.log.isLevelEnabled(level)) this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
-    this.deps.onClosed(this, { reason, detail })
+    this.deps.onClosed(this, { reason, detail, clientIdleMs: Date.now() - this.sides.clientDataAt })
   }
 
   /**

@@ -12,6 +12,7 @@ export const ERRORS = {
   GUARD_ERR_CONNECT_TIMEOUT: { reason: undefined, connack: undefined, summary: 'no CONNECT within connectTimeoutMs' },
   GUARD_ERR_UNSUPPORTED_PROTOCOL: { reason: 0x84, connack: 1, summary: 'unsupported protocol version' },
   GUARD_ERR_UPSTREAM_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'broker unreachable' },
+  GUARD_ERR_STATE_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'shared state (Redis) unreachable' },
   GUARD_ERR_CONNACK_TIMEOUT: { reason: 0x88, connack: 3, summary: 'broker did not answer CONNECT in time' },
   GUARD_ERR_UPSTREAM_CLOSED: { reason: 0x88, connack: 3, summary: 'broker closed the connection' },
   GUARD_ERR_QUEUE_FULL: { reason: 0x97, connack: 3, summary: 'too many packets queued before CONNACK' },

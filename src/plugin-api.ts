@@ -61,6 +61,8 @@ export interface CloseInfo {
   /** Stable reason: an error code, or `client-disconnect`, `client-closed`, `broker-closed`. */
   readonly reason: string
   readonly detail: string | undefined
+  /** Time since the client last sent anything: a keepalive timeout shows here. */
+  readonly clientIdleMs: number
 }
 
 export interface Plugin {

@@ -16,6 +16,8 @@ export class Sides {
   brokerValve: Valve | null = null
   bytesIn = 0
   bytesOut = 0
+  /** When the client last sent anything (ms since epoch): tells a keepalive timeout apart. */
+  clientDataAt = Date.now()
   private clientFull = false
   private brokerFull = false
   private readonly toBrokerBatch = new Coalescer((bytes) => { if (this.broker !== null) this.write(this.broker, bytes) })
@@ -36,8 +38,12 @@ export class Sides {
     const socket = from === 'client' ? this.client : this.broker as Duplex
     const batch = from === 'client' ? this.toBrokerBatch : this.toClientBatch
     socket.on('data', (chunk: Buffer) => {
-      if (from === 'client') this.bytesIn += chunk.length
-      else this.bytesOut += chunk.length
+      if (from === 'client') {
+        this.bytesIn += chunk.length
+        this.clientDataAt = Date.now()
+      } else {
+        this.bytesOut += chunk.length
+      }
       batch.begin(chunk)
       try {
         framer.push(chunk)

@@ -2,6 +2,7 @@
 // prefixes `plugins[i].`.
 
 import { configError } from '../../src/errors.js'
+import { bool, int, isObject, knownKeys, numbers } from '../../src/plugin-options.js'
 import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
 import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
 
@@ -21,38 +22,6 @@ export interface AuthOptions {
 
 const KEYS = ['passwordFile', 'allowAnonymous', 'redisUsers', 'upstreamCredentials', 'bruteForce', 'watch', 'redisTimeoutMs']
 
-function isObject (v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v)
-}
-
-function bool (raw: Record<string, unknown>, key: string, fallback: boolean): boolean {
-  const v = raw[key]
-  if (v === undefined) return fallback
-  if (typeof v !== 'boolean') throw configError(key, `expected true or false, got ${JSON.stringify(v)}`)
-  return v
-}
-
-/** `{ a: 1 }` merged over defaults; every value a non-negative integer (positive where `min` is 1). */
-function numbers<T extends object> (key: string, raw: unknown, defaults: T, min: Partial<Record<keyof T, number>> = {}): T {
-  if (raw === undefined || raw === true) return { ...defaults }
-  if (!isObject(raw)) throw configError(key, 'expected true, false or an object')
-  const out: Record<string, number> = { ...defaults as Record<string, number> }
-  for (const [k, v] of Object.entries(raw)) {
-    if (!(k in defaults)) throw configError(`${key}.${k}`, `unknown option (expected ${Object.keys(defaults).join(', ')})`)
-    const lowest = (min as Record<string, number>)[k] ?? 0
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < lowest) throw configError(`${key}.${k}`, `expected an integer >= ${lowest}, got ${JSON.stringify(v)}`)
-    out[k] = v
-  }
-  return out as T
-}
-
-function positiveInt (raw: Record<string, unknown>, key: string, fallback: number): number {
-  const v = raw[key]
-  if (v === undefined) return fallback
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw configError(key, `expected an integer >= 1, got ${JSON.stringify(v)}`)
-  return v
-}
-
 function upstreamCredentials (raw: unknown): UpstreamCredentials {
   if (raw === undefined) return 'passthrough'
   if (raw === 'passthrough' || raw === 'strip') return raw
@@ -68,9 +37,7 @@ function upstreamCredentials (raw: unknown): UpstreamCredentials {
 }
 
 export function validateOptions (raw: Record<string, unknown>): AuthOptions {
-  for (const key of Object.keys(raw)) {
-    if (!KEYS.includes(key)) throw configError(key, `unknown option (expected one of ${KEYS.join(', ')})`)
-  }
+  knownKeys(raw, KEYS)
   const passwordFile = raw['passwordFile']
   if (passwordFile !== undefined && (typeof passwordFile !== 'string' || passwordFile === '')) {
     throw configError('passwordFile', 'expected a file path')
@@ -83,7 +50,7 @@ export function validateOptions (raw: Record<string, unknown>): AuthOptions {
     upstreamCredentials: upstreamCredentials(raw['upstreamCredentials']),
     bruteForce: raw['bruteForce'] === false ? undefined : numbers('bruteForce', raw['bruteForce'], BRUTE_FORCE_DEFAULTS, { maxFailures: 1, windowMs: 1, blockMs: 1, maxKeys: 1 }),
     watch: bool(raw, 'watch', true),
-    redisTimeoutMs: positiveInt(raw, 'redisTimeoutMs', 1000)
+    redisTimeoutMs: int(raw, 'redisTimeoutMs', 1000)
   }
   if (options.passwordFile === undefined && options.redisUsers === undefined && !options.allowAnonymous) {
     throw configError('passwordFile', 'required unless redisUsers is set or allowAnonymous is true')

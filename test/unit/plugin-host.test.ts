@@ -103,7 +103,7 @@ t.test('close runs plugins in reverse order; onClose errors are contained', asyn
     { name: 'a', close: () => { order.push('a') }, onClose: () => { throw new Error('x') } },
     { name: 'b', close: async () => { order.push('b') } }
   ])
-  host.onClose(conn, { reason: 'client-closed', detail: undefined })
+  host.onClose(conn, { reason: 'client-closed', detail: undefined, clientIdleMs: 0 })
   await host.close()
   t.same(order, ['b', 'a'])
 })
