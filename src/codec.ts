@@ -73,9 +73,13 @@ export class Codec {
 
   /** Decodes exactly one whole frame. Throws GUARD_ERR_MALFORMED / GUARD_ERR_PROTOCOL. */
   decode (frame: Buffer): Packet {
-    if (frameType(frame) === FRAME_TYPE.publish) {
+    const type = frameType(frame)
+    if (type === FRAME_TYPE.publish) {
       const publish = decodePublish(frame, this.protocolVersion)
       if (publish !== null) return publish
+    } else if (type === FRAME_TYPE.puback) {
+      const puback = decodePuback(frame, this.protocolVersion)
+      if (puback !== null) return puback
     }
     this.decoded = null
     this.failure = null
@@ -177,6 +181,25 @@ function decodePublish (frame: Buffer, version: ProtocolVersion): Extract<Packet
   }
   if (qos > 0) packet.messageId = frame.readUInt16BE(topicEnd)
   if (qos > 0 && packet.messageId === 0) throw malformed('PUBLISH packet identifier 0') // [MQTT-2.3.1-1]
+  return packet
+}
+
+// [MQTT-3.4.2.1]
+const PUBACK_REASONS = new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99])
+
+/**
+ * The common PUBACK: 3.1.1's two bytes, or MQTT 5's with at most a reason code and an empty
+ * property list. Anything else (properties, odd flags or lengths) goes to mqtt-packet.
+ */
+function decodePuback (frame: Buffer, version: ProtocolVersion): Extract<Packet, { cmd: 'puback' }> | null {
+  if (frame[0] !== 0x40) return null
+  const remaining = frame[1] as number
+  if (frame.length !== remaining + 2) return null
+  if (remaining !== 2 && (version !== 5 || remaining > 4 || (remaining === 4 && frame[5] !== 0))) return null
+  const reasonCode = remaining >= 3 ? frame[4] as number : 0
+  if (!PUBACK_REASONS.has(reasonCode)) return null // mqtt-packet says which rule it breaks
+  const packet: Extract<Packet, { cmd: 'puback' }> = { cmd: 'puback', messageId: frame.readUInt16BE(2), length: remaining }
+  if (version === 5) packet.reasonCode = reasonCode
   return packet
 }
 

@@ -2,6 +2,7 @@
 // GUARD_ERR_MALFORMED (or GUARD_ERR_PROTOCOL) and leave the same Codec able to decode the next valid frame.
 
 import t from 'tap'
+import mqtt from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
 import { Codec, FRAME_TYPE, frameType } from '../../src/codec.js'
 import type { ProtocolVersion } from '../../src/codec.js'
@@ -132,6 +133,31 @@ t.test('PUBLISH without properties is decoded without copying its payload', asyn
     t.equal((packet.payload as Buffer).toString(), 'hi')
     t.equal((packet.payload as Buffer).buffer, frame.buffer, `MQTT ${version}: payload is a view of the frame`)
   }
+})
+
+t.test('PUBACK: the short forms are decoded without mqtt-packet, and agree with it', async (t) => {
+  const cases: Array<[4 | 5, string, number, number | undefined]> = [
+    [4, '40020007', 7, undefined],
+    [5, '40020007', 7, 0],
+    [5, '4003000710', 7, 0x10],
+    [5, '400400071000', 7, 0x10]
+  ]
+  for (const [version, hex, messageId, reasonCode] of cases) {
+    const frame = Buffer.from(hex, 'hex')
+    const fast = new Codec(version).decode(frame)
+    t.match(fast, { cmd: 'puback', messageId }, `v${version} ${hex}`)
+    t.equal((fast as { reasonCode?: number }).reasonCode, reasonCode, `v${version} ${hex} reason code`)
+    const slow = await new Promise<Packet>((resolve) => {
+      const parser = mqtt.parser({ protocolVersion: version })
+      parser.on('packet', resolve)
+      parser.parse(frame)
+    })
+    t.equal((slow as { messageId?: number }).messageId, messageId, 'mqtt-packet agrees on the packet identifier')
+    t.equal((slow as { reasonCode?: number }).reasonCode, reasonCode, 'and on the reason code')
+  }
+  // With properties, or a 3.1.1 PUBACK of the wrong length: mqtt-packet and the strict checks.
+  t.match(new Codec(5).decode(Buffer.from('4008000710041f000161', 'hex')), { cmd: 'puback', messageId: 7, reasonCode: 0x10, properties: { reasonString: 'a' } })
+  t.throws(() => new Codec(4).decode(Buffer.from('4003000710', 'hex')), { code: 'GUARD_ERR_MALFORMED' })
 })
 
 t.test('PUBLISH topics are judged as the spec says', async (t) => {
