@@ -108,6 +108,14 @@ export class RawMqttClient {
     })
   }
 
+  /** Like next(), but each received packet is returned once: for a sequence of the same type. */
+  async take<C extends Packet['cmd']> (cmd: C, timeoutMs = 5000): Promise<Extract<Packet, { cmd: C }>> {
+    const packet = await this.next(cmd, timeoutMs)
+    const i = this.packets.indexOf(packet)
+    if (i >= 0) this.packets.splice(i, 1)
+    return packet
+  }
+
   /** Resolves when the peer closed the socket; rejects if it is still open after timeoutMs. */
   async waitClose (timeoutMs = 5000): Promise<RawCloseInfo> {
     let timer: NodeJS.Timeout | undefined
