@@ -101,6 +101,14 @@ function atMost (ctx: Ctx, factor: number): GoalResult | null {
   return { text: `${r.toFixed(2)}× relay (≤ ${factor})`, pass: r <= factor }
 }
 
+/** Issue #6: dedupe on against the proxy without plugins, same run. */
+function againstProxy (ctx: Ctx, share: number): GoalResult | null {
+  const proxy = ctx.medianOf('proxy')
+  if (!Number.isFinite(proxy)) return null
+  const r = median(ctx.values) / proxy
+  return { text: `${r.toFixed(2)}× proxy without plugins (≥ ${share})`, pass: r >= share }
+}
+
 function throughputTable (qos: 0 | 1, payloadBytes: number): TableDef {
   const scenario = `throughput-q${qos}-${payloadBytes}`
   return {
@@ -117,7 +125,7 @@ function throughputTable (qos: 0 | 1, payloadBytes: number): TableDef {
       { header: 'lost', cell: (rs) => String(Math.max(...rs.map((r) => asThroughput(r).lost))) }
     ],
     goal: qos === 1 && payloadBytes === 64
-      ? (ctx, goals) => goals === 'no-plugins' ? atLeast(ctx, 0.95) : goals === 'production' ? atLeast(ctx, 0.85) : null
+      ? (ctx, goals) => goals === 'no-plugins' ? atLeast(ctx, 0.95) : goals === 'production' ? atLeast(ctx, 0.85) : goals === 'dedupe' ? againstProxy(ctx, 0.8) : null
       : undefined
   }
 }
@@ -244,7 +252,7 @@ export function buildTables (store: Store, targets: TargetInfo[], defs: TableDef
 /** Markdown, readable in a terminal and pasted as is into docs/performance.md. */
 export function renderTable (table: Table): string {
   const hasGoals = table.rows.some((r) => r.goal !== null)
-  const header = ['target', `median ${table.unit}`, 'min–max', '× direct', '× relay', ...table.extraHeaders, ...(hasGoals ? ['target (issue #3)'] : [])]
+  const header = ['target', `median ${table.unit}`, 'min–max', '× direct', '× relay', ...table.extraHeaders, ...(hasGoals ? ['target (issues #3, #6)'] : [])]
   const lines = [
     `### ${table.title} (${table.better} is better)`,
     '',

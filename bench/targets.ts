@@ -30,7 +30,8 @@ const MOSQUITTO_PASSWD = process.env['MOSQUITTO_PASSWD_BIN'] ?? '/usr/bin/mosqui
 export const FD_WRAP = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"'
 
 /** Which of the issue's targets a proxy configuration is held to. */
-export type Goals = 'no-plugins' | 'production' | 'none'
+/** Which targets a row is held to: issue #3's (no plugins, production set) or issue #6's (dedupe). */
+export type Goals = 'no-plugins' | 'production' | 'dedupe' | 'none'
 
 export interface ProxyVariant {
   id: string
@@ -53,6 +54,13 @@ const builtinPlugin = (name: string): string | undefined =>
 
 const BENCH_USER: Credentials = { username: 'bench', password: 'benchpass' }
 
+/** A Mosquitto password file with the generator's user, written by mosquitto_passwd ($7$). */
+async function writePasswd (dir: string): Promise<void> {
+  await promisify(execFile)(MOSQUITTO_PASSWD, ['-c', '-b', join(dir, 'passwd'), BENCH_USER.username, BENCH_USER.password])
+}
+
+const passwdMissing = (): string | undefined => existsSync(MOSQUITTO_PASSWD) ? undefined : `${MOSQUITTO_PASSWD} not found (Debian package mosquitto)`
+
 export const PROXY_VARIANTS: ProxyVariant[] = [
   {
     id: 'proxy',
@@ -67,16 +75,32 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
     goals: 'none'
   },
   {
-    // The production set from the issue. Fill in the options as the plugins land; the row is
-    // skipped (and says why) while any of them is missing.
+    // The production set of issue #3: auth ($7$ password file), acl (one rule), client-id and
+    // dedupe with their defaults, state in a private Redis.
     id: 'proxy-production',
     label: 'mqtt-guard, production plugins',
     redis: true,
     config: () => ({
-      plugins: [{ name: 'auth' }, { name: 'acl' }, { name: 'client-id' }, { name: 'dedupe' }]
+      plugins: [
+        { name: 'auth', passwordFile: './passwd' },
+        { name: 'acl', rules: [{ allow: ['publish', 'subscribe', 'receive'], topic: 'bench/#' }] },
+        { name: 'client-id' },
+        { name: 'dedupe' }
+      ]
     }),
     goals: 'production',
-    unavailable: () => ['auth', 'acl', 'client-id', 'dedupe'].map(builtinPlugin).find((r) => r !== undefined)
+    prepare: async (dir) => { await writePasswd(dir) },
+    credentials: BENCH_USER,
+    unavailable: () => ['auth', 'acl', 'client-id', 'dedupe'].map(builtinPlugin).find((r) => r !== undefined) ?? passwdMissing()
+  },
+  {
+    // Issue #6: QoS 1 with dedupe on (records in a private Redis) against the proxy without it.
+    id: 'proxy-dedupe',
+    label: 'mqtt-guard, dedupe (Redis)',
+    redis: true,
+    config: () => ({ plugins: [{ name: 'dedupe' }] }),
+    goals: 'dedupe',
+    unavailable: () => builtinPlugin('dedupe')
   },
   {
     // Every CONNECT checked against a Mosquitto password file ($7$ hash), every PUBLISH,
@@ -90,12 +114,9 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
       ]
     }),
     goals: 'none',
-    prepare: async (dir) => {
-      await promisify(execFile)(MOSQUITTO_PASSWD, ['-c', '-b', join(dir, 'passwd'), BENCH_USER.username, BENCH_USER.password])
-    },
+    prepare: async (dir) => { await writePasswd(dir) },
     credentials: BENCH_USER,
-    unavailable: () => ['auth', 'acl'].map(builtinPlugin).find((r) => r !== undefined) ??
-      (existsSync(MOSQUITTO_PASSWD) ? undefined : `${MOSQUITTO_PASSWD} not found (Debian package mosquitto)`)
+    unavailable: () => ['auth', 'acl'].map(builtinPlugin).find((r) => r !== undefined) ?? passwdMissing()
   }
 ]
 
