@@ -90,7 +90,12 @@ export class ClientIds {
     subscriber.on('error', () => {}) // the shared client logs Redis trouble already
     subscriber.on('message', (_channel: string, message: string) => { this.onTakeoverNotice(message) })
     // Not awaited: with Redis down at start the proxy still starts (and fails open or closed).
-    subscriber.subscribe(this.shared.channel).catch(() => {})
+    // Subscribed again on every (re)connect: a subscribe that failed while Redis was away
+    // would otherwise leave this instance deaf to takeovers.
+    const channel = this.shared.channel
+    const subscribe = (): void => { subscriber.subscribe(channel).catch(() => {}) }
+    subscriber.on('ready', subscribe)
+    subscribe()
     this.renewTimer = setInterval(() => { void this.renew() }, Math.max(100, Math.floor(this.ctx.options.leaseMs / 3)))
     this.renewTimer.unref()
   }

@@ -3,9 +3,10 @@
 //   `<client ID>\nw<digest>`         window mode: when this content was acknowledged (ms)
 // A TOMBSTONE value says "this packet ID carries new data now": a non-DUP PUBLISH reused the ID,
 // so an older record for it must not match.
-// LocalRecords keeps them in this process (bounded, expiring). RedisRecords adds Redis, shared
-// by every instance: records are written in batches (one HSET per time bucket per flush,
-// never awaited by a message), and looked up (awaited) only for a DUP or in window mode.
+// Without Redis, LocalRecords keeps them in this process (bounded, expiring). With Redis,
+// RedisRecords keeps them for every instance: written in batches (one HSET per time bucket
+// per flush, never awaited by a message), looked up (awaited) only for a DUP or in window
+// mode; LocalRecords then holds only window-mode records, as a cache.
 
 import type { Redis, Cluster } from 'ioredis'
 import { redisCall } from '../../src/redis-call.js'

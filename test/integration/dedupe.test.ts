@@ -170,6 +170,27 @@ t.test('packet ID reuse with new data is delivered; QoS 2 and DUP of unknown mes
   t.equal(f.stats(f.a).removed.in, 1)
 })
 
+t.test('window mode: the same content with a new packet ID, through another instance, within the window', async (t) => {
+  const f = await fleet(t, true, mosquitto.url, { window: 60_000 })
+  const topic = uniqueTopic('dd-window')
+  const seen = await collector(t, topic)
+  const id = `win-${prefixNo}`
+  const first = await rawConnect(t, f.a.port, 4, id)
+  first.sendPacket({ cmd: 'publish', qos: 1, messageId: 1, topic, payload: Buffer.from('reading 21.5'), dup: false, retain: false })
+  await first.take('puback')
+  await first.destroy()
+  await pollUntil('the record in Redis', 5000, () => f.stats(f.a).redis?.queued === 0 && (f.stats(f.a).redis?.written ?? 0) >= 1 ? true : undefined)
+  // The client re-publishes after reconnecting, with a new packet ID and without DUP.
+  const again = await rawConnect(t, f.b.port, 4, id)
+  again.sendPacket({ cmd: 'publish', qos: 1, messageId: 2, topic, payload: Buffer.from('reading 21.5'), dup: false, retain: false })
+  t.equal((await again.take('puback')).messageId, 2)
+  again.sendPacket({ cmd: 'publish', qos: 1, messageId: 3, topic, payload: Buffer.from('reading 21.6'), dup: false, retain: false })
+  await again.take('puback')
+  await seen.until('reading 21.6')
+  t.same(seen.payloads(), ['reading 21.5', 'reading 21.6'], 'the re-publish was removed, new content passed')
+  await f.b.logs.waitFor((l) => l.msg === 'dedupe: duplicate removed' && typeof l.why === 'string' && l.why.endsWith('(window)'))
+})
+
 t.test('without Redis: records in this process; the same instance removes the resend', async (t) => {
   const proxy = await startProxy({ config: { upstream: mosquitto.url, plugins: [{ name: 'dedupe', maxEntries: 1000 }] } })
   t.teardown(() => proxy.stop())
