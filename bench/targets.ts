@@ -266,6 +266,7 @@ async function startProxy (variant: ProxyVariant, upstreamPort: number, redisUrl
       '--listen', `127.0.0.1:${port}`,
       '--upstream', `mqtt://127.0.0.1:${upstreamPort}`,
       ...(redisUrl === undefined ? [] : ['--redis', redisUrl]),
+      '--admin', 'off',
       '--log-level', 'warn'
     ],
     // At log level warn the proxy says nothing when it listens: a TCP connect from outside

@@ -1,7 +1,7 @@
 // Turns a `reject` verdict into what MQTT says the proxy should answer, for the packet and the
 // protocol version: a CONNACK code, a failure SUBACK entry, a PUBACK reason, or a disconnect.
 
-import type { Packet } from 'mqtt-packet'
+import type { IConnackPacket, Packet } from 'mqtt-packet'
 import { ERRORS, type ErrorCode } from './errors.js'
 import type { ProtocolVersion } from './codec.js'
 import type { Direction } from './plugin-api.js'
@@ -23,7 +23,7 @@ export function connackCodeFor (code: ErrorCode): number {
   return ERRORS[code].connack ?? 3
 }
 
-export function connackFor (version: ProtocolVersion, code: ErrorCode, reason?: string): Packet {
+export function connackFor (version: ProtocolVersion, code: ErrorCode, reason?: string): IConnackPacket {
   if (version === 5) {
     // [MQTT-3.2.2-6]: a refusing CONNACK has session present 0.
     const properties = reason === undefined ? undefined : { reasonString: reason.slice(0, 200) }

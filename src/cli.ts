@@ -23,6 +23,9 @@ Options for start:
   --listen HOST:PORT    listener(s), comma-separated (env MQTT_GUARD_LISTEN; default 127.0.0.1:1884)
   --upstream URL        embedded | mqtt://HOST:PORT | mqtts://HOST:PORT (env MQTT_GUARD_UPSTREAM)
   --redis URL           redis://HOST:PORT for shared state (env MQTT_GUARD_REDIS)
+  --admin HOST:PORT|off admin HTTP endpoint: /healthz /readyz /metrics /connections
+                        (env MQTT_GUARD_ADMIN; default 127.0.0.1:9884; its bearer token
+                        from MQTT_GUARD_ADMIN_TOKEN or admin.token in the file)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env MQTT_GUARD_LOG_LEVEL)
   -h, --help            this text
 `
@@ -32,6 +35,7 @@ const START_OPTIONS = {
   listen: { type: 'string' },
   upstream: { type: 'string' },
   redis: { type: 'string' },
+  admin: { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' }
 } as const
@@ -65,7 +69,7 @@ function parse (args: string[]): { flags: Overrides, help: boolean, positionals:
   return {
     help: values.help === true,
     positionals,
-    flags: { config: values.config, listen: values.listen, upstream: values.upstream, redis: values.redis, logLevel: values['log-level'] }
+    flags: { config: values.config, listen: values.listen, upstream: values.upstream, redis: values.redis, admin: values.admin, logLevel: values['log-level'] }
   }
 }
 

@@ -25,13 +25,17 @@ export interface PluginEntry {
   options: Record<string, unknown>
 }
 
+/** The admin HTTP endpoint (health, metrics, connections); undefined when turned off. */
+export interface AdminSpec { host: string, port: number, token: string | undefined }
+
 export interface GuardConfig {
   configFile: string | undefined
   configDir: string
   listen: ListenSpec[]
+  admin: AdminSpec | undefined
   upstream: UpstreamSpec
   redis: { url: string, keyPrefix: string } | undefined
-  limits: { maxPacketSize: number, connectTimeoutMs: number, maxConnections: number, maxQueuedPackets: number }
+  limits: { maxPacketSize: number, connectTimeoutMs: number, maxConnections: number, maxQueuedPackets: number, drainTimeoutMs: number }
   log: { level: string }
   allowAnonymous: boolean
   plugins: PluginEntry[]
@@ -44,12 +48,16 @@ export interface Overrides {
   upstream?: string | undefined
   redis?: string | undefined
   logLevel?: string | undefined
+  /** HOST:PORT, or false/off to turn the admin endpoint off. */
+  admin?: string | undefined
+  adminToken?: string | undefined
 }
 
 export const DEFAULTS = {
   listen: '127.0.0.1:1884',
+  admin: '127.0.0.1:9884',
   upstream: 'embedded',
-  limits: { maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000 },
+  limits: { maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000, drainTimeoutMs: 10_000 },
   log: { level: 'info' }
 } as const
 
@@ -65,13 +73,15 @@ const tlsOptions = {
 
 const fileSchema = z.object({
   listen: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+  admin: z.union([z.literal(false), z.string(), z.object({ listen: z.string(), token: z.string().min(16).optional() }).strict()]).optional(),
   upstream: z.union([z.string(), z.object({ url: z.string(), ...tlsOptions }).strict()]).optional(),
   redis: z.union([z.string(), z.object({ url: z.string(), keyPrefix: z.string().optional() }).strict()]).optional(),
   limits: z.object({
     maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),
     connectTimeoutMs: z.number().int().min(100).optional(),
     maxConnections: z.number().int().min(1).optional(),
-    maxQueuedPackets: z.number().int().min(1).optional()
+    maxQueuedPackets: z.number().int().min(1).optional(),
+    drainTimeoutMs: z.number().int().min(0).optional()
   }).strict().optional(),
   log: z.object({ level: z.enum(LOG_LEVELS).optional() }).strict().optional(),
   allowAnonymous: z.boolean().optional(),
@@ -137,6 +147,20 @@ function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: 
   return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls }
 }
 
+function parseAdmin (raw: z.infer<typeof fileSchema>['admin'], override: string | undefined, token: string | undefined): AdminSpec | undefined {
+  if (override === 'false' || override === 'off' || (override === undefined && raw === false)) return undefined
+  const fromFile = typeof raw === 'object' ? raw.listen : raw === false ? undefined : raw
+  const listen = override ?? fromFile ?? DEFAULTS.admin
+  const { host, port } = parseHostPort(listen, 'admin')
+  const spec: AdminSpec = { host, port, token: token ?? (typeof raw === 'object' ? raw.token : undefined) }
+  if (spec.token !== undefined && spec.token.length < 16) throw configError('admin.token', 'must be at least 16 characters')
+  // Metrics and kicks are not for everyone who can reach the port.
+  if (spec.token === undefined && !LOOPBACK.test(host)) {
+    throw configError('admin.token', `required when admin listens on ${host}, not loopback (or set MQTT_GUARD_ADMIN_TOKEN)`)
+  }
+  return spec
+}
+
 function parseRedis (raw: z.infer<typeof fileSchema>['redis']): GuardConfig['redis'] {
   if (raw === undefined || raw === '') return undefined
   const spec = typeof raw === 'string' ? { url: raw } : raw
@@ -164,7 +188,9 @@ export function envOverrides (env: NodeJS.ProcessEnv): Overrides {
     listen: env.MQTT_GUARD_LISTEN,
     upstream: env.MQTT_GUARD_UPSTREAM,
     redis: env.MQTT_GUARD_REDIS,
-    logLevel: env.MQTT_GUARD_LOG_LEVEL
+    logLevel: env.MQTT_GUARD_LOG_LEVEL,
+    admin: env.MQTT_GUARD_ADMIN,
+    adminToken: env.MQTT_GUARD_ADMIN_TOKEN
   }
 }
 
@@ -190,6 +216,7 @@ export function buildConfig (raw: unknown, overrides: Overrides, configFile?: st
     configFile,
     configDir,
     listen: parseListen(overrides.listen ?? file.listen ?? DEFAULTS.listen, 'listen'),
+    admin: parseAdmin(file.admin, overrides.admin, overrides.adminToken),
     upstream: parseUpstream(overrides.upstream ?? file.upstream, configDir),
     redis: parseRedis(overrides.redis ?? file.redis),
     limits: { ...DEFAULTS.limits, ...file.limits },

@@ -19,6 +19,9 @@ import type { Upstream } from './upstream.js'
 import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from './connect-peek.js'
 import { checkClientFrame } from './header-check.js'
 import { Sides, CLOSE_GRACE_MS } from './sides.js'
+import type { GuardMetrics } from './metrics.js'
+import { Telemetry } from './telemetry.js'
+import type { ConnectionView } from './admin.js'
 
 let connections = 0
 
@@ -34,6 +37,7 @@ export interface ConnectionDeps {
   readonly upstream: Upstream
   readonly limits: { maxPacketSize: number, connectTimeoutMs: number, maxQueuedPackets: number }
   readonly log: Logger
+  readonly metrics: GuardMetrics
   readonly listener: string
   readonly onClosed: (conn: Connection, info: CloseInfo) => void
   /** Set when the proxy must refuse this connection once it has read its CONNECT. */
@@ -53,6 +57,8 @@ export class Connection implements ConnectionInfo {
   private logger: Logger | null = null
   state: ConnectionState = 'awaiting-connect'
   private readonly sides: Sides
+  /** Counts, sampled round trips and subscriptions, for /metrics and /connections. */
+  readonly telemetry: Telemetry
   // One decoder per protocol version, shared: every decode is one whole frame, synchronously.
   private codec: Codec | null = null
   private readonly inLane: Lane
@@ -81,6 +87,7 @@ export class Connection implements ConnectionInfo {
     this.port = remote.port
     this.listener = deps.listener
     this.sides = new Sides(client)
+    this.telemetry = new Telemetry(deps.metrics)
     this.inLane = new Lane((f) => this.fromClient(f), (e) => { this.failed(e) }, this.sides.clientValve, deps.limits.maxQueuedPackets)
     this.sides.read('client', new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) }), (e) => { this.failed(e) })
     client.on('end', () => { this.clientGone() })
@@ -94,6 +101,7 @@ export class Connection implements ConnectionInfo {
 
   private fromClient (frame: Buffer): void | Promise<void> {
     const type = frameType(frame)
+    this.telemetry.seen(0, type, frame, this.codec)
     switch (this.state) {
       case 'awaiting-connect': return this.onConnect(frame, type)
       case 'admitting':
@@ -117,6 +125,7 @@ export class Connection implements ConnectionInfo {
     }
     this.protocolVersion = level
     this.codec = Codec.shared(level)
+    this.deps.metrics.connects.inc({ listener: this.listener })
     const packet = this.codec.decode(frame) as IConnectPacket
     this.clientId = packet.clientId
     this.username = packet.username
@@ -145,7 +154,9 @@ export class Connection implements ConnectionInfo {
   }
 
   private refuseConnect (code: ErrorCode, reason: string): void {
-    this.toClient((this.codec as Codec).encode(connackFor(this.protocolVersion, code, reason)))
+    const connack = connackFor(this.protocolVersion, code, reason)
+    this.deps.metrics.refusals.inc({ code, reason_code: String(connack.reasonCode ?? connack.returnCode ?? '') })
+    this.toClient((this.codec as Codec).encode(connack))
     this.close(code, reason)
   }
 
@@ -161,7 +172,9 @@ export class Connection implements ConnectionInfo {
   private dial (bytes: Buffer, connect: IConnectPacket): void {
     this.state = 'dialing'
     this.startTimer(this.deps.limits.connectTimeoutMs, 'GUARD_ERR_CONNACK_TIMEOUT', 'broker did not answer CONNECT within connectTimeoutMs')
+    const dialStart = performance.now()
     this.deps.upstream.dial(connect, this).then((socket) => {
+      this.deps.metrics.dial.observe((performance.now() - dialStart) / 1000)
       if (this.state !== 'dialing') {
         socket.destroy()
         return
@@ -201,6 +214,7 @@ export class Connection implements ConnectionInfo {
 
   private fromBroker (frame: Buffer): void | Promise<void> {
     const type = frameType(frame)
+    this.telemetry.seen(1, type, frame, this.codec)
     if (this.state === 'relaying') return this.relay('out', frame, type)
     if (this.state !== 'dialing') return undefined
     if (type === FRAME_TYPE.auth) return this.relay('out', frame, type)
@@ -227,6 +241,7 @@ export class Connection implements ConnectionInfo {
     this.connackSent = true
     if (code !== 0) {
       // The broker's own refusal is relayed unchanged; it closes the connection itself.
+      this.deps.metrics.refusals.inc({ code: 'broker', reason_code: String(code) })
       return this.close('broker-refused', `CONNACK code ${code}`)
     }
     const assigned = packet.properties?.assignedClientIdentifier
@@ -311,7 +326,7 @@ export class Connection implements ConnectionInfo {
 
   private forward (direction: Direction, bytes: Buffer): void {
     if (direction === 'in') this.sides.toBroker(bytes)
-    else this.sides.toClient(bytes)
+    else this.toClient(bytes)
   }
 
   private toBroker (bytes: Buffer): void {
@@ -319,6 +334,7 @@ export class Connection implements ConnectionInfo {
   }
 
   private toClient (bytes: Buffer): void {
+    this.telemetry.toClient(bytes, this.codec)
     this.sides.toClient(bytes)
   }
 
@@ -326,17 +342,43 @@ export class Connection implements ConnectionInfo {
   private answer (to: 'client' | 'broker', packets: Packet[]): void {
     for (const p of packets) {
       const bytes = (this.codec as Codec).encode(p)
-      if (to === 'client') this.toClient(bytes)
+      if (to === 'client') this.telemetry.answered(p)
+      if (to === 'client') this.sides.toClient(bytes)
       else this.toBroker(bytes)
     }
   }
 
   private observe (direction: Direction, outcome: Outcome, size: number): void {
+    if (outcome.verdict.action !== 'continue') this.deps.metrics.verdicts.inc({ plugin: outcome.plugin ?? 'unknown', action: outcome.verdict.action })
     if (!this.deps.host.observing) return
     this.deps.host.observe({ conn: this, direction, packet: outcome.packet, size, verdict: outcome.verdict.action, plugin: outcome.plugin })
   }
 
+  /** What /connections shows. */
+  view (): ConnectionView {
+    return {
+      id: this.id,
+      clientId: this.clientId,
+      username: this.username,
+      address: this.address,
+      port: this.port,
+      protocolVersion: this.protocolVersion,
+      listener: this.listener,
+      since: new Date(this.openedAt).toISOString(),
+      state: this.state,
+      bytesIn: this.sides.bytesIn,
+      bytesOut: this.sides.bytesOut,
+      subscriptions: [...this.telemetry.subscriptions].map(([filter, qos]) => ({ filter, qos }))
+    }
+  }
+
   // ---- closing ---------------------------------------------------------------------------
+
+  /** The end of a drain: sockets that did not finish flushing in time are cut. */
+  destroy (): void {
+    this.close('GUARD_ERR_SHUTTING_DOWN', 'drain timeout')
+    this.sides.destroy()
+  }
 
   private startTimer (ms: number, code: ErrorCode, reason: string): void {
     this.clearTimer()

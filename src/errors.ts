@@ -23,6 +23,7 @@ export const ERRORS = {
   GUARD_ERR_NOT_AUTHORIZED: { reason: 0x87, connack: 5, summary: 'not authorized' },
   GUARD_ERR_CLIENT_ID_REJECTED: { reason: 0x85, connack: 2, summary: 'client identifier not valid' },
   GUARD_ERR_BANNED: { reason: 0x8a, connack: 5, summary: 'banned' },
+  GUARD_ERR_ADMIN_KICK: { reason: 0x98, connack: undefined, summary: 'closed by an operator (admin API)' },
   GUARD_ERR_SESSION_TAKEN_OVER: { reason: 0x8e, connack: undefined, summary: 'session taken over' },
   GUARD_ERR_QUOTA_EXCEEDED: { reason: 0x97, connack: 3, summary: 'quota exceeded' },
   GUARD_ERR_BAD_AUTH_METHOD: { reason: 0x8c, connack: 4, summary: 'bad authentication method' },

@@ -5,6 +5,7 @@
 import type { Packet, PacketCmd } from 'mqtt-packet'
 import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
+import type { Registry } from 'prom-client'
 import type { ErrorCode } from './errors.js'
 import type { ProtocolVersion } from './codec.js'
 
@@ -92,6 +93,8 @@ export interface PluginContext<Options> {
   readonly instanceId: string
   /** Folder of the config file: relative paths in options resolve against it. */
   readonly configDir: string
+  /** The proxy's Prometheus registry: a plugin registers its own metrics (`mqtt_guard_<plugin>_…`). */
+  readonly metrics: Registry
 }
 
 export interface PluginDefinition<Options = unknown> {

@@ -6,6 +6,7 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
+import type { Registry } from 'prom-client'
 import { configError, GuardError } from './errors.js'
 import type { PluginEntry } from './config.js'
 import type { Plugin, PluginDefinition } from './plugin-api.js'
@@ -18,6 +19,7 @@ export interface LoadContext {
   redis: Redis | Cluster | undefined
   redisKeyPrefix: string
   instanceId: string
+  metrics: Registry
 }
 
 function specifier (entry: PluginEntry, configDir: string): string {
@@ -80,6 +82,7 @@ async function createPlugin (definition: PluginDefinition, options: unknown, ctx
     redis: ctx.redis,
     keyPrefix: `${ctx.redisKeyPrefix}${definition.name}:`,
     instanceId: ctx.instanceId,
-    configDir: ctx.configDir
+    configDir: ctx.configDir,
+    metrics: ctx.metrics
   })
 }

@@ -1,5 +1,5 @@
-// Owns the listeners, the upstream, the plugins and the live connections of one proxy
-// process. start() resolves once every listener is bound; stop() drains and releases all.
+// Owns the listeners, the upstream, the plugins, the admin endpoint and the live connections of
+// one proxy process. start() resolves once every listener is bound; stop() drains and releases.
 
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
@@ -13,6 +13,8 @@ import { embeddedUpstream, tcpUpstream, type Upstream } from './upstream.js'
 import { createEmbeddedBroker } from './embedded.js'
 import type { ErrorCode } from './errors.js'
 import type { Plugin } from './plugin-api.js'
+import { GuardMetrics } from './metrics.js'
+import { AdminServer, type ConnectionView } from './admin.js'
 
 export interface StartOptions {
   log: Logger
@@ -25,7 +27,9 @@ export interface BoundListener { spec: ListenSpec, host: string, port: number }
 export class GuardServer {
   readonly connections = new Set<Connection>()
   readonly listeners: BoundListener[] = []
+  admin: AdminServer | undefined
   private readonly servers: net.Server[] = []
+  private subscriber: Redis | undefined
   private stopping = false
 
   private constructor (
@@ -34,19 +38,26 @@ export class GuardServer {
     readonly log: Logger,
     readonly host: PluginHost,
     readonly upstream: Upstream,
-    readonly redis: Redis | undefined
+    readonly redis: Redis | undefined,
+    readonly metrics: GuardMetrics
   ) {}
 
   static async start (config: GuardConfig, options: StartOptions): Promise<GuardServer> {
     const log = options.log
+    // The gauge of open connections reads the server made below.
+    const made: { server?: GuardServer } = {}
+    const metrics = new GuardMetrics(() => made.server === undefined ? new Map() : countByListener(made.server.connections))
     const redis = config.redis === undefined ? undefined : new Redis(config.redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true })
-    redis?.on('error', (err: NodeJS.ErrnoException) => { log.warn({ err: err.code ?? err.message }, 'redis error') })
+    redis?.on('error', (err: NodeJS.ErrnoException) => {
+      metrics.redisErrors.inc({ source: 'connection' })
+      log.warn({ err: err.code ?? err.message }, 'redis error')
+    })
     const instanceId = randomBytes(8).toString('hex')
     let plugins: Plugin[] = []
     let upstream: Upstream
     try {
       plugins = await loadPlugins(config.plugins, {
-        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId
+        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId, metrics: metrics.registry
       })
       upstream = config.upstream.kind === 'embedded'
         ? embeddedUpstream(await createEmbeddedBroker(config.redis, log))
@@ -57,14 +68,26 @@ export class GuardServer {
       redis?.disconnect()
       throw err
     }
-    const server = new GuardServer(instanceId, config, log, new PluginHost([...plugins, ...(options.extraPlugins ?? [])]), upstream, redis)
+    const server = new GuardServer(instanceId, config, log, new PluginHost([...plugins, ...(options.extraPlugins ?? [])]), upstream, redis, metrics)
+    made.server = server
     try {
       for (const spec of config.listen) await server.listen(spec)
+      if (config.admin !== undefined) {
+        server.admin = await AdminServer.start(config.admin, {
+          metrics, readiness: async () => await server.readiness(), connections: () => server.connectionViews(), kick: async (id) => await server.kick(id)
+        }, log)
+      }
+      server.listenForKicks()
     } catch (err) {
       await server.stop()
       throw err
     }
-    log.info({ listen: server.listeners.map((l) => `${l.host}:${l.port}`), upstream: upstream.description, plugins: plugins.map((p) => p.name) }, 'mqtt-guard listening')
+    log.info({
+      listen: server.listeners.map((l) => `${l.host}:${l.port}`),
+      admin: server.admin === undefined ? undefined : `${server.admin.host}:${server.admin.port}`,
+      upstream: upstream.description,
+      plugins: plugins.map((p) => p.name)
+    }, 'mqtt-guard listening')
     return server
   }
 
@@ -89,6 +112,7 @@ export class GuardServer {
       upstream: this.upstream,
       limits: this.config.limits,
       log: this.log,
+      metrics: this.metrics,
       listener: spec.url,
       refuse,
       onClosed: (c, info) => {
@@ -99,24 +123,98 @@ export class GuardServer {
     this.connections.add(conn)
   }
 
+  // ---- what the admin endpoint sees ----------------------------------------------------------
+
+  async readiness (): Promise<{ ready: boolean, checks: Record<string, boolean | string> }> {
+    const checks: Record<string, boolean | string> = {
+      listening: !this.stopping && this.listeners.length > 0,
+      upstream: await this.upstream.check()
+    }
+    if (this.redis !== undefined) checks.redis = this.redis.status === 'ready'
+    if (this.stopping) checks.draining = true
+    const ready = checks.listening === true && checks.upstream === true && checks.redis !== false
+    return { ready, checks }
+  }
+
+  connectionViews (): ConnectionView[] {
+    return [...this.connections].map((c) => c.view())
+  }
+
+  /** Closes the client ID's connections here; with Redis, every other instance closes its own. */
+  async kick (clientId: string): Promise<{ closedHere: number, announced: boolean }> {
+    const closedHere = this.kickHere(clientId, 'admin API')
+    if (this.redis === undefined || this.redis.status !== 'ready') return { closedHere, announced: false }
+    await this.redis.publish(this.kickChannel, JSON.stringify({ clientId, from: this.instanceId }))
+    return { closedHere, announced: true }
+  }
+
+  private kickHere (clientId: string, by: string): number {
+    let closed = 0
+    for (const conn of this.connections) {
+      if (conn.clientId !== clientId || conn.state === 'closed') continue
+      conn.close('GUARD_ERR_ADMIN_KICK', `closed by ${by}`)
+      closed++
+    }
+    return closed
+  }
+
+  private get kickChannel (): string {
+    return `${this.config.redis?.keyPrefix ?? 'mqtt-guard:'}admin:kick`
+  }
+
+  private listenForKicks (): void {
+    if (this.redis === undefined) return
+    const subscriber = this.redis.duplicate()
+    this.subscriber = subscriber
+    subscriber.on('error', () => {}) // the shared client logs Redis trouble
+    subscriber.on('message', (_channel: string, message: string) => {
+      try {
+        const { clientId, from } = JSON.parse(message) as { clientId?: unknown, from?: unknown }
+        if (typeof clientId !== 'string' || from === this.instanceId) return
+        const closed = this.kickHere(clientId, `admin API on instance ${String(from)}`)
+        if (closed > 0) this.log.info({ clientId, from }, 'connection closed for another instance\'s admin API')
+      } catch {
+        // not ours
+      }
+    })
+    const subscribe = (): void => { subscriber.subscribe(this.kickChannel).catch(() => {}) }
+    subscriber.on('ready', subscribe)
+    subscribe()
+  }
+
   /** SIGHUP: plugins re-read their files; settings that need a restart are named in the log. */
   async reload (): Promise<void> {
     this.log.info('reloading')
     await this.host.reload(this.log)
   }
 
-  /** Stops accepting, closes every connection (MQTT 5: DISCONNECT 0x8B), releases all. */
+  /**
+   * SIGTERM: readiness turns false, listeners stop accepting, every connection is closed (MQTT 5
+   * clients get DISCONNECT 0x8B), and their sockets get up to limits.drainTimeoutMs to flush.
+   */
   async stop (): Promise<void> {
     if (this.stopping) return
     this.stopping = true
-    // server.close() resolves once every accepted socket has closed; connections give their
-    // sockets a short grace to flush, then destroy them, so this is bounded.
     const closed = this.servers.map((s) => new Promise<void>((resolve) => { s.close(() => { resolve() }) }))
-    for (const conn of [...this.connections]) conn.close('GUARD_ERR_SHUTTING_DOWN', 'proxy shutting down')
-    await Promise.all(closed)
+    const draining = [...this.connections]
+    for (const conn of draining) conn.close('GUARD_ERR_SHUTTING_DOWN', 'proxy shutting down')
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.config.limits.drainTimeoutMs) })
+    await Promise.race([Promise.all(closed), timeout])
+    clearTimeout(timer)
+    // Closed connections leave the set at once; their sockets may still be flushing.
+    for (const conn of draining) conn.destroy()
     await this.host.close()
     await this.upstream.close()
+    await this.admin?.close()
+    this.subscriber?.disconnect()
     this.redis?.disconnect()
     this.log.info('mqtt-guard stopped')
   }
+}
+
+function countByListener (connections: Set<Connection>): Map<string, number> {
+  const counts = new Map<string, number>()
+  for (const c of connections) counts.set(c.listener, (counts.get(c.listener) ?? 0) + 1)
+  return counts
 }

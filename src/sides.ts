@@ -75,6 +75,11 @@ export class Sides {
     for (const s of sockets) s.once('close', () => { if (--open === 0) clearTimeout(grace) })
   }
 
+  destroy (): void {
+    this.client.destroy()
+    this.broker?.destroy()
+  }
+
   /** Writes with backpressure: a full destination holds the other side's reading. */
   private write (to: Duplex, bytes: Buffer): void {
     if (to.destroyed || to.writableEnded) return

@@ -9,6 +9,7 @@ import { explainEnd } from './explain.js'
 import { validateOptions, type ClientIdOptions, type FlapKey } from './options.js'
 import { decide, MemoryStore, sameIdentity, type Admission, type Claim, type HistoryEntry, type Holder, type Store } from './store.js'
 import { RedisStore } from './redis-store.js'
+import { statsCounter } from '../../src/metrics.js'
 
 /** What the plugin keeps per connection that reached its CONNECT hook. */
 interface Entry {
@@ -81,6 +82,10 @@ export class ClientIds {
       this.shared = new RedisStore(ctx.redis, ctx.keyPrefix, o.leaseMs, o.flapping, o.redisTimeoutMs)
       this.store = this.shared
     }
+    const stats = this.stats
+    statsCounter(ctx.metrics, 'mqtt_guard_client_id_events_total',
+      'client-id decisions: admitted, refused (held, invalid), takeovers, banned connects, bans started, fail-open admits, fail-closed refusals, leases lost',
+      'event', () => ({ ...stats }))
   }
 
   async start (): Promise<void> {

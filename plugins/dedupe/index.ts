@@ -9,6 +9,7 @@ import { definePlugin, type ConnectionInfo, type Direction, type HookResult, typ
 import { digest } from './digest.js'
 import { validateOptions, type DedupeOptions } from './options.js'
 import { LocalRecords, recordKey, RedisRecords, TOMBSTONE, type RedisStats } from './records.js'
+import { statsCounter } from '../../src/metrics.js'
 
 /** The QoS 1 PUBLISHes of one connection that wait for their PUBACK, by packet ID: their digests. */
 interface InFlight { in: Map<number, string>, out: Map<number, string> }
@@ -40,6 +41,10 @@ export class Dedupe {
       this.shared = new RedisRecords(ctx.redis, ctx.keyPrefix, o.ttlMs, o.flushMs, o.redisTimeoutMs, (what, err) => { this.redisFailed(what, err) })
       this.stats.redis = this.shared.stats
     }
+    const { stats } = this
+    statsCounter(ctx.metrics, 'mqtt_guard_dedupe_removed_total', 'QoS 1 duplicates removed by dedupe, by direction (in: client → broker)', 'direction', () => ({ ...stats.removed }))
+    statsCounter(ctx.metrics, 'mqtt_guard_dedupe_redis_failures_total', 'dedupe records not written (dropped) and lookups that failed, because Redis was unreachable or slow', 'kind',
+      () => ({ dropped: stats.redis?.dropped ?? 0, lookup: stats.redis?.lookupFailures ?? 0 }))
   }
 
   private state (conn: ConnectionInfo): InFlight {

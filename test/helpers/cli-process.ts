@@ -87,6 +87,13 @@ export class CliProcess {
     return Number(first.slice(first.lastIndexOf(':') + 1))
   }
 
+  /** Waits for `mqtt-guard listening` and returns the admin endpoint's port. */
+  async adminPort (timeoutMs = 10_000): Promise<number> {
+    const line = await this.waitFor((l) => l.msg === 'mqtt-guard listening', timeoutMs)
+    const admin = typeof line.admin === 'string' ? line.admin : ''
+    return Number(admin.slice(admin.lastIndexOf(':') + 1))
+  }
+
   signal (sig: NodeJS.Signals = 'SIGTERM'): void {
     if (!this.running || this.child.pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return
     try {
@@ -113,7 +120,8 @@ export function runCli (args: string[], options: { env?: Record<string, string>,
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MQTT_GUARD_')))
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd: options.cwd ?? ROOT,
-    env: { ...env, ...options.env },
+    // The admin endpoint's default port is fixed; tests that run in parallel each take a free one.
+    env: { ...env, MQTT_GUARD_ADMIN: '127.0.0.1:0', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   return new CliProcess(child)

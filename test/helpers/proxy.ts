@@ -22,7 +22,8 @@ export interface TestProxyOptions {
 }
 
 export async function startProxy (options: TestProxyOptions = {}): Promise<TestProxy> {
-  const config = buildConfig({ listen: '127.0.0.1:0', ...options.config }, options.overrides ?? {}, options.configFile)
+  // The admin endpoint is off unless a test asks for it (its default port is fixed).
+  const config = buildConfig({ listen: '127.0.0.1:0', admin: false, ...options.config }, options.overrides ?? {}, options.configFile)
   const logs = new LogSink()
   const server = await GuardServer.start(config, { log: logs.logger('debug'), extraPlugins: options.extraPlugins ?? [] })
   const port = server.listeners[0]?.port ?? 0

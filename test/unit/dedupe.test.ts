@@ -5,6 +5,7 @@
 
 import t from 'tap'
 import pino from 'pino'
+import { Registry } from 'prom-client'
 import type { IPublishPacket, IPubackPacket } from 'mqtt-packet'
 import { validateOptions, type DedupeOptions } from '../../plugins/dedupe/options.js'
 import { LocalRecords } from '../../plugins/dedupe/records.js'
@@ -54,7 +55,7 @@ t.test('digest: topic and payload both count', async (t) => {
 
 function makeDedupe (options: Partial<DedupeOptions> = {}): Dedupe {
   const o = { ...validateOptions({}), ...options }
-  return new Dedupe({ name: 'dedupe', options: o, log: pino({ level: 'silent' }), redis: undefined, keyPrefix: 'x:', instanceId: 'i', configDir: '.' })
+  return new Dedupe({ name: 'dedupe', options: o, log: pino({ level: 'silent' }), redis: undefined, keyPrefix: 'x:', instanceId: 'i', configDir: '.', metrics: new Registry() })
 }
 
 function fakeConn (clientId: string, protocolVersion: 4 | 5 = 4): ConnectionInfo {

@@ -1,0 +1,99 @@
+// The admin HTTP endpoint: /healthz, /readyz, /metrics, /connections, and
+// DELETE /connections/{clientId}. Plain node:http, JSON bodies. A bearer token guards everything
+// but the two probes; config refuses a non-loopback admin address without one.
+
+import http from 'node:http'
+import { timingSafeEqual } from 'node:crypto'
+import type { Logger } from 'pino'
+import type { AdminSpec } from './config.js'
+import type { GuardMetrics } from './metrics.js'
+
+export interface ConnectionView {
+  id: string
+  clientId: string
+  username: string | undefined
+  address: string
+  port: number
+  protocolVersion: number
+  listener: string
+  since: string
+  state: string
+  bytesIn: number
+  bytesOut: number
+  subscriptions: Array<{ filter: string, qos: number }>
+}
+
+/** What the admin endpoint asks of the proxy. */
+export interface AdminTarget {
+  metrics: GuardMetrics
+  readiness: () => Promise<{ ready: boolean, checks: Record<string, boolean | string> }>
+  connections: () => ConnectionView[]
+  /** Closes `clientId` here, and tells the other instances; how many closed here, whether told. */
+  kick: (clientId: string) => Promise<{ closedHere: number, announced: boolean }>
+}
+
+function send (res: http.ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n'
+  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' })
+  res.end(text)
+}
+
+function authorized (req: http.IncomingMessage, token: string | undefined): boolean {
+  if (token === undefined) return true
+  const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '')
+  const wanted = Buffer.from(token)
+  return given.length === wanted.length && timingSafeEqual(given, wanted)
+}
+
+export class AdminServer {
+  private constructor (private readonly server: http.Server, readonly host: string, readonly port: number) {}
+
+  static async start (spec: AdminSpec, target: AdminTarget, log: Logger): Promise<AdminServer> {
+    const server = http.createServer((req, res) => {
+      handle(req, res, spec, target).catch((err: unknown) => {
+        log.error({ err, url: req.url }, 'admin request failed')
+        if (!res.headersSent) send(res, 500, { error: 'internal error' })
+      })
+    })
+    server.on('clientError', (_err, socket) => { socket.destroy() })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen({ host: spec.host, port: spec.port }, () => { server.removeListener('error', reject); resolve() })
+    })
+    const address = server.address() as { address: string, port: number }
+    return new AdminServer(server, address.address, address.port)
+  }
+
+  async close (): Promise<void> {
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => { this.server.close(() => { resolve() }) })
+  }
+}
+
+async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec: AdminSpec, target: AdminTarget): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://admin')
+  const path = url.pathname
+  if (req.method === 'GET' && path === '/healthz') return send(res, 200, { status: 'ok' })
+  if (req.method === 'GET' && path === '/readyz') {
+    const r = await target.readiness()
+    return send(res, r.ready ? 200 : 503, r)
+  }
+  if (!authorized(req, spec.token)) {
+    res.setHeader('www-authenticate', 'Bearer')
+    return send(res, 401, { error: 'bearer token required' })
+  }
+  if (req.method === 'GET' && path === '/metrics') return send(res, 200, await target.metrics.text(), target.metrics.contentType)
+  if (req.method === 'GET' && path === '/connections') {
+    const clientId = url.searchParams.get('clientId')
+    const list = target.connections().filter((c) => clientId === null || c.clientId === clientId)
+    return send(res, 200, list)
+  }
+  const kick = /^\/connections\/(.+)$/.exec(path)
+  if (req.method === 'DELETE' && kick !== null) {
+    const clientId = decodeURIComponent(kick[1] as string)
+    const result = await target.kick(clientId)
+    return send(res, result.closedHere > 0 || result.announced ? 200 : 404, { clientId, ...result })
+  }
+  const known = ['/healthz', '/readyz', '/metrics', '/connections'].includes(path) || kick !== null
+  return send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found' })
+}
