@@ -7,8 +7,9 @@ import path from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { configError, type GuardError } from './errors.js'
+import { listenEntry, parseHostPort, parseListen, type ListenSpec } from './config-listen.js'
 
-export interface ListenSpec { host: string, port: number, url: string }
+export type { ListenSpec } from './config-listen.js'
 
 export interface TlsFiles { ca?: string, cert?: string, key?: string, rejectUnauthorized: boolean, servername?: string }
 
@@ -72,7 +73,7 @@ const tlsOptions = {
 }
 
 const fileSchema = z.object({
-  listen: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+  listen: z.union([z.string(), z.array(listenEntry).min(1)]).optional(),
   admin: z.union([z.literal(false), z.string(), z.object({ listen: z.string(), token: z.string().min(16).optional() }).strict()]).optional(),
   upstream: z.union([z.string(), z.object({ url: z.string(), ...tlsOptions }).strict()]).optional(),
   redis: z.union([z.string(), z.object({ url: z.string(), keyPrefix: z.string().optional() }).strict()]).optional(),
@@ -101,24 +102,7 @@ export function zodToConfigError (error: z.ZodError, prefix: string): GuardError
   return configError(key, issue.message)
 }
 
-export function parseHostPort (value: string, key: string): { host: string, port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value)
-  if (match === null) throw configError(key, `expected HOST:PORT, got "${value}"`)
-  const port = Number(match[3])
-  if (port > 65535) throw configError(key, `port ${port} out of range`)
-  const host = match[1] ?? match[2] ?? ''
-  return { host: host === '' ? '0.0.0.0' : host, port }
-}
-
-function parseListen (raw: string | string[], key: string): ListenSpec[] {
-  const entries = Array.isArray(raw) ? raw : raw.split(',').map((s) => s.trim())
-  return entries.map((entry, i) => {
-    const k = Array.isArray(raw) ? `${key}[${i}]` : key
-    const stripped = entry.startsWith('mqtt://') ? entry.slice('mqtt://'.length) : entry
-    const { host, port } = parseHostPort(stripped, k)
-    return { host, port, url: `mqtt://${host.includes(':') ? `[${host}]` : host}:${port}` }
-  })
-}
+export { parseHostPort }
 
 function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: string): UpstreamSpec {
   const spec = typeof raw === 'object' ? raw : { url: raw ?? DEFAULTS.upstream, rejectUnauthorized: true }
@@ -215,7 +199,7 @@ export function buildConfig (raw: unknown, overrides: Overrides, configFile?: st
   const config: GuardConfig = {
     configFile,
     configDir,
-    listen: parseListen(overrides.listen ?? file.listen ?? DEFAULTS.listen, 'listen'),
+    listen: parseListen(overrides.listen ?? file.listen ?? DEFAULTS.listen, 'listen', configDir),
     admin: parseAdmin(file.admin, overrides.admin, overrides.adminToken),
     upstream: parseUpstream(overrides.upstream ?? file.upstream, configDir),
     redis: parseRedis(overrides.redis ?? file.redis),

@@ -22,6 +22,7 @@ import { Sides, CLOSE_GRACE_MS } from './sides.js'
 import type { GuardMetrics } from './metrics.js'
 import { Telemetry } from './telemetry.js'
 import type { ConnectionView } from './admin.js'
+import type { Peer } from './listeners.js'
 
 let connections = 0
 
@@ -51,6 +52,7 @@ export class Connection implements ConnectionInfo {
   readonly address: string
   readonly port: number
   readonly listener: string
+  readonly certificate: Peer['certificate']
   clientId = ''
   username: string | undefined
   protocolVersion: ProtocolVersion = 4
@@ -82,9 +84,10 @@ export class Connection implements ConnectionInfo {
     return this.logger
   }
 
-  constructor (client: Duplex, remote: { address: string, port: number }, private readonly deps: ConnectionDeps) {
+  constructor (client: Duplex, remote: Peer, private readonly deps: ConnectionDeps) {
     this.address = remote.address
     this.port = remote.port
+    this.certificate = remote.certificate
     this.listener = deps.listener
     this.sides = new Sides(client)
     this.telemetry = new Telemetry(deps.metrics)

@@ -22,6 +22,8 @@ export interface ConnectionInfo {
   readonly port: number
   readonly listener: string
   readonly openedAt: number
+  /** A client certificate the TLS listener verified (its CA is configured), if the client sent one. */
+  readonly certificate?: { commonName: string | undefined, subjectAltName: string | undefined } | undefined
   /** Known from CONNECT on (or from CONNACK when the broker assigns it). */
   clientId: string
   username: string | undefined

@@ -1,7 +1,7 @@
 // Owns the listeners, the upstream, the plugins, the admin endpoint and the live connections of
 // one proxy process. start() resolves once every listener is bound; stop() drains and releases.
 
-import net from 'node:net'
+import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Redis } from 'ioredis'
@@ -15,6 +15,7 @@ import type { ErrorCode } from './errors.js'
 import type { Plugin } from './plugin-api.js'
 import { GuardMetrics } from './metrics.js'
 import { AdminServer, type ConnectionView } from './admin.js'
+import { Listener, type Peer } from './listeners.js'
 
 export interface StartOptions {
   log: Logger
@@ -28,7 +29,7 @@ export class GuardServer {
   readonly connections = new Set<Connection>()
   readonly listeners: BoundListener[] = []
   admin: AdminServer | undefined
-  private readonly servers: net.Server[] = []
+  private readonly servers: Listener[] = []
   private subscriber: Redis | undefined
   private stopping = false
 
@@ -92,22 +93,17 @@ export class GuardServer {
   }
 
   private async listen (spec: ListenSpec): Promise<void> {
-    const server = net.createServer({ noDelay: true }, (socket) => { this.accept(socket, spec) })
-    server.on('error', (err) => { this.log.error({ err }, 'listener error') })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen({ host: spec.host, port: spec.port }, () => { server.removeListener('error', reject); resolve() })
-    })
-    const address = server.address() as net.AddressInfo
-    this.servers.push(server)
-    this.listeners.push({ spec, host: address.address, port: address.port })
+    const listener = new Listener(spec, (stream, peer) => { this.accept(stream, peer, spec) }, this.log, this.metrics, this.config.limits.connectTimeoutMs)
+    this.servers.push(listener)
+    const { host, port } = await listener.listen()
+    this.listeners.push({ spec, host, port })
   }
 
-  private accept (socket: net.Socket, spec: ListenSpec): void {
+  private accept (stream: Duplex, peer: Peer, spec: ListenSpec): void {
     let refuse: ErrorCode | undefined
     if (this.stopping) refuse = 'GUARD_ERR_SHUTTING_DOWN'
     else if (this.connections.size >= this.config.limits.maxConnections) refuse = 'GUARD_ERR_MAX_CONNECTIONS'
-    const conn = new Connection(socket, { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }, {
+    const conn = new Connection(stream, peer, {
       host: this.host,
       upstream: this.upstream,
       limits: this.config.limits,
@@ -185,6 +181,7 @@ export class GuardServer {
   /** SIGHUP: plugins re-read their files; settings that need a restart are named in the log. */
   async reload (): Promise<void> {
     this.log.info('reloading')
+    for (const listener of this.servers) listener.reload()
     await this.host.reload(this.log)
   }
 
@@ -195,7 +192,7 @@ export class GuardServer {
   async stop (): Promise<void> {
     if (this.stopping) return
     this.stopping = true
-    const closed = this.servers.map((s) => new Promise<void>((resolve) => { s.close(() => { resolve() }) }))
+    const closed = this.servers.map(async (s) => { await s.close() })
     const draining = [...this.connections]
     for (const conn of draining) conn.close('GUARD_ERR_SHUTTING_DOWN', 'proxy shutting down')
     let timer: NodeJS.Timeout | undefined

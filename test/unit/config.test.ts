@@ -40,7 +40,7 @@ t.test('every example file in config/ loads', async (t) => {
     t.ok(config.listen.length > 0, `${file}: has a listener`)
   }
   const def = loadConfig({ config: path.join(CONFIG_DIR, 'default.yaml') })
-  t.same(def.listen, [{ host: '127.0.0.1', port: 1884, url: 'mqtt://127.0.0.1:1884' }])
+  t.same(def.listen, [{ kind: 'mqtt', host: '127.0.0.1', port: 1884, url: 'mqtt://127.0.0.1:1884', path: undefined, tls: undefined, proxyProtocol: undefined }])
   t.same(def.upstream, { kind: 'embedded' })
   t.equal(def.redis, undefined)
   t.same(def.plugins, [])
@@ -104,7 +104,7 @@ t.test('a file that is not YAML is a config error', async (t) => {
 
 t.test('defaults apply when nothing is given', async (t) => {
   const config = buildConfig({}, {})
-  t.same(config.listen, [{ host: '127.0.0.1', port: 1884, url: 'mqtt://127.0.0.1:1884' }])
+  t.same(config.listen, [{ kind: 'mqtt', host: '127.0.0.1', port: 1884, url: 'mqtt://127.0.0.1:1884', path: undefined, tls: undefined, proxyProtocol: undefined }])
   t.same(config.upstream, { kind: 'embedded' })
   t.equal(config.redis, undefined)
   t.equal(config.log.level, 'info')
