@@ -20,7 +20,7 @@ export interface AuthInfo {
   username: string | undefined
   anonymous: boolean
   groups: string[]
-  source: 'file' | 'redis' | 'anonymous'
+  source: 'file' | 'redis' | 'anonymous' | 'certificate'
 }
 
 const admitted = new WeakMap<ConnectionInfo, AuthInfo>()
@@ -63,6 +63,19 @@ class Auth {
     }, 'auth ready')
   }
 
+  /** The user name a verified client certificate gives, when `certificateUser` asks for one. */
+  private certificateUser (conn: ConnectionInfo): string | undefined {
+    const mode = this.ctx.options.certificateUser
+    const cert = conn.certificate
+    if (mode === 'off' || cert === undefined) return undefined
+    if (mode === 'commonName') return cert.commonName
+    const prefix = mode === 'email' ? 'email:' : 'DNS:'
+    for (const entry of (cert.subjectAltName ?? '').split(/,\s*/)) {
+      if (entry.startsWith(prefix)) return entry.slice(prefix.length)
+    }
+    return undefined
+  }
+
   private get dummy (): PasswordHash {
     return this.file?.value.dummy ?? this.fallbackDummy
   }
@@ -82,6 +95,15 @@ class Auth {
 
   private async check (conn: ConnectionInfo, packet: IConnectPacket): Promise<Check> {
     const { username, password } = packet
+    const byCertificate = this.certificateUser(conn)
+    if (byCertificate !== undefined) {
+      // The TLS listener verified the certificate against its CA: that is the login.
+      if (username !== undefined && username !== byCertificate) {
+        return { ok: false, code: 'GUARD_ERR_BAD_CREDENTIALS', reason: 'user-name-differs-from-certificate', count: true, detail: `certificate says ${byCertificate}` }
+      }
+      conn.username = byCertificate
+      return { ok: true, info: { username: byCertificate, anonymous: false, groups: [], source: 'certificate' } }
+    }
     if (packet.properties?.authenticationMethod !== undefined) {
       // Enhanced authentication is not offered by this plugin [MQTT-4.12.0-1]: 0x8C.
       return { ok: false, code: 'GUARD_ERR_BAD_AUTH_METHOD', reason: 'authentication-method-unsupported', count: false, detail: packet.properties.authenticationMethod }

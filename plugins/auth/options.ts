@@ -2,7 +2,7 @@
 // prefixes `plugins[i].`.
 
 import { configError } from '../../src/errors.js'
-import { bool, int, isObject, knownKeys, numbers } from '../../src/plugin-options.js'
+import { bool, int, isObject, knownKeys, numbers, oneOf } from '../../src/plugin-options.js'
 import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
 import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
 
@@ -18,9 +18,11 @@ export interface AuthOptions {
   watch: boolean
   /** A Redis call slower than this counts as Redis being unreachable. Default 1000. */
   redisTimeoutMs: number
+  /** A verified client certificate logs in as its CN, SAN e-mail or SAN DNS name; off by default. */
+  certificateUser: 'off' | 'commonName' | 'email' | 'dns'
 }
 
-const KEYS = ['passwordFile', 'allowAnonymous', 'redisUsers', 'upstreamCredentials', 'bruteForce', 'watch', 'redisTimeoutMs']
+const KEYS = ['passwordFile', 'allowAnonymous', 'redisUsers', 'upstreamCredentials', 'bruteForce', 'watch', 'redisTimeoutMs', 'certificateUser']
 
 function upstreamCredentials (raw: unknown): UpstreamCredentials {
   if (raw === undefined) return 'passthrough'
@@ -50,10 +52,11 @@ export function validateOptions (raw: Record<string, unknown>): AuthOptions {
     upstreamCredentials: upstreamCredentials(raw['upstreamCredentials']),
     bruteForce: raw['bruteForce'] === false ? undefined : numbers('bruteForce', raw['bruteForce'], BRUTE_FORCE_DEFAULTS, { maxFailures: 1, windowMs: 1, blockMs: 1, maxKeys: 1 }),
     watch: bool(raw, 'watch', true),
-    redisTimeoutMs: int(raw, 'redisTimeoutMs', 1000)
+    redisTimeoutMs: int(raw, 'redisTimeoutMs', 1000),
+    certificateUser: oneOf(raw, 'certificateUser', ['off', 'commonName', 'email', 'dns'] as const, 'off')
   }
-  if (options.passwordFile === undefined && options.redisUsers === undefined && !options.allowAnonymous) {
-    throw configError('passwordFile', 'required unless redisUsers is set or allowAnonymous is true')
+  if (options.passwordFile === undefined && options.redisUsers === undefined && !options.allowAnonymous && options.certificateUser === 'off') {
+    throw configError('passwordFile', 'required unless redisUsers is set, certificateUser is on, or allowAnonymous is true')
   }
   return options
 }

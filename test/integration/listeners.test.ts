@@ -81,6 +81,30 @@ t.test('mqtts with client certificates: required, and the CN reaches the plugins
   await p.logs.waitFor((l) => l.msg === 'client certificate refused')
 })
 
+t.test('auth logs a verified certificate in as its CN; acl\'s %u is that user', async (t) => {
+  const bob = await pki.client('bob')
+  const p = await startProxy({
+    config: {
+      upstream: mosquitto.url,
+      listen: [{ url: 'mqtts://127.0.0.1:0', cert: serverCert.cert, key: serverCert.key, ca: pki.ca, requireClientCert: true }],
+      plugins: [
+        { name: 'auth', certificateUser: 'commonName' },
+        { name: 'acl', rules: [{ allow: ['publish', 'subscribe', 'receive'], topic: 'devices/%u/#' }] }
+      ]
+    }
+  })
+  t.teardown(() => p.stop())
+  const url = `mqtts://127.0.0.1:${p.port}`
+  const tlsOptions = { ca, cert: await readFile(bob.cert), key: await readFile(bob.key) }
+  const c = await connected(t, url, { protocolVersion: 5, ...tlsOptions, clientId: 'bob-1' })
+  t.equal((await c.subscribeAsync('devices/bob/#', { qos: 1 }))[0]?.qos, 1, 'his own topics')
+  await t.rejects(c.subscribeAsync('devices/alice/#', { qos: 1 }), /Not authorized/, 'not another user\'s (SUBACK 0x87)')
+  const claims = mqtt.connect(url, { ...BASE, protocolVersion: 5, ...tlsOptions, clientId: 'bob-2', username: 'alice', password: 'x' })
+  t.teardown(() => { claims.end(true) })
+  const [err] = await once(claims as unknown as EventEmitter, 'error') as [Error & { code?: number }]
+  t.equal(err.code, 0x86, 'a user name that differs from the certificate is refused')
+})
+
 t.test('ws and wss: MQTT over WebSocket on /mqtt with the "mqtt" sub-protocol', async (t) => {
   const ws = await proxy(t, { url: 'ws://127.0.0.1:0' })
   await roundTrip(t, await connected(t, `ws://127.0.0.1:${ws.port}/mqtt`, { protocolVersion: 4, clientId: 'ws-4' }))
