@@ -96,7 +96,15 @@ async function start (args: string[]): Promise<number> {
     }
     process.once('SIGTERM', shutdown)
     process.once('SIGINT', shutdown)
-    process.on('SIGHUP', () => { void server.reload() })
+    process.on('SIGHUP', () => {
+      let next: GuardConfig | undefined
+      try {
+        next = loadConfig(flags, envOverrides(process.env))
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'config file not reloaded: the running settings stay in force')
+      }
+      void server.reload(next)
+    })
   })
   log.flush()
   return 0

@@ -15,7 +15,7 @@ export interface TlsFiles { ca?: string, cert?: string, key?: string, rejectUnau
 
 export type UpstreamSpec =
   | { kind: 'embedded' }
-  | { kind: 'mqtt', url: string, host: string, port: number, tls: TlsFiles | undefined }
+  | { kind: 'mqtt', url: string, host: string, port: number, tls: TlsFiles | undefined, proxyProtocol: 1 | 2 | undefined }
 
 export interface PluginEntry {
   /** `plugins[i]`, for error messages. */
@@ -36,7 +36,10 @@ export interface GuardConfig {
   admin: AdminSpec | undefined
   upstream: UpstreamSpec
   redis: { url: string, keyPrefix: string } | undefined
-  limits: { maxPacketSize: number, connectTimeoutMs: number, maxConnections: number, maxQueuedPackets: number, drainTimeoutMs: number }
+  limits: {
+    maxPacketSize: number, connectTimeoutMs: number, maxConnections: number, maxQueuedPackets: number, drainTimeoutMs: number
+    maxConnectionsPerAddress: number, maxConnectsPerSecondPerAddress: number, maxKeepaliveSeconds: number, maxPublishesPerSecond: number
+  }
   log: { level: string }
   allowAnonymous: boolean
   plugins: PluginEntry[]
@@ -58,7 +61,11 @@ export const DEFAULTS = {
   listen: '127.0.0.1:1884',
   admin: '127.0.0.1:9884',
   upstream: 'embedded',
-  limits: { maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000, drainTimeoutMs: 10_000 },
+  limits: {
+    maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000, drainTimeoutMs: 10_000,
+    // 0: off
+    maxConnectionsPerAddress: 0, maxConnectsPerSecondPerAddress: 0, maxKeepaliveSeconds: 0, maxPublishesPerSecond: 0
+  },
   log: { level: 'info' }
 } as const
 
@@ -75,14 +82,18 @@ const tlsOptions = {
 const fileSchema = z.object({
   listen: z.union([z.string(), z.array(listenEntry).min(1)]).optional(),
   admin: z.union([z.literal(false), z.string(), z.object({ listen: z.string(), token: z.string().min(16).optional() }).strict()]).optional(),
-  upstream: z.union([z.string(), z.object({ url: z.string(), ...tlsOptions }).strict()]).optional(),
+  upstream: z.union([z.string(), z.object({ url: z.string(), proxyProtocol: z.union([z.literal(1), z.literal(2)]).optional(), ...tlsOptions }).strict()]).optional(),
   redis: z.union([z.string(), z.object({ url: z.string(), keyPrefix: z.string().optional() }).strict()]).optional(),
   limits: z.object({
     maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),
     connectTimeoutMs: z.number().int().min(100).optional(),
     maxConnections: z.number().int().min(1).optional(),
     maxQueuedPackets: z.number().int().min(1).optional(),
-    drainTimeoutMs: z.number().int().min(0).optional()
+    drainTimeoutMs: z.number().int().min(0).optional(),
+    maxConnectionsPerAddress: z.number().int().min(0).optional(),
+    maxConnectsPerSecondPerAddress: z.number().int().min(0).optional(),
+    maxKeepaliveSeconds: z.number().int().min(0).max(65535).optional(),
+    maxPublishesPerSecond: z.number().int().min(0).optional()
   }).strict().optional(),
   log: z.object({ level: z.enum(LOG_LEVELS).optional() }).strict().optional(),
   allowAnonymous: z.boolean().optional(),
@@ -128,7 +139,8 @@ function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: 
     : undefined
   const host = url.hostname.replace(/^\[|\]$/g, '')
   if (host === '') throw configError('upstream', `no host in "${spec.url}"`)
-  return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls }
+  const proxyProtocol = 'proxyProtocol' in spec ? spec.proxyProtocol : undefined
+  return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls, proxyProtocol }
 }
 
 function parseAdmin (raw: z.infer<typeof fileSchema>['admin'], override: string | undefined, token: string | undefined): AdminSpec | undefined {

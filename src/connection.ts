@@ -11,6 +11,7 @@ import { Codec, FRAME_TYPE, frameType, type ProtocolVersion } from './codec.js'
 import { Framer } from './framer.js'
 import { isGuardError, type ErrorCode } from './errors.js'
 import { Lane } from './lane.js'
+import { TokenBucket } from './limits.js'
 import { TopicAliases } from './topic-alias.js'
 import { connackFor, reasonFor, rejectionFor } from './answers.js'
 import type { PluginHost, Outcome } from './plugin-host.js'
@@ -36,7 +37,7 @@ export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 're
 export interface ConnectionDeps {
   readonly host: PluginHost
   readonly upstream: Upstream
-  readonly limits: { maxPacketSize: number, connectTimeoutMs: number, maxQueuedPackets: number }
+  readonly limits: { maxPacketSize: number, connectTimeoutMs: number, maxQueuedPackets: number, maxPublishesPerSecond: number }
   readonly log: Logger
   readonly metrics: GuardMetrics
   readonly listener: string
@@ -74,6 +75,7 @@ export class Connection implements ConnectionInfo {
   private drainTimer: NodeJS.Timeout | null = null
   private clientEnded = false
   private brokerEnded = false
+  private publishRate: TokenBucket | null = null
 
   /**
    * The connection's logger: bound to its ID, and to its client ID once CONNECT is read. Made
@@ -109,9 +111,24 @@ export class Connection implements ConnectionInfo {
       case 'awaiting-connect': return this.onConnect(frame, type)
       case 'admitting':
       case 'dialing': return this.queueEarly(frame, type)
-      case 'relaying': return this.relay('in', frame, type)
+      case 'relaying':
+        if (type === FRAME_TYPE.publish && this.publishRate !== null && this.publishRate.take() > 0) return this.throttled(this.publishRate, frame, type)
+        return this.relay('in', frame, type)
       case 'closed': return undefined
     }
+  }
+
+  /**
+   * limits.maxPublishesPerSecond: this PUBLISH waits for its token. The lane keeps order and
+   * queues what follows; when its queue is full, reading from the client pauses.
+   */
+  private async throttled (bucket: TokenBucket, frame: Buffer, type: number): Promise<void> {
+    this.deps.metrics.throttled.inc()
+    for (let wait = bucket.take(); wait > 0; wait = bucket.take()) {
+      await new Promise((resolve) => { setTimeout(resolve, wait) })
+      if (this.state === 'closed') return
+    }
+    await this.relay('in', frame, type)
   }
 
   private onConnect (frame: Buffer, type: number): void | Promise<void> {
@@ -129,6 +146,8 @@ export class Connection implements ConnectionInfo {
     this.protocolVersion = level
     this.codec = Codec.shared(level)
     this.deps.metrics.connects.inc({ listener: this.listener })
+    const rate = this.deps.limits.maxPublishesPerSecond
+    if (rate > 0) this.publishRate = new TokenBucket(rate)
     const packet = this.codec.decode(frame) as IConnectPacket
     this.clientId = packet.clientId
     this.username = packet.username

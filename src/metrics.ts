@@ -25,6 +25,7 @@ export class GuardMetrics {
   readonly roundTrip: Histogram<'leg'>
   readonly dial: Histogram
   readonly certExpiry: Gauge<'listener' | 'subject'>
+  readonly throttled: Counter
 
   constructor (connectionsByListener: () => Map<string, number>) {
     const registers = [this.registry]
@@ -69,6 +70,7 @@ export class GuardMetrics {
       registers
     })
     this.dial = new Histogram({ name: 'mqtt_guard_upstream_dial_seconds', help: 'Time to open the connection to the broker', buckets: RTT_BUCKETS, registers })
+    this.throttled = new Counter({ name: 'mqtt_guard_publish_throttled_total', help: 'PUBLISH packets held back by limits.maxPublishesPerSecond until their token', registers })
     this.certExpiry = new Gauge({ name: 'mqtt_guard_tls_certificate_expiry_seconds', help: 'Seconds until a listener certificate expires', labelNames: ['listener', 'subject'], registers })
   }
 

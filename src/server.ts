@@ -16,6 +16,7 @@ import type { Plugin } from './plugin-api.js'
 import { GuardMetrics } from './metrics.js'
 import { AdminServer, type ConnectionView } from './admin.js'
 import { Listener, type Peer } from './listeners.js'
+import { limitsPlugin } from './limits.js'
 
 export interface StartOptions {
   log: Logger
@@ -69,7 +70,9 @@ export class GuardServer {
       redis?.disconnect()
       throw err
     }
-    const server = new GuardServer(instanceId, config, log, new PluginHost([...plugins, ...(options.extraPlugins ?? [])]), upstream, redis, metrics)
+    // The limits come first: a CONNECT they refuse costs no other plugin anything.
+    const host = new PluginHost([limitsPlugin(() => config.limits), ...plugins, ...(options.extraPlugins ?? [])])
+    const server = new GuardServer(instanceId, config, log, host, upstream, redis, metrics)
     made.server = server
     try {
       for (const spec of config.listen) await server.listen(spec)
@@ -178,10 +181,20 @@ export class GuardServer {
     subscribe()
   }
 
-  /** SIGHUP: plugins re-read their files; settings that need a restart are named in the log. */
-  async reload (): Promise<void> {
+  /**
+   * SIGHUP: plugins re-read their files, TLS listeners their certificates, and `next` (the
+   * config file read again) replaces the limits; what only a restart can change is named.
+   */
+  async reload (next?: GuardConfig): Promise<void> {
     this.log.info('reloading')
     for (const listener of this.servers) listener.reload()
+    if (next !== undefined) {
+      const changed = Object.entries(next.limits).filter(([k, v]) => this.config.limits[k as keyof GuardConfig['limits']] !== v).map(([k]) => k)
+      Object.assign(this.config.limits, next.limits)
+      if (changed.length > 0) this.log.info({ limits: changed }, 'limits reloaded')
+      const restart = (['listen', 'upstream', 'redis', 'admin', 'plugins', 'log'] as const).filter((k) => JSON.stringify(withoutFunctions(next[k])) !== JSON.stringify(withoutFunctions(this.config[k])))
+      if (restart.length > 0) this.log.warn({ settings: restart }, 'these settings changed in the file and take effect only after a restart')
+    }
     await this.host.reload(this.log)
   }
 
@@ -208,6 +221,11 @@ export class GuardServer {
     this.redis?.disconnect()
     this.log.info('mqtt-guard stopped')
   }
+}
+
+/** Config values compared as JSON: functions (compiled trust lists) are not settings. */
+function withoutFunctions (value: unknown): unknown {
+  return JSON.parse(JSON.stringify(value ?? null, (_k, v: unknown) => typeof v === 'function' ? undefined : v)) as unknown
 }
 
 function countByListener (connections: Set<Connection>): Map<string, number> {

@@ -13,6 +13,7 @@ import type { ConnectionInfo } from './plugin-api.js'
 import type { EmbeddedBroker } from './embedded.js'
 import { duplexPair } from './duplex-pair.js'
 import { bridgeV5ToV4 } from './version-bridge.js'
+import { encodeProxyV1, encodeProxyV2, type ProxyAddress } from './proxy-protocol.js'
 
 export interface Upstream {
   /** `embedded` or the broker URL, for logs. */
@@ -40,22 +41,34 @@ export function tcpUpstream (spec: TcpSpec): Upstream {
         servername: spec.tls.servername ?? (net.isIP(spec.host) === 0 ? spec.host : undefined),
         minVersion: 'TLSv1.2' as const
       }
-  const open = (): Promise<Duplex> => new Promise((resolve, reject) => {
-    const socket = secure === undefined
-      ? net.connect({ host: spec.host, port: spec.port })
-      : tls.connect({ host: spec.host, port: spec.port, ...secure })
-    const ready = secure === undefined ? 'connect' : 'secureConnect'
+  // TCP first; then the PROXY header, if the broker wants one, before anything else (TLS too).
+  const tcp = (conn?: ConnectionInfo): Promise<net.Socket> => new Promise((resolve, reject) => {
+    const socket = net.connect({ host: spec.host, port: spec.port })
     const onError = (err: NodeJS.ErrnoException): void => { socket.destroy(); reject(unavailable(spec, err)) }
     socket.once('error', onError)
-    socket.once(ready, () => {
+    socket.once('connect', () => {
       socket.removeListener('error', onError)
       socket.setNoDelay(true)
+      if (spec.proxyProtocol !== undefined && conn !== undefined) socket.write(proxyHeader(spec.proxyProtocol, conn, socket))
       resolve(socket)
     })
   })
+  const open = async (conn?: ConnectionInfo): Promise<Duplex> => {
+    const socket = await tcp(conn)
+    if (secure === undefined) return socket
+    return await new Promise((resolve, reject) => {
+      const secured = tls.connect({ socket, host: spec.host, ...secure })
+      const onError = (err: NodeJS.ErrnoException): void => { secured.destroy(); reject(unavailable(spec, err)) }
+      secured.once('error', onError)
+      secured.once('secureConnect', () => {
+        secured.removeListener('error', onError)
+        resolve(secured)
+      })
+    })
+  }
   return {
     description: spec.url,
-    dial: open,
+    dial: async (_connect, conn) => await open(conn),
     check: async () => {
       try {
         (await open()).destroy()
@@ -66,6 +79,19 @@ export function tcpUpstream (spec: TcpSpec): Upstream {
     },
     close: async () => {}
   }
+}
+
+/** The client's address towards a broker that reads the PROXY protocol (e.g. Mosquitto 2.1+). */
+function proxyHeader (version: 1 | 2, conn: ConnectionInfo, socket: net.Socket): Buffer {
+  const v6 = net.isIPv6(conn.address) || net.isIPv6(socket.remoteAddress ?? '')
+  const address: ProxyAddress = {
+    family: v6 ? 'IPv6' : 'IPv4',
+    sourceAddress: conn.address,
+    sourcePort: conn.port,
+    destinationAddress: socket.remoteAddress ?? '',
+    destinationPort: socket.remotePort ?? 0
+  }
+  return version === 1 ? encodeProxyV1(address) : encodeProxyV2(address)
 }
 
 export function embeddedUpstream (embedded: EmbeddedBroker): Upstream {

@@ -170,6 +170,31 @@ t.test('PROXY protocol in front of TLS: the header, then the handshake in the sa
   secure.destroy()
 })
 
+t.test('towards the broker: TLS with CA verification, and the client\'s address in a PROXY header', async (t) => {
+  // B is the "broker": a proxy with an mqtts listener and a PROXY-protocol listener, fronting Mosquitto.
+  const b = await startProxy({
+    config: {
+      upstream: mosquitto.url,
+      listen: [{ url: 'mqtts://127.0.0.1:0', cert: serverCert.cert, key: serverCert.key }, { url: 'mqtt://127.0.0.1:0', proxyProtocol: true }]
+    }
+  })
+  t.teardown(() => b.stop())
+  const [tlsPort, ppPort] = b.server.listeners.map((l) => l.port)
+  const overTls = await proxy(t, { url: 'mqtt://127.0.0.1:0' }, { upstream: { url: `mqtts://127.0.0.1:${tlsPort ?? 0}`, ca: pki.ca } })
+  await roundTrip(t, await connected(t, overTls.url, { protocolVersion: 5, clientId: 'up-tls' }))
+  const wrongCa = await proxy(t, { url: 'mqtt://127.0.0.1:0' }, { upstream: { url: `mqtts://127.0.0.1:${tlsPort ?? 0}` } })
+  const refused = mqtt.connect(wrongCa.url, { ...BASE, protocolVersion: 5, clientId: 'up-untrusted' })
+  t.teardown(() => { refused.end(true) })
+  const [err] = await once(refused as unknown as EventEmitter, 'error') as [Error & { code?: number }]
+  t.equal(err.code, 0x88, 'a broker certificate the system CAs do not know: 0x88, broker unavailable')
+  // A client behind a load balancer (PROXY header to A); A tells B who it really is.
+  const a = await proxy(t, { url: 'mqtt://127.0.0.1:0', proxyProtocol: true }, { upstream: { url: `mqtt://127.0.0.1:${ppPort ?? 0}`, proxyProtocol: 2 } })
+  const via = await viaProxyHeader(a.port, encodeProxyV1({ family: 'IPv4', sourceAddress: '203.0.113.50', sourcePort: 6000, destinationAddress: '10.0.0.1', destinationPort: 1883 }), 'pp-chain')
+  t.teardown(() => { via.socket.destroy() })
+  t.equal(via.answer?.toString('hex'), '20020000')
+  t.match([...b.server.connections].map((c) => c.view()).find((v) => v.clientId === 'pp-chain'), { address: '203.0.113.50', port: 6000 }, 'the broker side sees the client\'s address')
+})
+
 t.test('certificates: reloaded when the files change; expiry warned and exported', async (t) => {
   const soon = await pki.server(['127.0.0.1'], { days: 5, name: 'soon' })
   const later = await pki.server(['127.0.0.1'], { days: 90, name: 'later' })

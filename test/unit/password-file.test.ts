@@ -125,7 +125,7 @@ t.test('brute force: blocks after maxFailures within the window, then expires', 
 t.test('options: defaults and errors name the key', async (t) => {
   t.same(validateOptions({ passwordFile: 'p' }), {
     passwordFile: 'p', allowAnonymous: false, redisUsers: undefined, upstreamCredentials: 'passthrough',
-    bruteForce: { maxFailures: 5, windowMs: 60000, blockMs: 300000, maxKeys: 100000 }, watch: true, redisTimeoutMs: 1000
+    bruteForce: { maxFailures: 5, windowMs: 60000, blockMs: 300000, maxKeys: 100000 }, watch: true, redisTimeoutMs: 1000, certificateUser: 'off'
   })
   t.same(validateOptions({ redisUsers: { cacheMs: 0 }, bruteForce: false, upstreamCredentials: { username: 'proxy', password: 'x' } }).redisUsers, { cacheMs: 0 })
   t.throws(() => validateOptions({ passwordFile: 'p', redisTimeoutMs: 0 }), /^redisTimeoutMs: expected an integer >= 1/)
