@@ -428,6 +428,7 @@ export class Connection implements ConnectionInfo {
   close (reason: string, detail?: string): void {
     if (this.state === 'closed') return
     const wasRelaying = this.state === 'relaying'
+    const neverConnected = this.state === 'awaiting-connect'
     this.state = 'closed'
     this.clearTimer()
     if (this.drainTimer !== null) clearTimeout(this.drainTimer)
@@ -438,7 +439,8 @@ export class Connection implements ConnectionInfo {
       this.toClient(this.codec.encode(disconnect))
     }
     this.sides.end()
-    const level = code !== undefined && wasRelaying ? 'warn' : 'info'
+    // A socket that closed before CONNECT (a health check, a port scan) is not news at info.
+    const level = code !== undefined && wasRelaying ? 'warn' : code === undefined && neverConnected ? 'debug' : 'info'
     if (this.deps.log.isLevelEnabled(level)) this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
     this.deps.onClosed(this, { reason, detail, clientIdleMs: Date.now() - this.sides.clientDataAt })
   }

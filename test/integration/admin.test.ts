@@ -8,6 +8,7 @@ import { startRedis } from '../helpers/redis.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { clientV, closed, nextMessage, refusedCode, uniqueTopic } from '../helpers/e2e-mqtt.js'
 import { handMadeConnect } from '../helpers/raw-client.js'
+import { runCli, runToExit } from '../helpers/cli-process.js'
 import net from 'node:net'
 import { once } from 'node:events'
 import { buildConfig } from '../../src/config.js'
@@ -127,6 +128,20 @@ t.test('the token: required off loopback, checked on everything but the probes',
   t.equal((await fetch(`${p.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } })).status, 200)
   t.equal((await fetch(`${p.admin}/connections`, { headers: { authorization: `Bearer ${token}` } })).status, 200)
   t.equal((await fetch(`${p.admin}/readyz`)).status, 200, 'probes need no token')
+})
+
+t.test('--admin and MQTT_GUARD_ADMIN choose the address; off turns it off', async (t) => {
+  const on = runCli(['start', '--listen', '127.0.0.1:0', '--upstream', mosquitto.url, '--admin', '127.0.0.1:0'])
+  t.teardown(async () => { await on.stop() })
+  const port = await on.adminPort()
+  t.same(await getJson(`http://127.0.0.1:${port}/healthz`), { status: 200, body: { status: 'ok' } })
+  const off = runCli(['start', '--listen', '127.0.0.1:0', '--upstream', mosquitto.url], { env: { MQTT_GUARD_ADMIN: 'off' } })
+  t.teardown(async () => { await off.stop() })
+  const line = await off.waitFor((l) => l.msg === 'mqtt-guard listening')
+  t.equal(line.admin, undefined, 'no admin endpoint')
+  const exposed = await runToExit(['start', '--listen', '127.0.0.1:0', '--admin', '0.0.0.0:0'])
+  t.equal(exposed.code, 78)
+  t.match(exposed.stderr, /admin\.token: required when admin listens on 0\.0\.0\.0/)
 })
 
 t.test('drain: readiness false, no new connections, MQTT 5 clients told 0x8B, lingering sockets cut', async (t) => {

@@ -238,7 +238,14 @@ t.test('two processes: retained message and persistent session cross instances',
   for (const v of VERSIONS) {
     const topic = uniqueTopic(`xretain-v${v}`)
     const pub = await client(t, a, { protocolVersion: v, clientId: `xret-pub-${rand()}` })
+    // A watcher on B sees the live copy first: after that, a new subscription on B can only
+    // be served from the retained store (a subscription made while the live copy travels
+    // between the instances would get it live, with retain 0 [MQTT-3.3.1-9]).
+    const watcher = await client(t, b, { protocolVersion: v, clientId: `xret-watch-${rand()}` })
+    await watcher.subscribeAsync(topic, { qos: 1 })
+    const live = nextMessage(watcher, topic)
     await pub.publishAsync(topic, `retained via A v${v}`, { qos: 1, retain: true })
+    t.equal((await live).packet.retain, false, 'the live copy reached B')
     const sub = await client(t, b, { protocolVersion: v, clientId: `xret-sub-${rand()}` })
     const got = nextMessage(sub, topic)
     await sub.subscribeAsync(topic, { qos: 1 })
