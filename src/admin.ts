@@ -7,6 +7,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AdminSpec } from './config.js'
 import type { GuardMetrics } from './metrics.js'
+import type { AdminRequest, AdminResponse } from './plugin-api.js'
 
 export interface ConnectionView {
   id: string
@@ -30,6 +31,26 @@ export interface AdminTarget {
   connections: () => ConnectionView[]
   /** Closes `clientId` here, and tells the other instances; how many closed here, whether told. */
   kick: (clientId: string) => Promise<{ closedHere: number, announced: boolean }>
+  /** Paths the core does not know go to the plugins (e.g. /traces). */
+  plugins?: (req: AdminRequest) => Promise<AdminResponse | undefined>
+}
+
+const MAX_BODY = 64 * 1024
+
+async function readJson (req: http.IncomingMessage): Promise<unknown> {
+  let size = 0
+  const chunks: Buffer[] = []
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > MAX_BODY) throw Object.assign(new Error('body too large'), { status: 413 })
+    chunks.push(chunk as Buffer)
+  }
+  if (chunks.length === 0) return undefined
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
+  } catch {
+    throw Object.assign(new Error('body is not JSON'), { status: 400 })
+  }
 }
 
 function send (res: http.ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
@@ -93,6 +114,16 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec
     const clientId = decodeURIComponent(kick[1] as string)
     const result = await target.kick(clientId)
     return send(res, result.closedHere > 0 || result.announced ? 200 : 404, { clientId, ...result })
+  }
+  if (target.plugins !== undefined) {
+    let body: unknown
+    try {
+      body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined
+    } catch (err) {
+      return send(res, (err as { status?: number }).status ?? 400, { error: (err as Error).message })
+    }
+    const answer = await target.plugins({ method: req.method ?? 'GET', path, query: url.searchParams, body })
+    if (answer !== undefined) return send(res, answer.status, answer.body)
   }
   const known = ['/healthz', '/readyz', '/metrics', '/connections'].includes(path) || kick !== null
   return send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found' })

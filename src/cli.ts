@@ -17,6 +17,9 @@ Commands:
   acl-check --config FILE [--user U] [--client C] [--group G]... [--qos N] [--retain]
             publish|subscribe|receive TOPIC
                         which ACL rule decides; exit 0 allow, 1 deny
+  trace start|list|stop|view|export
+                        run-time packet traces on every instance, and reading them
+                        (mqtt-guard trace --help)
 
 Options for start:
   --config FILE         YAML config (env MQTT_GUARD_CONFIG)
@@ -48,6 +51,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'check-config': return await checkConfig(rest)
       case 'passwd': return await (await import('./commands/passwd.js')).passwdCommand(rest)
       case 'acl-check': return await (await import('./commands/acl-check.js')).aclCheckCommand(rest)
+      case 'trace': return await (await import('./commands/trace.js')).traceCommand(rest)
       case undefined:
       case 'help':
       case '--help':

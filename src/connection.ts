@@ -15,7 +15,7 @@ import { TokenBucket } from './limits.js'
 import { TopicAliases } from './topic-alias.js'
 import { connackFor, reasonFor, rejectionFor } from './answers.js'
 import type { PluginHost, Outcome } from './plugin-host.js'
-import type { CloseInfo, ConnectionInfo, Direction } from './plugin-api.js'
+import type { CloseInfo, ConnectionInfo, Direction, PacketTap, ReceivedVerdict } from './plugin-api.js'
 import type { Upstream } from './upstream.js'
 import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from './connect-peek.js'
 import { checkClientFrame } from './header-check.js'
@@ -26,6 +26,12 @@ import type { ConnectionView } from './admin.js'
 import type { Peer } from './listeners.js'
 
 let connections = 0
+
+const RECEIVED: Record<Outcome['verdict']['action'], ReceivedVerdict> = { continue: 'forwarded', drop: 'dropped', answer: 'answered', reject: 'refused' }
+
+function receivedVerdict (outcome: Outcome): ReceivedVerdict {
+  return RECEIVED[outcome.verdict.action]
+}
 
 /** Unique per process, cheap: base-36 counter. */
 function nextConnectionId (): string {
@@ -76,6 +82,8 @@ export class Connection implements ConnectionInfo {
   private clientEnded = false
   private brokerEnded = false
   private publishRate: TokenBucket | null = null
+  /** Set while a plugin traces this connection; undefined otherwise (one check per packet). */
+  private tap: PacketTap | undefined
 
   /**
    * The connection's logger: bound to its ID, and to its client ID once CONNECT is read. Made
@@ -151,6 +159,7 @@ export class Connection implements ConnectionInfo {
     const packet = this.codec.decode(frame) as IConnectPacket
     this.clientId = packet.clientId
     this.username = packet.username
+    this.tap = this.deps.host.tapFor(this)
     this.clearTimer()
     this.state = 'admitting'
     this.logger = null // the next log line binds the client ID
@@ -163,6 +172,7 @@ export class Connection implements ConnectionInfo {
   private admitted (frame: Buffer, outcome: Outcome): void {
     if (this.state !== 'admitting') return
     this.observe('in', outcome, frame.length)
+    this.tap?.received('client', frame, receivedVerdict(outcome), outcome.plugin, outcome.packet)
     const { verdict } = outcome
     if (verdict.action === 'continue') {
       const bytes = outcome.changed ? (this.codec as Codec).encode(outcome.packet) : frame
@@ -178,7 +188,7 @@ export class Connection implements ConnectionInfo {
   private refuseConnect (code: ErrorCode, reason: string): void {
     const connack = connackFor(this.protocolVersion, code, reason)
     this.deps.metrics.refusals.inc({ code, reason_code: String(connack.reasonCode ?? connack.returnCode ?? '') })
-    this.toClient((this.codec as Codec).encode(connack))
+    this.toClient((this.codec as Codec).encode(connack), true)
     this.close(code, reason)
   }
 
@@ -253,6 +263,7 @@ export class Connection implements ConnectionInfo {
     if (this.state !== 'dialing') return
     this.clearTimer()
     this.observe('out', outcome, frame.length)
+    this.tap?.received('broker', frame, receivedVerdict(outcome), outcome.plugin, outcome.packet)
     if (outcome.verdict.action === 'reject') return this.refuseConnect(outcome.verdict.code, outcome.verdict.reason ?? 'refused')
     let packet = outcome.packet as IConnackPacket
     const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0
@@ -312,7 +323,10 @@ export class Connection implements ConnectionInfo {
       if (type === FRAME_TYPE.connect) return this.close('GUARD_ERR_PROTOCOL', 'second CONNECT') // [MQTT-3.1.0-2]
       if (type === FRAME_TYPE.disconnect) this.clientSentDisconnect = true
     }
-    if (!this.deps.host.wants(direction, type)) return this.forward(direction, frame)
+    if (!this.deps.host.wants(direction, type)) {
+      this.tap?.received(direction === 'in' ? 'client' : 'broker', frame, 'forwarded', undefined, undefined)
+      return this.forward(direction, frame)
+    }
     const packet = (this.codec as Codec).decode(frame)
     if (packet.cmd === 'publish') (direction === 'in' ? this.inAliases : this.outAliases)?.resolve(packet)
     const outcome = this.deps.host.run(direction, this, packet, type)
@@ -323,6 +337,7 @@ export class Connection implements ConnectionInfo {
   private decided (direction: Direction, frame: Buffer, outcome: Outcome): void {
     if (this.state === 'closed') return
     this.observe(direction, outcome, frame.length)
+    this.tap?.received(direction === 'in' ? 'client' : 'broker', frame, receivedVerdict(outcome), outcome.plugin, outcome.packet)
     const { verdict, packet } = outcome
     if (verdict.action !== 'continue' && packet.cmd === 'publish') (direction === 'in' ? this.inAliases : this.outAliases)?.withheld(packet)
     switch (verdict.action) {
@@ -347,17 +362,25 @@ export class Connection implements ConnectionInfo {
   }
 
   private forward (direction: Direction, bytes: Buffer): void {
-    if (direction === 'in') this.sides.toBroker(bytes)
+    if (direction === 'in') this.toBroker(bytes)
     else this.toClient(bytes)
   }
 
-  private toBroker (bytes: Buffer): void {
+  /** `made`: the proxy made this packet (an answer, a refusal), for traces. */
+  private toBroker (bytes: Buffer, made = false): void {
+    this.tap?.sent('broker', bytes, made)
     this.sides.toBroker(bytes)
   }
 
-  private toClient (bytes: Buffer): void {
+  private toClient (bytes: Buffer, made = false): void {
     this.telemetry.toClient(bytes, this.codec)
+    this.tap?.sent('client', bytes, made)
     this.sides.toClient(bytes)
+  }
+
+  /** Trace started or stopped: ask the plugins again whether they tap this connection. */
+  retap (): void {
+    if (this.state !== 'awaiting-connect' && this.state !== 'closed') this.tap = this.deps.host.tapFor(this)
   }
 
   /** Sends proxy-made packets back towards `to` (the side a packet came from). */
@@ -365,8 +388,12 @@ export class Connection implements ConnectionInfo {
     for (const p of packets) {
       const bytes = (this.codec as Codec).encode(p)
       if (to === 'client') this.telemetry.answered(p)
-      if (to === 'client') this.sides.toClient(bytes)
-      else this.toBroker(bytes)
+      if (to === 'client') {
+        this.tap?.sent('client', bytes, true)
+        this.sides.toClient(bytes)
+      } else {
+        this.toBroker(bytes, true)
+      }
     }
   }
 
@@ -436,7 +463,7 @@ export class Connection implements ConnectionInfo {
     // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
     if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.codec !== null && !this.sides.client.destroyed) {
       const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
-      this.toClient(this.codec.encode(disconnect))
+      this.toClient(this.codec.encode(disconnect), true)
     }
     this.sides.end()
     // A socket that closed before CONNECT (a health check, a port scan) is not news at info.

@@ -68,8 +68,34 @@ export interface CloseInfo {
   readonly clientIdleMs: number
 }
 
+/** Leg of a connection: `client` is client ↔ proxy, `broker` is proxy ↔ broker. */
+export type Leg = 'client' | 'broker'
+
+/** What became of a packet the proxy read. */
+export type ReceivedVerdict = 'forwarded' | 'dropped' | 'answered' | 'refused'
+
+/**
+ * Sees the bytes of every packet of one connection on both legs (tracing). The proxy asks for
+ * a tap once the CONNECT is read (and again when `retap` is called), and calls nothing when
+ * no plugin returns one: a connection nobody traces pays one null check per packet.
+ */
+export interface PacketTap {
+  /** A packet the proxy read on `leg`, and what became of it (and which plugin decided). */
+  received: (leg: Leg, frame: Buffer, verdict: ReceivedVerdict, plugin: string | undefined, packet: Packet | undefined) => void
+  /** A packet the proxy wrote on `leg`: passed on, or `made` by the proxy itself. */
+  sent: (leg: Leg, frame: Buffer, made: boolean) => void
+}
+
+/** An admin API request a plugin may answer (routes the core does not know). */
+export interface AdminRequest { method: string, path: string, query: URLSearchParams, body: unknown }
+export interface AdminResponse { status: number, body: unknown }
+
 export interface Plugin {
   readonly name: string
+  /** Answers admin API requests under its own paths; undefined: not mine. */
+  admin?: (req: AdminRequest) => Promise<AdminResponse | undefined> | AdminResponse | undefined
+  /** A tap for this connection's packets, or undefined (the usual case: nothing to trace). */
+  tap?: (conn: ConnectionInfo) => PacketTap | undefined
   readonly in?: PacketHooks
   readonly out?: PacketHooks
   /** Sees every packet and the final verdict. Must not throw or block. */
@@ -97,6 +123,8 @@ export interface PluginContext<Options> {
   readonly configDir: string
   /** The proxy's Prometheus registry: a plugin registers its own metrics (`mqtt_guard_<plugin>_…`). */
   readonly metrics: Registry
+  /** Asks every live connection for its taps again (a trace started or stopped). */
+  readonly retap: () => void
 }
 
 export interface PluginDefinition<Options = unknown> {

@@ -8,7 +8,7 @@ import type { Packet } from 'mqtt-packet'
 import { GuardError, isGuardError } from './errors.js'
 import { FRAME_TYPE } from './codec.js'
 import type {
-  CloseInfo, ConnectionInfo, Direction, Hook, HookResult, PacketEvent, Plugin, Verdict
+  CloseInfo, ConnectionInfo, Direction, Hook, HookResult, PacketEvent, PacketTap, Plugin, Verdict
 } from './plugin-api.js'
 
 /** The chain's decision: the verdict, the packet as the plugins left it, and who decided. */
@@ -117,6 +117,25 @@ export class PluginHost {
     outcome.verdict = { action: 'reject', code, reason: wrapped.message }
     outcome.plugin = plugin
     return outcome
+  }
+
+  /** The taps plugins want on this connection, as one (undefined when none does). */
+  tapFor (conn: ConnectionInfo): PacketTap | undefined {
+    const taps: PacketTap[] = []
+    for (const plugin of this.plugins) {
+      if (plugin.tap === undefined) continue
+      try {
+        const tap = plugin.tap(conn)
+        if (tap !== undefined) taps.push(tap)
+      } catch (err) {
+        conn.log.error({ plugin: plugin.name, err }, 'plugin tap failed')
+      }
+    }
+    if (taps.length <= 1) return taps[0]
+    return {
+      received: (...args) => { for (const t of taps) t.received(...args) },
+      sent: (...args) => { for (const t of taps) t.sent(...args) }
+    }
   }
 
   observe (event: PacketEvent): void {

@@ -20,6 +20,7 @@ export interface LoadContext {
   redisKeyPrefix: string
   instanceId: string
   metrics: Registry
+  retap: () => void
 }
 
 function specifier (entry: PluginEntry, configDir: string): string {
@@ -83,6 +84,7 @@ async function createPlugin (definition: PluginDefinition, options: unknown, ctx
     keyPrefix: `${ctx.redisKeyPrefix}${definition.name}:`,
     instanceId: ctx.instanceId,
     configDir: ctx.configDir,
-    metrics: ctx.metrics
+    metrics: ctx.metrics,
+    retap: ctx.retap
   })
 }

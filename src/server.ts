@@ -12,7 +12,7 @@ import { loadPlugins } from './plugin-loader.js'
 import { embeddedUpstream, tcpUpstream, type Upstream } from './upstream.js'
 import { createEmbeddedBroker } from './embedded.js'
 import type { ErrorCode } from './errors.js'
-import type { Plugin } from './plugin-api.js'
+import type { AdminRequest, AdminResponse, Plugin } from './plugin-api.js'
 import { GuardMetrics } from './metrics.js'
 import { AdminServer, type ConnectionView } from './admin.js'
 import { Listener, type Peer } from './listeners.js'
@@ -59,7 +59,8 @@ export class GuardServer {
     let upstream: Upstream
     try {
       plugins = await loadPlugins(config.plugins, {
-        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId, metrics: metrics.registry
+        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId, metrics: metrics.registry,
+        retap: () => { for (const c of made.server?.connections ?? []) c.retap() }
       })
       upstream = config.upstream.kind === 'embedded'
         ? embeddedUpstream(await createEmbeddedBroker(config.redis, log))
@@ -78,7 +79,11 @@ export class GuardServer {
       for (const spec of config.listen) await server.listen(spec)
       if (config.admin !== undefined) {
         server.admin = await AdminServer.start(config.admin, {
-          metrics, readiness: async () => await server.readiness(), connections: () => server.connectionViews(), kick: async (id) => await server.kick(id)
+          metrics,
+          readiness: async () => await server.readiness(),
+          connections: () => server.connectionViews(),
+          kick: async (id) => await server.kick(id),
+          plugins: async (req) => await server.pluginAdmin(req)
         }, log)
       }
       server.listenForKicks()
@@ -137,6 +142,15 @@ export class GuardServer {
 
   connectionViews (): ConnectionView[] {
     return [...this.connections].map((c) => c.view())
+  }
+
+  /** The first plugin that answers an admin request the core does not know. */
+  async pluginAdmin (req: AdminRequest): Promise<AdminResponse | undefined> {
+    for (const plugin of this.host.plugins) {
+      const res = await plugin.admin?.(req)
+      if (res !== undefined) return res
+    }
+    return undefined
   }
 
   /** Closes the client ID's connections here; with Redis, every other instance closes its own. */

@@ -55,7 +55,7 @@ t.test('digest: topic and payload both count', async (t) => {
 
 function makeDedupe (options: Partial<DedupeOptions> = {}): Dedupe {
   const o = { ...validateOptions({}), ...options }
-  return new Dedupe({ name: 'dedupe', options: o, log: pino({ level: 'silent' }), redis: undefined, keyPrefix: 'x:', instanceId: 'i', configDir: '.', metrics: new Registry() })
+  return new Dedupe({ name: 'dedupe', options: o, log: pino({ level: 'silent' }), redis: undefined, keyPrefix: 'x:', instanceId: 'i', configDir: '.', metrics: new Registry(), retap: () => {} })
 }
 
 function fakeConn (clientId: string, protocolVersion: 4 | 5 = 4): ConnectionInfo {

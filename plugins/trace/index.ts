@@ -1,0 +1,188 @@
+// trace: per-packet traces of both legs of the connections a trace covers. A trace comes from
+// the config (`enabled`, `filters`) or is started at run time through the admin API
+// (`POST /traces`, `GET /traces`, `DELETE /traces/{id}`), on every instance at once when
+// Redis is configured. A connection no trace covers gets no tap: its packets cost nothing.
+
+import { randomBytes } from 'node:crypto'
+import type { Redis, Cluster } from 'ioredis'
+import { definePlugin, type AdminRequest, type AdminResponse, type ConnectionInfo, type PacketTap, type PluginContext } from '../../src/plugin-api.js'
+import { isGuardError } from '../../src/errors.js'
+import { compileFilters, type CompiledFilters } from './filters.js'
+import { validateFilters, validateOptions, type TraceFilters, type TraceOptions } from './options.js'
+import { TraceSink } from './sink.js'
+import { ConnectionTrace } from './tap.js'
+
+export interface TraceSpec { id: string, filters: TraceFilters, startedAt: string, until: string | undefined }
+
+interface Active { spec: TraceSpec, compiled: CompiledFilters, timer: NodeJS.Timeout | undefined }
+
+const MAX_FOR_MS = 24 * 3600_000
+
+/** `10m`, `90s`, `2h`, or milliseconds as a number. */
+export function parseDuration (raw: unknown): number | undefined {
+  if (raw === undefined) return undefined
+  if (typeof raw === 'number' && Number.isInteger(raw) && raw > 0) return Math.min(raw, MAX_FOR_MS)
+  const m = typeof raw === 'string' ? /^(\d+)(ms|s|m|h)$/.exec(raw) : null
+  if (m === null) throw new Error(`for: expected a duration like 90s, 10m or 2h, got ${JSON.stringify(raw)}`)
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
+  return Math.min(Number(m[1]) * unit, MAX_FOR_MS)
+}
+
+export class Tracing {
+  private readonly active = new Map<string, Active>()
+  private readonly sink: TraceSink
+  private subscriber: Redis | Cluster | undefined
+
+  constructor (private readonly ctx: PluginContext<TraceOptions>) {
+    const o = ctx.options
+    this.sink = new TraceSink(o.destination, o.rotateBytes, o.keepFiles)
+    if (o.enabled) this.add({ id: 'config', filters: o.filters, startedAt: new Date().toISOString(), until: undefined })
+  }
+
+  private get channel (): string { return `${this.ctx.keyPrefix}control` }
+  private get registry (): string { return `${this.ctx.keyPrefix}active` }
+
+  /** Joins the other instances: their running traces, and what they start and stop from now on. */
+  async start (): Promise<void> {
+    const redis = this.ctx.redis
+    if (redis === undefined) return
+    const subscriber = redis.duplicate()
+    this.subscriber = subscriber
+    subscriber.on('error', () => {})
+    subscriber.on('message', (_channel: string, message: string) => { this.onControl(message) })
+    const subscribe = (): void => { subscriber.subscribe(this.channel).catch(() => {}) }
+    subscriber.on('ready', subscribe)
+    subscribe()
+    try {
+      const running = await redis.hgetall(this.registry)
+      for (const json of Object.values(running)) this.apply(JSON.parse(json) as TraceSpec)
+    } catch (err) {
+      this.ctx.log.warn({ err: (err as Error).message }, 'trace: cannot read the running traces from Redis')
+    }
+  }
+
+  tap (conn: ConnectionInfo): PacketTap | undefined {
+    for (const { spec, compiled } of this.active.values()) {
+      if (compiled.connection(conn)) return new ConnectionTrace(conn, { id: spec.id, filters: compiled }, this.ctx.options, this.sink, this.ctx.instanceId)
+    }
+    return undefined
+  }
+
+  /** Adds a trace here (no announcement); false if it already ended. */
+  private apply (spec: TraceSpec): boolean {
+    const left = spec.until === undefined ? undefined : Date.parse(spec.until) - Date.now()
+    if (left !== undefined && left <= 0) return false
+    this.add(spec)
+    return true
+  }
+
+  private add (spec: TraceSpec): void {
+    this.remove(spec.id)
+    const left = spec.until === undefined ? undefined : Date.parse(spec.until) - Date.now()
+    const timer = left === undefined ? undefined : setTimeout(() => { this.stop(spec.id) }, left)
+    timer?.unref()
+    this.active.set(spec.id, { spec, compiled: compileFilters(spec.filters), timer })
+    this.ctx.log.info({ trace: spec.id, filters: spec.filters, until: spec.until }, 'trace started')
+    this.ctx.retap()
+  }
+
+  private remove (id: string): boolean {
+    const a = this.active.get(id)
+    if (a === undefined) return false
+    clearTimeout(a.timer)
+    this.active.delete(id)
+    return true
+  }
+
+  /** Starts a trace on every instance; returns its spec. Throws on bad filters. */
+  async begin (rawFilters: unknown, rawFor: unknown): Promise<TraceSpec> {
+    const filters = validateFilters(rawFilters)
+    const forMs = parseDuration(rawFor) ?? 600_000
+    const spec: TraceSpec = { id: randomBytes(4).toString('hex'), filters, startedAt: new Date().toISOString(), until: new Date(Date.now() + forMs).toISOString() }
+    this.add(spec)
+    await this.announce({ op: 'start', spec }, async (r) => { await r.hset(this.registry, spec.id, JSON.stringify(spec)) })
+    return spec
+  }
+
+  stop (id: string): boolean {
+    const removed = this.remove(id)
+    if (removed) {
+      this.ctx.log.info({ trace: id }, 'trace stopped')
+      this.ctx.retap()
+    }
+    return removed
+  }
+
+  async end (id: string): Promise<boolean> {
+    const here = this.stop(id)
+    const told = await this.announce({ op: 'stop', id }, async (r) => { await r.hdel(this.registry, id) })
+    return here || told
+  }
+
+  list (): TraceSpec[] {
+    return [...this.active.values()].map((a) => a.spec)
+  }
+
+  private async announce (message: { op: 'start', spec: TraceSpec } | { op: 'stop', id: string }, store: (r: Redis | Cluster) => Promise<void>): Promise<boolean> {
+    const redis = this.ctx.redis
+    if (redis === undefined || redis.status !== 'ready') return false
+    try {
+      await store(redis)
+      await redis.publish(this.channel, JSON.stringify({ ...message, from: this.ctx.instanceId }))
+      return true
+    } catch (err) {
+      this.ctx.log.warn({ err: (err as Error).message }, 'trace: could not tell the other instances')
+      return false
+    }
+  }
+
+  private onControl (message: string): void {
+    try {
+      const m = JSON.parse(message) as { op?: string, spec?: TraceSpec, id?: string, from?: string }
+      if (m.from === this.ctx.instanceId) return
+      if (m.op === 'start' && m.spec !== undefined) this.apply({ ...m.spec, filters: validateFilters(m.spec.filters) })
+      if (m.op === 'stop' && typeof m.id === 'string') this.stop(m.id)
+    } catch (err) {
+      this.ctx.log.warn({ err: (err as Error).message }, 'trace: bad control message ignored')
+    }
+  }
+
+  async admin (req: AdminRequest): Promise<AdminResponse | undefined> {
+    if (req.path === '/traces' && req.method === 'GET') return { status: 200, body: this.list() }
+    if (req.path === '/traces' && req.method === 'POST') {
+      const body = (req.body ?? {}) as { filters?: unknown, for?: unknown }
+      try {
+        return { status: 201, body: await this.begin(body.filters, body.for) }
+      } catch (err) {
+        return { status: 400, body: { error: isGuardError(err) || err instanceof Error ? err.message : String(err) } }
+      }
+    }
+    const one = /^\/traces\/([^/]+)$/.exec(req.path)
+    if (one !== null && req.method === 'DELETE') {
+      const id = decodeURIComponent(one[1] as string)
+      return await this.end(id) ? { status: 200, body: { id, stopped: true } } : { status: 404, body: { error: `no trace ${id}` } }
+    }
+    return undefined
+  }
+
+  async close (): Promise<void> {
+    for (const id of [...this.active.keys()]) this.remove(id)
+    this.subscriber?.disconnect()
+    await this.sink.close()
+  }
+}
+
+export default definePlugin<TraceOptions>({
+  name: 'trace',
+  validate: validateOptions,
+  async create (ctx) {
+    const tracing = new Tracing(ctx)
+    await tracing.start()
+    return {
+      name: 'trace',
+      tap: (conn: ConnectionInfo) => tracing.tap(conn),
+      admin: async (req: AdminRequest) => await tracing.admin(req),
+      close: async () => { await tracing.close() }
+    }
+  }
+})
