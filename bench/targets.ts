@@ -31,7 +31,7 @@ export const FD_WRAP = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"'
 
 /** Which of the issue's targets a proxy configuration is held to. */
 /** Which targets a row is held to: issue #3's (no plugins, production set) or issue #6's (dedupe). */
-export type Goals = 'no-plugins' | 'production' | 'dedupe' | 'none'
+export type Goals = 'no-plugins' | 'production' | 'dedupe' | 'trace' | 'trace-nomatch' | 'none'
 
 export interface ProxyVariant {
   id: string
@@ -101,6 +101,22 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
     config: () => ({ plugins: [{ name: 'dedupe' }] }),
     goals: 'dedupe',
     unavailable: () => builtinPlugin('dedupe')
+  },
+  {
+    // Issue #8: a trace on every packet of every connection (payload none) into a file.
+    id: 'proxy-trace',
+    label: 'mqtt-guard, trace on (every packet)',
+    config: () => ({ plugins: [{ name: 'trace', destination: './trace.jsonl', payload: 'none', rotateBytes: 64 * 1024 * 1024, keepFiles: 1, maxLinesPerSecond: 1_000_000 }] }),
+    goals: 'trace',
+    unavailable: () => builtinPlugin('trace')
+  },
+  {
+    // Issue #8: a trace that matches no connection: the packet path must not notice it.
+    id: 'proxy-trace-nomatch',
+    label: 'mqtt-guard, trace matching nobody',
+    config: () => ({ plugins: [{ name: 'trace', destination: './trace.jsonl', filters: { clientId: 'nobody-*' } }] }),
+    goals: 'trace-nomatch',
+    unavailable: () => builtinPlugin('trace')
   },
   {
     // Every CONNECT checked against a Mosquitto password file ($7$ hash), every PUBLISH,

@@ -1,51 +1,100 @@
 // Where trace lines go: stdout, or a file rotated by size (file → file.1 → … → file.N).
-// Lines are written as JSON through pino's own destination (sonic-boom), so a trace file is
-// what a pino log would be: one object per line with level, time and msg.
+// Each line is a JSON object like a pino log line (level, time, msg). Lines are joined into
+// one write of up to BATCH_BYTES (a system call for hundreds of lines), at most FLUSH_MS late,
+// one write in flight at a time; if the disk cannot keep up, lines beyond MAX_PENDING are
+// dropped and counted, so a trace never grows the proxy's memory without bound.
 
-import { existsSync, renameSync, statSync, unlinkSync } from 'node:fs'
-import pino from 'pino'
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, write } from 'node:fs'
+import path from 'node:path'
+
+const BATCH_BYTES = 256 * 1024
+const FLUSH_MS = 200
+const MAX_PENDING = 32 * 1024 * 1024
 
 export class TraceSink {
-  private readonly out: ReturnType<typeof pino.destination>
+  private fd: number
+  private parts: string[] = []
+  private pendingBytes = 0
+  private writing = false
   private bytes = 0
+  private closed = false
+  private readonly timer: NodeJS.Timeout
+  /** Lines dropped because the destination fell behind. */
+  dropped = 0
 
   constructor (readonly destination: string, private readonly rotateBytes: number, private readonly keepFiles: number) {
     if (destination === 'stdout') {
-      this.out = pino.destination({ dest: 1, sync: false })
+      this.fd = 1
     } else {
-      this.out = pino.destination({ dest: destination, sync: false, mkdir: true })
+      mkdirSync(path.dirname(destination), { recursive: true })
+      this.fd = openSync(destination, 'a')
       this.bytes = existsSync(destination) ? statSync(destination).size : 0
     }
+    this.timer = setInterval(() => { this.flush() }, FLUSH_MS)
+    this.timer.unref()
   }
 
   write (line: object): void {
-    const text = JSON.stringify(line) + '\n'
-    this.out.write(text)
-    if (this.destination === 'stdout' || this.rotateBytes === 0) return
-    this.bytes += Buffer.byteLength(text)
-    if (this.bytes >= this.rotateBytes) this.rotate()
+    this.writeText(JSON.stringify(line) + '\n')
+  }
+
+  /** One serialised line, newline included. */
+  writeText (text: string): void {
+    if (this.closed) return
+    if (this.pendingBytes > MAX_PENDING) {
+      this.dropped++
+      return
+    }
+    this.parts.push(text)
+    this.pendingBytes += text.length
+    if (this.pendingBytes >= BATCH_BYTES) this.flush()
+  }
+
+  /** Writes what is gathered; one write at a time, in order. */
+  private flush (done?: () => void): void {
+    if (this.writing || this.parts.length === 0) {
+      done?.()
+      return
+    }
+    const chunk = Buffer.from(this.parts.join(''))
+    this.parts = []
+    this.pendingBytes = 0
+    this.writing = true
+    write(this.fd, chunk, 0, chunk.length, null, () => {
+      this.writing = false
+      if (this.destination !== 'stdout' && this.rotateBytes > 0) {
+        this.bytes += chunk.length
+        if (this.bytes >= this.rotateBytes) this.rotate()
+      }
+      if (this.pendingBytes >= BATCH_BYTES || (done !== undefined && this.parts.length > 0)) this.flush(done)
+      else done?.()
+    })
   }
 
   private rotate (): void {
-    this.out.flushSync()
     const file = this.destination
+    closeSync(this.fd)
     if (existsSync(`${file}.${this.keepFiles}`)) unlinkSync(`${file}.${this.keepFiles}`)
     for (let i = this.keepFiles - 1; i >= 1; i--) {
       if (existsSync(`${file}.${i}`)) renameSync(`${file}.${i}`, `${file}.${i + 1}`)
     }
     renameSync(file, `${file}.1`)
-    this.out.reopen()
+    this.fd = openSync(file, 'a')
     this.bytes = 0
   }
 
   async close (): Promise<void> {
-    if (this.destination === 'stdout') {
-      this.out.flushSync()
-      return
-    }
+    clearInterval(this.timer)
     await new Promise<void>((resolve) => {
-      this.out.once('close', () => { resolve() })
-      this.out.end()
+      const finish = (): void => {
+        if (this.writing) { setTimeout(finish, 5); return }
+        this.flush(() => {
+          this.closed = true
+          if (this.fd !== 1) closeSync(this.fd)
+          resolve()
+        })
+      }
+      finish()
     })
   }
 }
