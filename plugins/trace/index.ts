@@ -10,7 +10,8 @@ import { isGuardError } from '../../src/errors.js'
 import { compileFilters, type CompiledFilters } from './filters.js'
 import { validateFilters, validateOptions, type TraceFilters, type TraceOptions } from './options.js'
 import { TraceSink } from './sink.js'
-import { ConnectionTrace } from './tap.js'
+import { ConnectionTrace, type TraceCounters } from './tap.js'
+import { statsCounter } from '../../src/metrics.js'
 
 export interface TraceSpec { id: string, filters: TraceFilters, startedAt: string, until: string | undefined }
 
@@ -31,12 +32,16 @@ export function parseDuration (raw: unknown): number | undefined {
 export class Tracing {
   private readonly active = new Map<string, Active>()
   private readonly sink: TraceSink
+  private readonly counters: TraceCounters = { lines: 0, droppedByRate: 0 }
   private subscriber: Redis | Cluster | undefined
 
   constructor (private readonly ctx: PluginContext<TraceOptions>) {
     const o = ctx.options
     this.sink = new TraceSink(o.destination, o.rotateBytes, o.keepFiles)
     if (o.enabled) this.add({ id: 'config', filters: o.filters, startedAt: new Date().toISOString(), until: undefined })
+    const { counters, sink } = this
+    statsCounter(ctx.metrics, 'mqtt_guard_trace_lines_total', 'Trace lines: written, or dropped (over maxLinesPerSecond for a connection, or the destination fell behind)', 'outcome',
+      () => ({ written: counters.lines - sink.dropped, rate_limited: counters.droppedByRate, backlog: sink.dropped }))
   }
 
   private get channel (): string { return `${this.ctx.keyPrefix}control` }
@@ -63,7 +68,7 @@ export class Tracing {
 
   tap (conn: ConnectionInfo): PacketTap | undefined {
     for (const { spec, compiled } of this.active.values()) {
-      if (compiled.connection(conn)) return new ConnectionTrace(conn, { id: spec.id, filters: compiled }, this.ctx.options, this.sink, this.ctx.instanceId)
+      if (compiled.connection(conn)) return new ConnectionTrace(conn, { id: spec.id, filters: compiled }, this.ctx.options, this.sink, this.ctx.instanceId, this.counters)
     }
     return undefined
   }

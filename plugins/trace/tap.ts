@@ -22,6 +22,9 @@ const ANSWERS: Record<string, string> = {
 
 export interface ActiveTrace { id: string, filters: CompiledFilters }
 
+/** Shared by all traced connections of one plugin: for the metrics. */
+export interface TraceCounters { lines: number, droppedByRate: number }
+
 /** Epoch microseconds from the monotonic clock: ordered, sub-millisecond. */
 const origin = Date.now() * 1000 - Math.round(performance.now() * 1000)
 export function nowUs (): number {
@@ -58,7 +61,8 @@ export class ConnectionTrace implements PacketTap {
     private readonly trace: ActiveTrace,
     private readonly options: TraceOptions,
     private readonly sink: TraceSink,
-    private readonly instance: string
+    private readonly instance: string,
+    private readonly counters: TraceCounters = { lines: 0, droppedByRate: 0 }
   ) {
     this.bucket = new TokenBucket(options.maxLinesPerSecond)
   }
@@ -107,8 +111,10 @@ export class ConnectionTrace implements PacketTap {
     if (!this.wanted(line)) return
     if (this.bucket.take() > 0) {
       this.dropped++
+      this.counters.droppedByRate++
       return
     }
+    this.counters.lines++
     if (this.dropped > 0) {
       (line as TraceLine & { droppedBefore?: number }).droppedBefore = this.dropped
       this.dropped = 0
