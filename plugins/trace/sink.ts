@@ -13,8 +13,10 @@ const MAX_PENDING = 32 * 1024 * 1024
 
 export class TraceSink {
   private fd: number
-  private parts: string[] = []
+  // The batch being filled: lines are encoded straight into it, once.
+  private batch = Buffer.allocUnsafe(BATCH_BYTES)
   private pendingBytes = 0
+  private full: Buffer[] = []
   private writing = false
   private bytes = 0
   private closed = false
@@ -41,24 +43,36 @@ export class TraceSink {
   /** One serialised line, newline included. */
   writeText (text: string): void {
     if (this.closed) return
-    if (this.pendingBytes > MAX_PENDING) {
+    if (this.queuedBytes() > MAX_PENDING) {
       this.dropped++
       return
     }
-    this.parts.push(text)
-    this.pendingBytes += text.length
-    if (this.pendingBytes >= BATCH_BYTES) this.flush()
+    // A UTF-8 character takes at most 3 bytes per UTF-16 unit.
+    if (this.pendingBytes + text.length * 3 > this.batch.length) this.seal(text.length * 3)
+    this.pendingBytes += this.batch.write(text, this.pendingBytes)
+    if (this.pendingBytes >= BATCH_BYTES / 2) this.flush()
+  }
+
+  private queuedBytes (): number {
+    return this.pendingBytes + this.full.length * BATCH_BYTES
+  }
+
+  /** Closes the batch being filled (queues it) and starts one with room for `need` bytes. */
+  private seal (need: number): void {
+    if (this.pendingBytes > 0) this.full.push(this.batch.subarray(0, this.pendingBytes))
+    this.batch = Buffer.allocUnsafe(Math.max(BATCH_BYTES, need))
+    this.pendingBytes = 0
   }
 
   /** Writes what is gathered; one write at a time, in order. */
   private flush (done?: () => void): void {
-    if (this.writing || this.parts.length === 0) {
+    if (this.writing || (this.pendingBytes === 0 && this.full.length === 0)) {
       done?.()
       return
     }
-    const chunk = Buffer.from(this.parts.join(''))
-    this.parts = []
-    this.pendingBytes = 0
+    this.seal(0)
+    const chunk = this.full.length === 1 ? this.full[0] as Buffer : Buffer.concat(this.full)
+    this.full = []
     this.writing = true
     write(this.fd, chunk, 0, chunk.length, null, () => {
       this.writing = false
@@ -66,7 +80,7 @@ export class TraceSink {
         this.bytes += chunk.length
         if (this.bytes >= this.rotateBytes) this.rotate()
       }
-      if (this.pendingBytes >= BATCH_BYTES || (done !== undefined && this.parts.length > 0)) this.flush(done)
+      if (this.pendingBytes >= BATCH_BYTES / 2 || this.full.length > 0 || (done !== undefined && this.pendingBytes > 0)) this.flush(done)
       else done?.()
     })
   }

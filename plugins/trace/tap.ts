@@ -22,6 +22,14 @@ const ANSWERS: Record<string, string> = {
 
 export interface ActiveTrace { id: string, filters: CompiledFilters }
 
+/** (leg and direction of the request, the answer's type, packet ID) as one number. */
+function pendingKey (legDir: number, answer: string, id: number): number {
+  return (legDir * 16 + TYPE_NAMES.indexOf(answer)) * 65_536 + id
+}
+
+/** A line without what is the same on every line of the connection (serialised once). */
+type Body = Omit<TraceLine, 'level' | 'time' | 'msg' | 'us' | 'trace' | 'instance' | 'conn' | 'clientId' | 'username' | 'address' | 'port'>
+
 /** Shared by all traced connections of one plugin: for the metrics. */
 export interface TraceCounters { lines: number, droppedByRate: number }
 
@@ -47,14 +55,14 @@ function payloadOf (payload: Buffer | string | undefined, options: TraceOptions)
 }
 
 export class ConnectionTrace implements PacketTap {
-  private readonly pending = new Map<string, number>()
+  private readonly pending = new Map<number, number>()
   private readonly aliases = new Map<string, string>()
   private readonly bucket: TokenBucket
   private dropped = 0
   // The last packet read and its line: when the same bytes go out on the other leg (a packet
   // passed on unchanged), the second line is a copy, not a second decode.
   private lastFrame: Buffer | undefined
-  private lastLine: TraceLine | undefined
+  private lastLine: Body | undefined
 
   constructor (
     private readonly conn: ConnectionInfo,
@@ -76,11 +84,11 @@ export class ConnectionTrace implements PacketTap {
     const last = this.lastLine
     if (frame === this.lastFrame && last !== undefined && !made) {
       const us = nowUs()
-      const line: TraceLine = { ...last, us, time: Math.floor(us / 1000), leg, dir, verdict: 'sent' }
+      const line: Body = { ...last, leg, dir, verdict: 'sent' }
       delete line.plugin
       delete line.rttUs
       this.roundTrip(leg, dir, line.type, line, us)
-      this.emit(line)
+      this.emit(line, us)
       return
     }
     this.line(leg, dir, frame, made ? 'proxy' : 'sent', undefined, undefined)
@@ -97,17 +105,17 @@ export class ConnectionTrace implements PacketTap {
       }
     }
     const type = packet?.cmd ?? TYPE_NAMES[frameType(frame)] ?? 'reserved'
-    const line = this.base(us, leg, dir, verdict, plugin, type, frame)
+    const line = this.base(leg, dir, verdict, plugin, type, frame)
     if (packet !== undefined) this.describe(line, packet, leg, dir)
     this.roundTrip(leg, dir, type, line, us)
     if (this.options.payload === 'hex' || this.options.payload === 'text') line.frame = this.wireBytes(frame, packet, line)
     this.lastFrame = frame
     this.lastLine = line
-    this.emit(line)
+    this.emit(line, us)
   }
 
   /** Filters and the line rate, then out. */
-  private emit (line: TraceLine): void {
+  private emit (line: Body, us: number): void {
     if (!this.wanted(line)) return
     if (this.bucket.take() > 0) {
       this.dropped++
@@ -116,20 +124,20 @@ export class ConnectionTrace implements PacketTap {
     }
     this.counters.lines++
     if (this.dropped > 0) {
-      (line as TraceLine & { droppedBefore?: number }).droppedBefore = this.dropped
+      (line as Body & { droppedBefore?: number }).droppedBefore = this.dropped
       this.dropped = 0
     }
-    this.sink.writeText(this.serialise(line))
+    this.sink.writeText(this.serialise(line, us))
   }
 
   private head = ''
   private headFor = ''
 
   /**
-   * JSON for the line, with the connection's own fields (the same on every line) serialised
-   * once and reused: the same text JSON.stringify(line) would give, in less time.
+   * JSON for the line: the connection's own fields (the same on every line) are serialised
+   * once and reused, and only the packet's are serialised per line.
    */
-  private serialise (line: TraceLine): string {
+  private serialise (body: Body, us: number): string {
     const c = this.conn
     const key = `${c.clientId}\n${c.username ?? ''}`
     if (key !== this.headFor) {
@@ -140,24 +148,17 @@ export class ConnectionTrace implements PacketTap {
       fixed.port = c.port
       this.head = JSON.stringify(fixed).slice(1, -1)
     }
-    const { level, time, msg, us, trace, instance, conn, clientId, username, address, port, ...rest } = line
-    void level; void msg; void trace; void instance; void conn; void clientId; void username; void address; void port
-    return `{"level":30,"time":${time},"msg":"packet","us":${us},${this.head},${JSON.stringify(rest).slice(1)}\n`
+    return `{"level":30,"time":${Math.floor(us / 1000)},"msg":"packet","us":${us},${this.head},${JSON.stringify(body).slice(1)}\n`
   }
 
-  private base (us: number, leg: Leg, dir: TraceDir, verdict: TraceVerdict, plugin: string | undefined, type: string, frame: Buffer): TraceLine {
-    const c = this.conn
-    const line: TraceLine = {
-      level: 30, time: Math.floor(us / 1000), msg: 'packet', us, trace: this.trace.id, instance: this.instance,
-      conn: c.id, clientId: c.clientId, address: c.address, port: c.port, leg, dir, verdict, type, protocolVersion: c.protocolVersion, size: frame.length
-    }
-    if (c.username !== undefined) line.username = c.username
+  private base (leg: Leg, dir: TraceDir, verdict: TraceVerdict, plugin: string | undefined, type: string, frame: Buffer): Body {
+    const line: Body = { leg, dir, verdict, type, protocolVersion: this.conn.protocolVersion, size: frame.length }
     if (plugin !== undefined) line.plugin = plugin
     return line
   }
 
   /** The packet's fields, redacted: never a password or AUTH data, nor configured user properties. */
-  private describe (line: TraceLine, p: Packet, leg: Leg, dir: TraceDir): void {
+  private describe (line: Body, p: Packet, leg: Leg, dir: TraceDir): void {
     const any = p as Packet & { messageId?: number, reasonCode?: number, returnCode?: number, properties?: Record<string, unknown> }
     if (any.messageId !== undefined) line.id = any.messageId
     const code = any.reasonCode ?? any.returnCode
@@ -208,15 +209,16 @@ export class ConnectionTrace implements PacketTap {
   }
 
   /** Records a request's time; an answer gets the round trip on this leg (`rttUs`). */
-  private roundTrip (leg: Leg, dir: TraceDir, type: string, line: TraceLine, us: number): void {
+  private roundTrip (leg: Leg, dir: TraceDir, type: string, line: Body, us: number): void {
     const answerOf = type === 'publish' ? (line.qos === 1 ? 'puback' : line.qos === 2 ? 'pubrec' : undefined) : ANSWERS[type]
     const id = line.id ?? 0
+    const legDir = (leg === 'client' ? 0 : 2) + (dir === 'up' ? 0 : 1)
     if (answerOf !== undefined) {
       // Bounded: a peer that never answers cannot grow this past the packet ID space.
-      if (this.pending.size < 65_536) this.pending.set(`${leg}:${dir}:${answerOf}:${id}`, us)
+      if (this.pending.size < 65_536) this.pending.set(pendingKey(legDir, answerOf, id), us)
       return
     }
-    const key = `${leg}:${dir === 'up' ? 'down' : 'up'}:${type}:${id}`
+    const key = pendingKey(legDir ^ 1, type, id)
     const started = this.pending.get(key)
     if (started === undefined) return
     this.pending.delete(key)
@@ -224,7 +226,7 @@ export class ConnectionTrace implements PacketTap {
   }
 
   /** Per-packet filters: packet types, and the topic of PUBLISH, SUBSCRIBE and UNSUBSCRIBE. */
-  private wanted (line: TraceLine): boolean {
+  private wanted (line: Body): boolean {
     const f = this.trace.filters
     if (!f.type(line.type)) return false
     if (line.topic !== undefined) return f.topic(line.topic)
@@ -233,7 +235,7 @@ export class ConnectionTrace implements PacketTap {
   }
 
   /** The bytes for `trace export`: as on the wire, except what must never be written. */
-  private wireBytes (frame: Buffer, packet: Packet | undefined, line: TraceLine): string | undefined {
+  private wireBytes (frame: Buffer, packet: Packet | undefined, line: Body): string | undefined {
     if (packet === undefined) return frame.toString('base64')
     const redacted = packet.cmd === 'connect' || packet.cmd === 'auth' || (line.properties?.userProperties !== undefined && this.options.redactUserProperties.length > 0)
     if (!redacted) return frame.toString('base64')
