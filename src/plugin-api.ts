@@ -106,6 +106,11 @@ export interface Plugin {
    * on any error keep the old state in force, log why, and resolve.
    */
   reload?: () => void | Promise<void>
+  /**
+   * SIGHUP with a changed entry in the config file: the plugin's new options, validated.
+   * Plugins without it keep their options until a restart (the log says so).
+   */
+  reconfigure?: (options: unknown) => void | Promise<void>
   close?: () => void | Promise<void>
 }
 

@@ -5,10 +5,10 @@ import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Redis } from 'ioredis'
-import type { GuardConfig, ListenSpec } from './config.js'
+import type { GuardConfig, ListenSpec, PluginEntry } from './config.js'
 import { Connection } from './connection.js'
 import { PluginHost } from './plugin-host.js'
-import { loadPlugins } from './plugin-loader.js'
+import { loadDefinition, loadPlugins, validateOptions } from './plugin-loader.js'
 import { embeddedUpstream, tcpUpstream, type Upstream } from './upstream.js'
 import { createEmbeddedBroker } from './embedded.js'
 import type { ErrorCode } from './errors.js'
@@ -41,7 +41,9 @@ export class GuardServer {
     readonly host: PluginHost,
     readonly upstream: Upstream,
     readonly redis: Redis | undefined,
-    readonly metrics: GuardMetrics
+    readonly metrics: GuardMetrics,
+    /** The plugins of config.plugins, in that order (what SIGHUP may reconfigure). */
+    private readonly configured: Plugin[]
   ) {}
 
   static async start (config: GuardConfig, options: StartOptions): Promise<GuardServer> {
@@ -73,7 +75,7 @@ export class GuardServer {
     }
     // The limits come first: a CONNECT they refuse costs no other plugin anything.
     const host = new PluginHost([limitsPlugin(() => config.limits), ...plugins, ...(options.extraPlugins ?? [])])
-    const server = new GuardServer(instanceId, config, log, host, upstream, redis, metrics)
+    const server = new GuardServer(instanceId, config, log, host, upstream, redis, metrics, plugins)
     made.server = server
     try {
       for (const spec of config.listen) await server.listen(spec)
@@ -206,10 +208,35 @@ export class GuardServer {
       const changed = Object.entries(next.limits).filter(([k, v]) => this.config.limits[k as keyof GuardConfig['limits']] !== v).map(([k]) => k)
       Object.assign(this.config.limits, next.limits)
       if (changed.length > 0) this.log.info({ limits: changed }, 'limits reloaded')
-      const restart = (['listen', 'upstream', 'redis', 'admin', 'plugins', 'log'] as const).filter((k) => JSON.stringify(withoutFunctions(next[k])) !== JSON.stringify(withoutFunctions(this.config[k])))
+      const restart: string[] = (['listen', 'upstream', 'redis', 'admin', 'log'] as const).filter((k) => JSON.stringify(withoutFunctions(next[k])) !== JSON.stringify(withoutFunctions(this.config[k])))
+      restart.push(...await this.reconfigurePlugins(next))
       if (restart.length > 0) this.log.warn({ settings: restart }, 'these settings changed in the file and take effect only after a restart')
     }
     await this.host.reload(this.log)
+  }
+
+  /** New options for plugins that take them at run time; returns what needs a restart. */
+  private async reconfigurePlugins (next: GuardConfig): Promise<string[]> {
+    const now = this.config.plugins
+    const same = (a: PluginEntry | undefined, b: PluginEntry | undefined): boolean => a?.name === b?.name && a?.module === b?.module
+    if (next.plugins.length !== now.length || next.plugins.some((entry, i) => !same(entry, now[i]))) return ['plugins']
+    const restart: string[] = []
+    for (const [i, entry] of next.plugins.entries()) {
+      if (JSON.stringify(entry.options) === JSON.stringify(now[i]?.options)) continue
+      const plugin = this.configured[i]
+      if (plugin?.reconfigure === undefined) {
+        restart.push(`${entry.key} (${plugin?.name ?? entry.name ?? entry.module ?? '?'})`)
+        continue
+      }
+      try {
+        await plugin.reconfigure(validateOptions(await loadDefinition(entry, next.configDir), entry))
+        this.config.plugins[i] = entry
+        this.log.info({ plugin: plugin.name, key: entry.key }, 'plugin reconfigured')
+      } catch (err) {
+        this.log.error({ plugin: plugin.name, err: (err as Error).message }, 'plugin not reconfigured: its previous options stay in force')
+      }
+    }
+    return restart
   }
 
   /**

@@ -31,17 +31,19 @@ export function parseDuration (raw: unknown): number | undefined {
 
 export class Tracing {
   private readonly active = new Map<string, Active>()
-  private readonly sink: TraceSink
-  private readonly counters: TraceCounters = { lines: 0, droppedByRate: 0 }
+  private sink: TraceSink
+  private options: TraceOptions
+  private readonly counters: TraceCounters & { droppedByBacklog: number } = { lines: 0, droppedByRate: 0, droppedByBacklog: 0 }
   private subscriber: Redis | Cluster | undefined
 
   constructor (private readonly ctx: PluginContext<TraceOptions>) {
     const o = ctx.options
+    this.options = o
     this.sink = new TraceSink(o.destination, o.rotateBytes, o.keepFiles)
     if (o.enabled) this.add({ id: 'config', filters: o.filters, startedAt: new Date().toISOString(), until: undefined })
-    const { counters, sink } = this
+    const { counters } = this
     statsCounter(ctx.metrics, 'mqtt_guard_trace_lines_total', 'Trace lines: written, or dropped (over maxLinesPerSecond for a connection, or the destination fell behind)', 'outcome',
-      () => ({ written: counters.lines - sink.dropped, rate_limited: counters.droppedByRate, backlog: sink.dropped }))
+      () => ({ written: counters.lines - counters.droppedByBacklog - this.sink.dropped, rate_limited: counters.droppedByRate, backlog: counters.droppedByBacklog + this.sink.dropped }))
   }
 
   private get channel (): string { return `${this.ctx.keyPrefix}control` }
@@ -68,7 +70,7 @@ export class Tracing {
 
   tap (conn: ConnectionInfo): PacketTap | undefined {
     for (const { spec, compiled } of this.active.values()) {
-      if (compiled.connection(conn)) return new ConnectionTrace(conn, { id: spec.id, filters: compiled }, this.ctx.options, this.sink, this.ctx.instanceId, this.counters)
+      if (compiled.connection(conn)) return new ConnectionTrace(conn, { id: spec.id, filters: compiled }, this.options, this.sink, this.ctx.instanceId, this.counters)
     }
     return undefined
   }
@@ -170,6 +172,22 @@ export class Tracing {
     return undefined
   }
 
+  /** SIGHUP with new options: a new destination, payload mode, filters of the config trace… */
+  async reconfigure (next: TraceOptions): Promise<void> {
+    const old = this.options
+    this.options = next
+    if (next.destination !== old.destination || next.rotateBytes !== old.rotateBytes || next.keepFiles !== old.keepFiles) {
+      const previous = this.sink
+      this.counters.droppedByBacklog += previous.dropped
+      this.sink = new TraceSink(next.destination, next.rotateBytes, next.keepFiles)
+      await previous.close()
+    }
+    if (this.remove('config')) this.ctx.log.info({ trace: 'config' }, 'trace stopped')
+    // add() asks every connection for its tap again, with the new options.
+    if (next.enabled) this.add({ id: 'config', filters: next.filters, startedAt: new Date().toISOString(), until: undefined })
+    else this.ctx.retap()
+  }
+
   async close (): Promise<void> {
     for (const id of [...this.active.keys()]) this.remove(id)
     this.subscriber?.disconnect()
@@ -187,6 +205,7 @@ export default definePlugin<TraceOptions>({
       name: 'trace',
       tap: (conn: ConnectionInfo) => tracing.tap(conn),
       admin: async (req: AdminRequest) => await tracing.admin(req),
+      reconfigure: async (options: unknown) => { await tracing.reconfigure(options as TraceOptions) },
       close: async () => { await tracing.close() }
     }
   }

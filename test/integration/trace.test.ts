@@ -187,3 +187,39 @@ t.test('trace view and trace export: readable lines, and a capture tshark decode
   const pcap = await readFile(out)
   t.notOk(pcap.includes(PASSWORD), 'the capture has no password either')
 })
+
+t.test('SIGHUP: new trace options from the file apply in the running process', async (t) => {
+  const dir = await tempDir(t, 'mqtt-guard-trace-hup-')
+  const config = path.join(dir, 'guard.json')
+  const first = path.join(dir, 'first.jsonl')
+  const second = path.join(dir, 'second.jsonl')
+  const write = async (trace: Record<string, unknown>, aclRules: unknown[]): Promise<void> => {
+    await (await import('node:fs/promises')).writeFile(config, JSON.stringify({
+      listen: '127.0.0.1:0', upstream: mosquitto.url,
+      plugins: [{ name: 'acl', rules: aclRules }, { name: 'trace', ...trace }]
+    }))
+  }
+  const allowAll = [{ allow: ['publish', 'subscribe', 'receive'], topic: '#' }]
+  await write({ destination: first, payload: 'none' }, allowAll)
+  const proc = (await import('../helpers/cli-process.js')).runCli(['start', '--config', config])
+  t.teardown(async () => { await proc.stop() })
+  const url = `mqtt://127.0.0.1:${await proc.listening()}`
+  const a = await clientV(t, url, 4, { clientId: 'hup-a' })
+  await a.publishAsync('hup/x', 'one', { qos: 1 })
+  await pollUntil('lines in the first file', 5000, async () => existsSync(first) && (await readFile(first, 'utf8')).includes('"topic":"hup/x"') ? true : undefined)
+  await write({ destination: second, payload: 'text', filters: { clientId: 'hup-b*' } }, [{ allow: ['publish', 'subscribe', 'receive'], topic: 'hup/#' }])
+  proc.signal('SIGHUP')
+  await proc.waitFor((l) => l.msg === 'plugin reconfigured' && l.plugin === 'trace')
+  const restart = await proc.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('these settings changed'))
+  t.same(restart.settings, ['plugins[0] (acl)'], 'acl takes new options only at a restart, and says so')
+  const b = await clientV(t, url, 4, { clientId: 'hup-b1' })
+  await b.publishAsync('hup/y', 'two', { qos: 1 })
+  await a.publishAsync('hup/z', 'three', { qos: 1 })
+  const lines = await pollUntil('lines in the second file', 5000, async () => {
+    if (!existsSync(second)) return undefined
+    const text = await readFile(second, 'utf8')
+    return text.includes('"topic":"hup/y"') ? text : undefined
+  })
+  t.match(lines, /"payload":\{"bytes":3,"text":"two"\}/, 'payload mode text now')
+  t.notOk(lines.includes('hup-a'), 'the new filters: hup-a is no longer traced')
+})
