@@ -90,6 +90,12 @@ async function start (args: string[]): Promise<number> {
   const log = createLogger(config.log.level)
   // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
   const { GuardServer } = await import('./server.js')
+  // A library that drops a promise's rejection (seen: ioredis's "Connection is closed." from the
+  // embedded broker's Redis persistence while Redis restarts) must not end every client's
+  // connection: log it with its stack and keep serving.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled promise rejection in a library; the proxy keeps running')
+  })
   const server = await GuardServer.start(config, { log })
   await new Promise<void>((resolve) => {
     const shutdown = (signal: NodeJS.Signals): void => {

@@ -4,6 +4,7 @@
 
 import type { Test } from 'tap'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { keepFolder } from './artifacts.js'
 import { execFile } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -38,7 +39,10 @@ export async function loginCode (t: Test, url: string, version: 4 | 5, username?
 
 export async function tempDir (t: Pick<Test, 'teardown'>, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  t.teardown(async () => {
+    keepFolder(dir)
+    await rm(dir, { recursive: true, force: true })
+  })
   return dir
 }
 

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { keepText } from './artifacts.js'
 
 /** Repository root: dist/test/helpers/ is three levels below it. */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
@@ -41,6 +42,7 @@ export class CliProcess {
     this.exited = new Promise((resolve) => {
       child.once('close', (code, signal) => {
         live.delete(child)
+        keepText('cli', this.stdout + this.stderr)
         this.exitInfo = { code, signal }
         this.events.emit('exit')
         resolve(this.exitInfo)

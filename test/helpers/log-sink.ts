@@ -5,13 +5,25 @@ import { Writable } from 'node:stream'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { createLogger } from '../../src/log.js'
+import { keepText } from './artifacts.js'
 
 export type LogLine = Record<string, unknown> & { msg?: string, level: number }
+
+// Every sink's lines are kept as an artifact when the test process ends (see artifacts.ts).
+const sinks = new Set<LogSink>()
+process.on('exit', () => {
+  for (const sink of sinks) keepText('log', sink.lines.map((l) => JSON.stringify(l)).join('\n') + '\n')
+})
 
 export class LogSink extends Writable {
   readonly lines: LogLine[] = []
   private readonly events = new EventEmitter()
   private rest = ''
+
+  constructor () {
+    super()
+    sinks.add(this)
+  }
 
   override _write (chunk: Buffer, _enc: BufferEncoding, callback: () => void): void {
     const text = this.rest + chunk.toString('utf8')

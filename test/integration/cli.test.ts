@@ -262,3 +262,20 @@ t.test('mosquitto_pub and mosquitto_sub (3.1.1 and 5) through the proxy', LIMIT,
     t.match(sub.stdout(), new RegExp(`received PUBLISH \\(d0, q1, r0, m\\d+, '${topic}'`), `-V ${version}: delivered at QoS 1`)
   }
 })
+
+t.test('a rejection nobody handled is logged, and the proxy keeps serving', LIMIT, async (t) => {
+  const dir = await tempDir(t)
+  // A plugin with the bug some libraries have: a promise whose rejection nobody catches.
+  await writeFile(path.join(dir, 'careless.mjs'), [
+    'export default { name: "careless", create: () => ({ name: "careless", in: { connect: () => {',
+    '  Promise.reject(new Error("dropped on the floor"))',
+    '} } }) }'
+  ].join('\n'))
+  await writeFile(path.join(dir, 'guard.yaml'), 'plugins:\n  - module: ./careless.mjs\n')
+  const { proc, port } = await started(t, ['--config', path.join(dir, 'guard.yaml'), '--upstream', 'embedded'])
+  await client(t, `mqtt://127.0.0.1:${port}`, { protocolVersion: 4, clientId: 'first' })
+  const line = await proc.waitFor((l) => l.msg === 'unhandled promise rejection in a library; the proxy keeps running')
+  t.match((line.err as { message?: string }).message, 'dropped on the floor')
+  await client(t, `mqtt://127.0.0.1:${port}`, { protocolVersion: 4, clientId: 'second' })
+  t.ok(proc.running, 'still running, still admitting clients')
+})
