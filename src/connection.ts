@@ -153,7 +153,8 @@ export class Connection implements ConnectionInfo {
     }
     this.protocolVersion = level
     this.codec = Codec.shared(level)
-    this.deps.metrics.connects.inc({ listener: this.listener })
+    const connects = this.deps.metrics.connects
+    connects.set(this.listener, (connects.get(this.listener) ?? 0) + 1)
     const rate = this.deps.limits.maxPublishesPerSecond
     if (rate > 0) this.publishRate = new TokenBucket(rate)
     const packet = this.codec.decode(frame) as IConnectPacket

@@ -25,12 +25,13 @@ function ackId (frame: Buffer): number | undefined {
 }
 
 const PING = -1
+const EMPTY: ReadonlyMap<string, number> = new Map()
 
 export class Telemetry {
-  /** Granted subscriptions: filter → QoS. */
-  readonly subscriptions = new Map<string, number>()
-  private readonly requested = new Map<number, string[]>()
-  private readonly samples: Record<Leg, Sample> = { broker: { id: 0, startedAt: 0, nextAt: 0 }, client: { id: 0, startedAt: 0, nextAt: 0 } }
+  // Made on first use: an idle connection (most of a large fleet) holds none of them.
+  private granted: Map<string, number> | undefined
+  private requested: Map<number, string[]> | undefined
+  private samples: Record<Leg, Sample> | undefined
 
   constructor (private readonly metrics: GuardMetrics) {}
 
@@ -48,6 +49,11 @@ export class Telemetry {
     }
   }
 
+  /** Granted subscriptions: filter → QoS. */
+  get subscriptions (): ReadonlyMap<string, number> {
+    return this.granted ?? EMPTY
+  }
+
   /** A frame on its way to the client: the SUBACK the client sees (after plugins merged it). */
   toClient (bytes: Buffer, codec: Codec | null): void {
     if (frameType(bytes) === FRAME_TYPE.suback && codec !== null) this.track(decoded(codec, bytes))
@@ -58,8 +64,13 @@ export class Telemetry {
     if (packet.cmd === 'suback') this.track(packet)
   }
 
+  private sample (leg: Leg): Sample {
+    this.samples ??= { broker: { id: 0, startedAt: 0, nextAt: 0 }, client: { id: 0, startedAt: 0, nextAt: 0 } }
+    return this.samples[leg]
+  }
+
   private start (leg: Leg, id: number | undefined): void {
-    const s = this.samples[leg]
+    const s = this.sample(leg)
     if (id === undefined || s.startedAt !== 0) return
     const now = performance.now()
     if (now < s.nextAt) return
@@ -68,7 +79,7 @@ export class Telemetry {
   }
 
   private end (leg: Leg, id: number | undefined): void {
-    const s = this.samples[leg]
+    const s = this.sample(leg)
     if (s.startedAt === 0 || id !== s.id) return
     const now = performance.now()
     this.metrics.roundTrip.observe({ leg }, (now - s.startedAt) / 1000)
@@ -79,18 +90,19 @@ export class Telemetry {
   private track (packet: Packet | undefined): void {
     if (packet === undefined) return
     if (packet.cmd === 'subscribe') {
-      this.requested.set(packet.messageId as number, packet.subscriptions.map((s) => s.topic))
+      (this.requested ??= new Map()).set(packet.messageId as number, packet.subscriptions.map((s) => s.topic))
     } else if (packet.cmd === 'suback') {
-      const filters = this.requested.get(packet.messageId as number)
+      const filters = this.requested?.get(packet.messageId as number)
       if (filters === undefined) return
-      this.requested.delete(packet.messageId as number)
+      this.requested?.delete(packet.messageId as number)
+      const granted = this.granted ??= new Map()
       packet.granted.forEach((code, i) => {
         const filter = filters[i]
         const qos = typeof code === 'number' ? code : (code as { qos: number }).qos
-        if (filter !== undefined && qos < 0x80) this.subscriptions.set(filter, qos)
+        if (filter !== undefined && qos < 0x80) granted.set(filter, qos)
       })
     } else if (packet.cmd === 'unsubscribe') {
-      for (const filter of packet.unsubscriptions) this.subscriptions.delete(filter)
+      for (const filter of packet.unsubscriptions) this.granted?.delete(filter)
     }
   }
 }
