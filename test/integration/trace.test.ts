@@ -106,6 +106,34 @@ t.test('verdicts, the real topic behind an alias, hash payloads, redacted user p
   t.notOk(JSON.stringify(all).includes('tok-secret-1'), 'the redacted property value is nowhere')
 })
 
+t.test('PINGREQ→PINGRESP on both legs; AUTH data never written', async (t) => {
+  const { proxy, lines } = await traced(t, { payload: 'hex' })
+  const raw = await RawMqttClient.connected(proxy.port, 5, 'tr-ping')
+  t.teardown(() => raw.destroy())
+  raw.sendPacket({ cmd: 'pingreq' })
+  await raw.take('pingresp')
+  const all = await until(lines, 'the PINGRESP to the client', (l) => l.some((x) => x.type === 'pingresp' && x.leg === 'client'))
+  const resp = all.filter((l) => l.type === 'pingresp')
+  t.same(resp.map((l) => l.leg), ['broker', 'client'])
+  t.ok(resp.every((l) => typeof l.rttUs === 'number'), 'round trips on both legs')
+  // AUTH: the broker (Mosquitto) does not do enhanced authentication, so the tap is fed directly.
+  const { ConnectionTrace } = await import('../../plugins/trace/tap.js')
+  const { compileFilters } = await import('../../plugins/trace/filters.js')
+  const { validateOptions } = await import('../../plugins/trace/options.js')
+  const written: string[] = []
+  const sink = { writeText: (text: string) => { written.push(text) }, write: () => {} }
+  const conn = { id: 'x', clientId: 'auth-client', username: undefined, address: '127.0.0.1', port: 1, listener: 'l', openedAt: 0, protocolVersion: 5 as const, log: proxy.server.log, close: () => {} }
+  const tap = new ConnectionTrace(conn, { id: 't', filters: compileFilters({}) }, validateOptions({ payload: 'hex' }), sink as never, 'i')
+  const mqttPacket = (await import('mqtt-packet')).default
+  const auth = mqttPacket.generate({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'SCRAM-SHA-1', authenticationData: Buffer.from('pw-Scram-9x1q') } }, { protocolVersion: 5 })
+  tap.received('client', auth, 'forwarded', undefined, undefined)
+  t.equal(written.length, 1)
+  const line = JSON.parse(written[0] as string) as TraceLine
+  t.match(line, { type: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'SCRAM-SHA-1', authenticationData: '[redacted]' } })
+  t.notOk((written[0] as string).includes('pw-Scram-9x1q'), 'not in the line')
+  t.notOk(Buffer.from(line.frame ?? '', 'base64').includes('pw-Scram-9x1q'), 'nor in the bytes kept for export')
+})
+
 t.test('filters: client ID glob and topic; nothing for others', async (t) => {
   const { proxy, lines } = await traced(t, { filters: { clientId: 'sensor-*', topic: 'plant/#' } })
   const sensor = await clientV(t, at(proxy), 4, { clientId: 'sensor-1' })
