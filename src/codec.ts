@@ -195,7 +195,9 @@ function decodePuback (frame: Buffer, version: ProtocolVersion): Extract<Packet,
   if (frame[0] !== 0x40) return null
   const remaining = frame[1] as number
   if (frame.length !== remaining + 2) return null
-  if (remaining !== 2 && (version !== 5 || remaining > 4 || (remaining === 4 && frame[5] !== 0))) return null
+  // 3.1.1: exactly 2; MQTT 5: 2 to 4 (reason code, empty property list). Shorter goes to the
+  // strict path, which refuses it as malformed.
+  if (remaining < 2 || (remaining !== 2 && (version !== 5 || remaining > 4 || (remaining === 4 && frame[5] !== 0)))) return null
   const reasonCode = remaining >= 3 ? frame[4] as number : 0
   if (!PUBACK_REASONS.has(reasonCode)) return null // mqtt-packet says which rule it breaks
   const packet: Extract<Packet, { cmd: 'puback' }> = { cmd: 'puback', messageId: frame.readUInt16BE(2), length: remaining }
@@ -214,7 +216,8 @@ function checkTopic (topic: string, frame: Buffer, start: number, end: number, v
 function checkProperties (where: string, properties: object | undefined): void {
   if (properties === undefined) return
   for (const [key, value] of Object.entries(properties)) {
-    if (Array.isArray(value) && !REPEATABLE.has(key)) {
+    // Only a PUBLISH may carry several Subscription Identifiers [MQTT-3.8.2.1.2].
+    if (Array.isArray(value) && (!REPEATABLE.has(key) || (key === 'subscriptionIdentifier' && where !== 'publish'))) {
       throw new GuardError('GUARD_ERR_PROTOCOL', `${where} property ${key} appears more than once`)
     }
   }

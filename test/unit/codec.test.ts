@@ -155,9 +155,16 @@ t.test('PUBACK: the short forms are decoded without mqtt-packet, and agree with 
     t.equal((slow as { messageId?: number }).messageId, messageId, 'mqtt-packet agrees on the packet identifier')
     t.equal((slow as { reasonCode?: number }).reasonCode, reasonCode, 'and on the reason code')
   }
+  // Found by the fuzz test: a v5 PUBACK too short for its packet identifier.
+  for (const short of ['4000', '400100']) t.throws(() => new Codec(5).decode(Buffer.from(short, 'hex')), { code: 'GUARD_ERR_MALFORMED' }, `v5 PUBACK ${short}`)
   // With properties, or a 3.1.1 PUBACK of the wrong length: mqtt-packet and the strict checks.
   t.match(new Codec(5).decode(Buffer.from('4008000710041f000161', 'hex')), { cmd: 'puback', messageId: 7, reasonCode: 0x10, properties: { reasonString: 'a' } })
   t.throws(() => new Codec(4).decode(Buffer.from('4003000710', 'hex')), { code: 'GUARD_ERR_MALFORMED' })
+})
+
+t.test('Subscription Identifier may repeat in PUBLISH only [MQTT-3.8.2.1.2]', async (t) => {
+  t.throws(() => new Codec(5).decode(Buffer.from('820b0001040b010b0200016101', 'hex')), { code: 'GUARD_ERR_PROTOCOL' }, 'twice in SUBSCRIBE')
+  t.match(new Codec(5).decode(Buffer.from('82090001020b0100016101', 'hex')), { cmd: 'subscribe', properties: { subscriptionIdentifier: 1 } }, 'once is fine')
 })
 
 t.test('PUBLISH topics are judged as the spec says', async (t) => {
