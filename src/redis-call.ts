@@ -16,3 +16,19 @@ export async function redisCall<T> (redis: Redis | Cluster, timeoutMs: number, w
     clearTimeout(timer)
   }
 }
+
+/**
+ * A subscription to one channel, on a connection of its own (a subscribed client can send
+ * nothing else). Not awaited, so a proxy starts while Redis is away; and made again on every
+ * (re)connect, because a subscribe that failed while Redis was away would otherwise leave this
+ * instance deaf. Connection errors are the shared client's to log.
+ */
+export function subscribeChannel (redis: Redis | Cluster, channel: string, onMessage: (message: string) => void): Redis | Cluster {
+  const subscriber = redis.duplicate()
+  subscriber.on('error', () => {})
+  subscriber.on('message', (_channel: string, message: string) => { onMessage(message) })
+  const subscribe = (): void => { subscriber.subscribe(channel).catch(() => {}) }
+  subscriber.on('ready', subscribe)
+  subscribe()
+  return subscriber
+}

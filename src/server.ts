@@ -4,7 +4,7 @@
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import { Redis } from 'ioredis'
+import { Redis, type Cluster } from 'ioredis'
 import type { GuardConfig, ListenSpec, PluginEntry } from './config.js'
 import { Connection } from './connection.js'
 import { PluginHost } from './plugin-host.js'
@@ -17,6 +17,7 @@ import { GuardMetrics } from './metrics.js'
 import { AdminServer, type ConnectionView } from './admin.js'
 import { Listener, type Peer } from './listeners.js'
 import { limitsPlugin } from './limits.js'
+import { subscribeChannel } from './redis-call.js'
 
 export interface StartOptions {
   log: Logger
@@ -31,7 +32,7 @@ export class GuardServer {
   readonly listeners: BoundListener[] = []
   admin: AdminServer | undefined
   private readonly servers: Listener[] = []
-  private subscriber: Redis | undefined
+  private subscriber: Redis | Cluster | undefined
   private stopping = false
 
   private constructor (
@@ -179,10 +180,7 @@ export class GuardServer {
 
   private listenForKicks (): void {
     if (this.redis === undefined) return
-    const subscriber = this.redis.duplicate()
-    this.subscriber = subscriber
-    subscriber.on('error', () => {}) // the shared client logs Redis trouble
-    subscriber.on('message', (_channel: string, message: string) => {
+    this.subscriber = subscribeChannel(this.redis, this.kickChannel, (message) => {
       try {
         const { clientId, from } = JSON.parse(message) as { clientId?: unknown, from?: unknown }
         if (typeof clientId !== 'string' || from === this.instanceId) return
@@ -192,9 +190,6 @@ export class GuardServer {
         // not ours
       }
     })
-    const subscribe = (): void => { subscriber.subscribe(this.kickChannel).catch(() => {}) }
-    subscriber.on('ready', subscribe)
-    subscribe()
   }
 
   /**

@@ -10,6 +10,7 @@ import { validateOptions, type ClientIdOptions, type FlapKey } from './options.j
 import { decide, MemoryStore, sameIdentity, type Admission, type Claim, type HistoryEntry, type Holder, type Store } from './store.js'
 import { RedisStore } from './redis-store.js'
 import { statsCounter } from '../../src/metrics.js'
+import { subscribeChannel } from '../../src/redis-call.js'
 
 /** What the plugin keeps per connection that reached its CONNECT hook. */
 interface Entry {
@@ -90,17 +91,7 @@ export class ClientIds {
 
   async start (): Promise<void> {
     if (this.shared === undefined || this.ctx.redis === undefined) return
-    const subscriber = this.ctx.redis.duplicate()
-    this.subscriber = subscriber
-    subscriber.on('error', () => {}) // the shared client logs Redis trouble already
-    subscriber.on('message', (_channel: string, message: string) => { this.onTakeoverNotice(message) })
-    // Not awaited: with Redis down at start the proxy still starts (and fails open or closed).
-    // Subscribed again on every (re)connect: a subscribe that failed while Redis was away
-    // would otherwise leave this instance deaf to takeovers.
-    const channel = this.shared.channel
-    const subscribe = (): void => { subscriber.subscribe(channel).catch(() => {}) }
-    subscriber.on('ready', subscribe)
-    subscribe()
+    this.subscriber = subscribeChannel(this.ctx.redis, this.shared.channel, (message) => { this.onTakeoverNotice(message) })
     this.renewTimer = setInterval(() => { void this.renew() }, Math.max(100, Math.floor(this.ctx.options.leaseMs / 3)))
     this.renewTimer.unref()
   }

@@ -12,6 +12,7 @@ import { validateFilters, validateOptions, type TraceFilters, type TraceOptions 
 import { TraceSink } from './sink.js'
 import { ConnectionTrace, type TraceCounters } from './tap.js'
 import { statsCounter } from '../../src/metrics.js'
+import { subscribeChannel } from '../../src/redis-call.js'
 
 export interface TraceSpec { id: string, filters: TraceFilters, startedAt: string, until: string | undefined }
 
@@ -53,13 +54,7 @@ export class Tracing {
   async start (): Promise<void> {
     const redis = this.ctx.redis
     if (redis === undefined) return
-    const subscriber = redis.duplicate()
-    this.subscriber = subscriber
-    subscriber.on('error', () => {})
-    subscriber.on('message', (_channel: string, message: string) => { this.onControl(message) })
-    const subscribe = (): void => { subscriber.subscribe(this.channel).catch(() => {}) }
-    subscriber.on('ready', subscribe)
-    subscribe()
+    this.subscriber = subscribeChannel(redis, this.channel, (message) => { this.onControl(message) })
     try {
       const running = await redis.hgetall(this.registry)
       for (const json of Object.values(running)) this.apply(JSON.parse(json) as TraceSpec)

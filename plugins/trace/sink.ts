@@ -36,10 +36,6 @@ export class TraceSink {
     this.timer.unref()
   }
 
-  write (line: object): void {
-    this.writeText(JSON.stringify(line) + '\n')
-  }
-
   /** One serialised line, newline included. */
   writeText (text: string): void {
     if (this.closed) return

@@ -121,7 +121,7 @@ t.test('PINGREQ→PINGRESP on both legs; AUTH data never written', async (t) => 
   const { compileFilters } = await import('../../plugins/trace/filters.js')
   const { validateOptions } = await import('../../plugins/trace/options.js')
   const written: string[] = []
-  const sink = { writeText: (text: string) => { written.push(text) }, write: () => {} }
+  const sink = { writeText: (text: string) => { written.push(text) } }
   const conn = { id: 'x', clientId: 'auth-client', username: undefined, address: '127.0.0.1', port: 1, listener: 'l', openedAt: 0, protocolVersion: 5 as const, log: proxy.server.log, close: () => {} }
   const tap = new ConnectionTrace(conn, { id: 't', filters: compileFilters({}) }, validateOptions({ payload: 'hex' }), sink as never, 'i')
   const mqttPacket = (await import('mqtt-packet')).default
