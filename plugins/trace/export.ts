@@ -5,9 +5,9 @@
 import { createReadStream } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
-import { parseArgs } from 'node:util'
 import type { TraceLine } from './format.js'
 import { tracesToPcapng } from './pcapng.js'
+import { commandArgs } from '../../src/commands/args.js'
 
 const USAGE = `Usage: mqtt-guard trace export FILE --pcap OUT.pcapng
 
@@ -28,12 +28,8 @@ function usage (problem: string): number {
 }
 
 export async function exportCommand (args: string[]): Promise<number> {
-  let parsed
-  try {
-    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true })
-  } catch (err) {
-    return usage((err as Error).message)
-  }
+  const parsed = commandArgs(args, OPTIONS, usage)
+  if (typeof parsed === 'number') return parsed
   const { values, positionals } = parsed
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
   const [file, ...extra] = positionals

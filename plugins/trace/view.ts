@@ -3,8 +3,8 @@
 
 import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { parseArgs } from 'node:util'
 import type { TraceLine, TracePayload } from './format.js'
+import { commandArgs } from '../../src/commands/args.js'
 
 export interface ViewOptions { color: boolean, clientId?: string /* glob with * and ? */ }
 
@@ -284,12 +284,8 @@ export async function viewCommand (args: string[], io: ViewIo = {}): Promise<num
   const write = io.write ?? ((text: string) => { process.stdout.write(text) })
   const writeError = io.writeError ?? ((text: string) => { process.stderr.write(text) })
   const usage = (problem: string): number => { writeError(`mqtt-guard trace view: ${problem}\n\n${USAGE}`); return 2 }
-  let parsed
-  try {
-    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true })
-  } catch (err) {
-    return usage((err as Error).message)
-  }
+  const parsed = commandArgs(args, OPTIONS, usage)
+  if (typeof parsed === 'number') return parsed
   const { values, positionals } = parsed
   if (values.help === true) { write(USAGE); return 0 }
   const [file, ...extra] = positionals

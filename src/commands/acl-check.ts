@@ -3,7 +3,6 @@
 // rule decided. Exit 0 allow, 1 deny, 2 usage error (78 config error, as `start`).
 
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
 import { loadConfig } from '../config.js'
 import { isGuardError } from '../errors.js'
 import type { PluginDefinition } from '../plugin-api.js'
@@ -12,6 +11,7 @@ import acl, { buildPolicy, resolveAclFile, type AclOptions } from '../../plugins
 import { parseMosquittoAcl } from '../../plugins/acl/mosquitto-acl.js'
 import { ACTIONS, type Action } from '../../plugins/acl/rules.js'
 import { filterProblem, topicNameProblem } from '../../plugins/acl/topic.js'
+import { commandArgs } from './args.js'
 
 const USAGE = `Usage: mqtt-guard acl-check --config FILE [--user U] [--client C] [--group G]... [--qos 0|1|2] [--retain] publish|subscribe|receive TOPIC
 
@@ -36,12 +36,8 @@ function usage (problem: string): number {
 }
 
 export async function aclCheckCommand (args: string[]): Promise<number> {
-  let parsed
-  try {
-    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true })
-  } catch (err) {
-    return usage((err as Error).message)
-  }
+  const parsed = commandArgs(args, OPTIONS, usage)
+  if (typeof parsed === 'number') return parsed
   const { values, positionals } = parsed
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
   if (values.config === undefined) return usage('--config FILE is required')
