@@ -4,13 +4,16 @@
 //
 // mqtt-packet is lenient where the proxy must not be: a plugin that judges a packet must see
 // exactly what the receiver will see. So decode() also refuses truncated packets, invalid
-// UTF-8 in topics and repeated MQTT 5 properties, and replaces a parser that failed (it keeps
-// a stale read position after an error in a packet body).
+// UTF-8 in topics and names, repeated MQTT 5 properties and bytes after the last field (see
+// frame-walk.ts), and replaces a parser that failed (it keeps a stale read position after an
+// error in a packet body).
 
 import { isUtf8 } from 'node:buffer'
 import mqtt from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
 import { GuardError } from './errors.js'
+import { walkFrame } from './frame-walk.js'
+import { subscriptionFilterProblem } from './topic-filter.js'
 
 export type ProtocolVersion = 3 | 4 | 5
 
@@ -31,9 +34,6 @@ export function fixedHeaderLength (frame: Buffer): number {
   while (i < frame.length && ((frame[i] as number) & 0x80) !== 0) i++
   return i + 1
 }
-
-// MQTT 5 properties that may appear more than once [MQTT-2.2.2-2].
-const REPEATABLE = new Set(['userProperties', 'subscriptionIdentifier'])
 
 function malformed (message: string): GuardError {
   return new GuardError('GUARD_ERR_MALFORMED', message)
@@ -102,15 +102,10 @@ export class Codec {
 
   private check (packet: Packet, frame: Buffer): void {
     if (packet.messageId === -1) throw malformed(`${packet.cmd} truncated: no packet identifier`)
-    const remaining = frame.length - fixedHeaderLength(frame)
+    const start = fixedHeaderLength(frame)
+    const remaining = frame.length - start
     const v5 = this.protocolVersion === 5
     switch (packet.cmd) {
-      case 'connack':
-        if (v5 ? remaining < 3 : remaining !== 2) throw malformed('CONNACK has the wrong length')
-        break
-      case 'puback': case 'pubrec': case 'pubrel': case 'pubcomp':
-        if (v5 ? remaining < 2 : remaining !== 2) throw malformed(`${packet.cmd.toUpperCase()} has the wrong length`)
-        break
       case 'suback': case 'unsuback':
         if (remaining < (v5 ? 3 : 2) + (packet.cmd === 'suback' && !v5 ? 1 : 0)) throw malformed(`${packet.cmd.toUpperCase()} truncated`)
         break
@@ -119,17 +114,16 @@ export class Codec {
         break
       case 'subscribe':
         if (packet.subscriptions.length === 0) throw new GuardError('GUARD_ERR_PROTOCOL', 'SUBSCRIBE without a topic filter') // [MQTT-3.8.3-3]
+        for (const s of packet.subscriptions) checkFilter(s.topic, 'SUBSCRIBE')
         break
       case 'unsubscribe':
         if (packet.unsubscriptions.length === 0) throw new GuardError('GUARD_ERR_PROTOCOL', 'UNSUBSCRIBE without a topic filter') // [MQTT-3.10.3-2]
+        for (const f of packet.unsubscriptions) checkFilter(f, 'UNSUBSCRIBE')
         break
       default:
         break
     }
-    if (v5) {
-      checkProperties(packet.cmd, (packet as { properties?: object }).properties)
-      if (packet.cmd === 'connect') checkProperties('will', packet.will?.properties)
-    }
+    walkFrame(frame, start, packet.cmd, this.protocolVersion)
   }
 
   private checkPublish (packet: Extract<Packet, { cmd: 'publish' }>, frame: Buffer): void {
@@ -213,12 +207,8 @@ function checkTopic (topic: string, frame: Buffer, start: number, end: number, v
   if (topic === '' && !(version === 5 && aliased)) throw new GuardError('GUARD_ERR_PROTOCOL', 'PUBLISH without a topic')
 }
 
-function checkProperties (where: string, properties: object | undefined): void {
-  if (properties === undefined) return
-  for (const [key, value] of Object.entries(properties)) {
-    // Only a PUBLISH may carry several Subscription Identifiers [MQTT-3.8.2.1.2].
-    if (Array.isArray(value) && (!REPEATABLE.has(key) || (key === 'subscriptionIdentifier' && where !== 'publish'))) {
-      throw new GuardError('GUARD_ERR_PROTOCOL', `${where} property ${key} appears more than once`)
-    }
-  }
+/** A filter the broker would refuse by closing the connection: refused here, with the reason. */
+function checkFilter (filter: string, where: string): void {
+  const problem = subscriptionFilterProblem(filter)
+  if (problem !== undefined) throw malformed(`${where}: ${problem}`)
 }

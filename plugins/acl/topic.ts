@@ -7,6 +7,8 @@
 // wildcard at the first level never matches a topic whose first level starts with `$`
 // [MQTT-4.7.2-1].
 
+export { filterProblem, unshare } from '../../src/topic-filter.js'
+
 export type Levels = readonly string[]
 
 export function levels (topic: string): string[] {
@@ -16,38 +18,11 @@ export function levels (topic: string): string[] {
 const isWild = (level: string): boolean => level === '+' || level === '#'
 const isDollar = (level: string | undefined): boolean => level !== undefined && level.startsWith('$')
 
-/** Why `filter` is not a valid topic filter [MQTT-4.7.1-1..3], or undefined when it is. */
-export function filterProblem (filter: string): string | undefined {
-  if (filter === '') return 'empty topic filter' // [MQTT-4.7.3-1]
-  if (filter.includes('\u0000')) return 'topic filter contains U+0000'
-  const parts = levels(filter)
-  for (const [i, level] of parts.entries()) {
-    if (level.includes('#') && (level !== '#' || i !== parts.length - 1)) return `"#" must be a whole level and the last one in "${filter}"`
-    if (level.includes('+') && level !== '+') return `"+" must be a whole level in "${filter}"`
-  }
-  return undefined
-}
-
 /** Why `topic` is not a valid topic name (no wildcards), or undefined when it is. */
 export function topicNameProblem (topic: string): string | undefined {
   if (topic === '') return 'empty topic name'
   if (/[+#]/.test(topic) || topic.includes('\u0000')) return `topic name "${topic}" contains a wildcard or U+0000`
   return undefined
-}
-
-/**
- * `$share/{group}/{filter}` → `{filter}` [MQTT-4.8.2]: the ACL judges the filter, never the
- * share name. Returns null for a malformed shared subscription, the filter itself otherwise.
- */
-export function unshare (filter: string): string | null {
-  if (!filter.startsWith('$share/')) return filter
-  const rest = filter.slice('$share/'.length)
-  const slash = rest.indexOf('/')
-  if (slash <= 0) return null
-  const group = rest.slice(0, slash)
-  if (group.includes('+') || group.includes('#')) return null
-  const inner = rest.slice(slash + 1)
-  return inner === '' ? null : inner
 }
 
 /** True when every topic matched by filter `f` is matched by pattern `p`. */

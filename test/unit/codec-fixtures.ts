@@ -164,5 +164,23 @@ export const MALFORMED: BadRow[] = [
   { name: 'unknown property 0xFF', version: 5, hex: '300a0003612f6202ff006869' },
   { name: 'invalid UTF-8 in topic (0xFF) [MQTT-1.5.3-1]', version: 4, hex: '3007000361ff626869' },
   { name: 'duplicated property: topicAlias twice [MQTT-2.2.2-2]', version: 5, hex: '300e0003612f62062300032300046869', code: 'GUARD_ERR_PROTOCOL' },
-  { name: 'duplicated property: payloadFormatIndicator twice', version: 5, hex: '300c0003612f6204010101016869', code: 'GUARD_ERR_PROTOCOL' }
+  { name: 'duplicated property: payloadFormatIndicator twice', version: 5, hex: '300c0003612f6204010101016869', code: 'GUARD_ERR_PROTOCOL' },
+  // Found by the fuzz test: mqtt-packet only notices repeats of truthy values.
+  { name: 'duplicated property: payloadFormatIndicator 0 twice', version: 5, hex: '300c0003612f6204010001006869', code: 'GUARD_ERR_PROTOCOL' },
+  { name: 'duplicated property: CONNECT sessionExpiryInterval 0 twice', version: 5, hex: '101900044d5154540502003c0a1100000000110000000000026335', code: 'GUARD_ERR_PROTOCOL' },
+  { name: 'duplicated property: will delay 0 twice', version: 5, hex: '101f00044d5154540506003c0000026335' + '0a18000000001800000000' + '0001740000', code: 'GUARD_ERR_PROTOCOL' },
+  { name: 'duplicated property: DISCONNECT empty reason string twice', version: 5, hex: 'e00800061f00001f0000', code: 'GUARD_ERR_PROTOCOL' },
+  // Bytes after the last field, which mqtt-packet ignores.
+  { name: 'CONNECT with a byte after its last field', version: 4, hex: '100f00044d5154540402003c00026331ff' },
+  { name: 'DISCONNECT with a body in 3.1.1', version: 4, hex: 'e00100' },
+  { name: 'PINGREQ with a body', version: 4, hex: 'c00100' },
+  { name: 'AUTH with a byte after its properties', version: 5, hex: 'f0031800ff' },
+  { name: 'CONNACK with a byte after its properties', version: 5, hex: '2004000000ff' },
+  { name: 'PUBACK with a byte after its properties', version: 5, hex: '4008000710031f0000ff' },
+  // Names and filters.
+  { name: 'CONNECT password without user name [MQTT-3.1.2-22]', version: 4, hex: '101200044d5154540442003c0002633100027077', code: 'GUARD_ERR_PROTOCOL' },
+  { name: 'CONNECT client identifier not UTF-8', version: 4, hex: '100e00044d5154540402003c0002c328' },
+  { name: 'SUBSCRIBE filter not UTF-8', version: 4, hex: '820700010002c32800' },
+  { name: 'SUBSCRIBE filter "a/b#"', version: 4, hex: '820900010004612f622300' },
+  { name: 'UNSUBSCRIBE shared subscription without a filter', version: 5, hex: 'a20d00020000082473686172652f67' }
 ]
