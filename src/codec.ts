@@ -203,6 +203,7 @@ function decodePuback (frame: Buffer, version: ProtocolVersion): Extract<Packet,
 function checkTopic (topic: string, frame: Buffer, start: number, end: number, version: ProtocolVersion, aliased: boolean): void {
   // Checked on the bytes only when the decoder had to substitute: the common case is one scan.
   if (topic.includes('\uFFFD') && !isUtf8(frame.subarray(start, end))) throw malformed('PUBLISH topic is not valid UTF-8')
+  if (topic.includes('\u0000')) throw malformed('PUBLISH topic contains U+0000') // [MQTT-1.5.4-2]
   if (topic.includes('+') || topic.includes('#')) throw new GuardError('GUARD_ERR_TOPIC_INVALID', 'PUBLISH topic contains a wildcard')
   if (topic === '' && !(version === 5 && aliased)) throw new GuardError('GUARD_ERR_PROTOCOL', 'PUBLISH without a topic')
 }

@@ -7,7 +7,7 @@
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { IConnackPacket, IConnectPacket, Packet } from 'mqtt-packet'
-import { Codec, FRAME_TYPE, frameType, type ProtocolVersion } from './codec.js'
+import { Codec, FRAME_TYPE, fixedHeaderLength, frameType, type ProtocolVersion } from './codec.js'
 import { Framer } from './framer.js'
 import { isGuardError, type ErrorCode } from './errors.js'
 import { Lane } from './lane.js'
@@ -27,6 +27,8 @@ import type { Peer } from './listeners.js'
 
 let connections = 0
 
+/** DISCONNECT with reason 0x00 in both versions: the session ends and the will is discarded. */
+const NORMAL_DISCONNECT = Buffer.from([0xe0, 0x00])
 const RECEIVED: Record<Outcome['verdict']['action'], ReceivedVerdict> = { continue: 'forwarded', drop: 'dropped', answer: 'answered', reject: 'refused' }
 
 function receivedVerdict (outcome: Outcome): ReceivedVerdict {
@@ -76,6 +78,8 @@ export class Connection implements ConnectionInfo {
   private timer: NodeJS.Timeout | null = null
   private connackSent = false
   private clientSentDisconnect = false
+  /** The CONNECT the broker got carries a will. */
+  private hasWill = false
   private inAliases: TopicAliases | null = null
   private outAliases: TopicAliases | null = null
   private drainTimer: NodeJS.Timeout | null = null
@@ -177,6 +181,7 @@ export class Connection implements ConnectionInfo {
     const { verdict } = outcome
     if (verdict.action === 'continue') {
       const bytes = outcome.changed ? (this.codec as Codec).encode(outcome.packet) : frame
+      this.hasWill = (outcome.packet as IConnectPacket).will != null
       this.dial(bytes, outcome.packet as IConnectPacket)
     } else if (verdict.action === 'reject') {
       this.refuseConnect(verdict.code, verdict.reason ?? `refused by ${outcome.plugin ?? 'a plugin'}`)
@@ -322,7 +327,10 @@ export class Connection implements ConnectionInfo {
     if (direction === 'in') {
       checkClientFrame(frame, this.protocolVersion === 5)
       if (type === FRAME_TYPE.connect) return this.close('GUARD_ERR_PROTOCOL', 'second CONNECT') // [MQTT-3.1.0-2]
-      if (type === FRAME_TYPE.disconnect) this.clientSentDisconnect = true
+      if (type === FRAME_TYPE.disconnect) {
+        this.clientSentDisconnect = true
+        if (this.hasWill) frame = this.disconnectWithWill(frame)
+      }
     }
     if (!this.deps.host.wants(direction, type)) {
       this.tap?.received(direction === 'in' ? 'client' : 'broker', frame, 'forwarded', undefined, undefined)
@@ -466,11 +474,31 @@ export class Connection implements ConnectionInfo {
       const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
       this.toClient(this.codec.encode(disconnect), true)
     }
+    if (this.hasWill && this.connackSent && !this.clientSentDisconnect && this.willWithheld()) {
+      this.toBroker(NORMAL_DISCONNECT, true) // the broker discards the will [MQTT-3.1.2-10]
+    }
     this.sides.end()
     // A socket that closed before CONNECT (a health check, a port scan) is not news at info.
     const level = code !== undefined && wasRelaying ? 'warn' : code === undefined && neverConnected ? 'debug' : 'info'
     if (this.deps.log.isLevelEnabled(level)) this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
     this.deps.onClosed(this, { reason, detail, clientIdleMs: Date.now() - this.sides.clientDataAt })
+  }
+
+  /** True when a plugin no longer allows the will that the broker would now publish (logged). */
+  private willWithheld (): boolean {
+    const by = this.deps.host.willWithheldBy(this)
+    if (by === undefined) return false
+    this.log.info({ plugin: by }, 'will withheld: no longer allowed since CONNECT')
+    return true
+  }
+
+  /** MQTT 5 DISCONNECT 0x04 asks the broker to publish the will: a normal one when it is withheld. */
+  private disconnectWithWill (frame: Buffer): Buffer {
+    const at = fixedHeaderLength(frame)
+    if (this.protocolVersion !== 5 || frame[at] !== 0x04 || !this.willWithheld()) return frame
+    const normal = Buffer.from(frame)
+    normal[at] = 0x00
+    return normal
   }
 
   /**

@@ -5,7 +5,8 @@
 // - CONNECT, CONNACK, the PUBACK family, DISCONNECT, AUTH, PINGREQ and PINGRESP end where
 //   their last field ends: bytes after it make the packet malformed;
 // - strings that must be UTF-8 (client ID, will topic, user name, topic filters) are
-//   [MQTT-1.5.4-1], and a 3.1.1 password comes with a user name [MQTT-3.1.2-22].
+//   [MQTT-1.5.4-1] and hold no U+0000 [MQTT-1.5.4-2], and a 3.1.1 password comes with a
+//   user name [MQTT-3.1.2-22].
 // One pass over bytes already in cache, with no allocation unless something is wrong.
 
 import { isUtf8 } from 'node:buffer'
@@ -76,9 +77,11 @@ class Walk {
     return start
   }
 
+  /** A UTF-8 string: valid [MQTT-1.5.4-1] and without U+0000 [MQTT-1.5.4-2]. */
   utf8 (what: string): void {
-    const start = this.field()
-    if (!isUtf8(this.frame.subarray(start, this.at))) throw malformed(`${this.where} ${what} is not valid UTF-8`)
+    const bytes = this.frame.subarray(this.field(), this.at)
+    if (!isUtf8(bytes)) throw malformed(`${this.where} ${what} is not valid UTF-8`)
+    if (bytes.includes(0)) throw malformed(`${this.where} ${what} contains U+0000`)
   }
 
   /** An MQTT 5 property list: each identifier known and, but for the repeatable ones, once. */

@@ -102,6 +102,12 @@ export interface Plugin {
   observe?: (event: PacketEvent) => void
   onClose?: (conn: ConnectionInfo, info: CloseInfo) => void
   /**
+   * A client with a will is going without DISCONNECT: may the broker still publish the will?
+   * false (the rules changed since CONNECT) makes the proxy end its broker session with a
+   * normal DISCONNECT first, so the broker discards the will [MQTT-3.1.2-10]. Synchronous.
+   */
+  willAtClose?: (conn: ConnectionInfo) => boolean
+  /**
    * Re-read what can change at run time (password and ACL files) on SIGHUP. Must be atomic:
    * on any error keep the old state in force, log why, and resolve.
    */

@@ -159,6 +159,20 @@ export class PluginHost {
     }
   }
 
+  /** The plugin that no longer lets the broker publish this client's will, if one; a plugin that throws says no. */
+  willWithheldBy (conn: ConnectionInfo): string | undefined {
+    for (const plugin of this.plugins) {
+      if (plugin.willAtClose === undefined) continue
+      try {
+        if (!plugin.willAtClose(conn)) return plugin.name
+      } catch (err) {
+        conn.log.error({ plugin: plugin.name, err }, 'plugin willAtClose failed; the will is withheld')
+        return plugin.name
+      }
+    }
+    return undefined
+  }
+
   /** SIGHUP: every plugin re-reads its files; one plugin's failure does not stop the others. */
   async reload (log: { error: (obj: object, msg: string) => void }): Promise<void> {
     for (const plugin of this.plugins) {

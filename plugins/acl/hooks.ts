@@ -20,6 +20,7 @@ const NOT_AUTHORIZED = 'GUARD_ERR_NOT_AUTHORIZED'
 
 export class AclHooks {
   private readonly states = new WeakMap<ConnectionInfo, ConnState>()
+  private readonly wills = new WeakMap<ConnectionInfo, AclRequest>()
 
   constructor (private readonly policy: AclPolicy, private readonly onDeniedPublish: 'drop' | 'disconnect') {}
 
@@ -42,8 +43,18 @@ export class AclHooks {
   connect (conn: ConnectionInfo, packet: IConnectPacket): HookResult {
     const will = packet.will
     if (will === undefined || will === null) return undefined
-    if (this.check(conn, ask('publish', will.topic, will.qos ?? 0, will.retain ?? false)).allow) return undefined
+    const request = ask('publish', will.topic, will.qos ?? 0, will.retain ?? false)
+    if (this.check(conn, request).allow) {
+      this.wills.set(conn, request)
+      return undefined
+    }
     return { action: 'reject', code: NOT_AUTHORIZED, reason: 'acl: will topic denied' }
+  }
+
+  /** Checked again when the broker is about to publish it: the rules may have changed since CONNECT. */
+  willAtClose (conn: ConnectionInfo): boolean {
+    const will = this.wills.get(conn)
+    return will === undefined || this.check(conn, will).allow
   }
 
   publish (conn: ConnectionInfo, packet: IPublishPacket): HookResult {

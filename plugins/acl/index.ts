@@ -44,6 +44,7 @@ export default definePlugin<AclOptions>({
         pubrel: (conn, packet) => hooks.pubrelOut(conn, packet),
         suback: (conn, packet) => hooks.suback(conn, packet)
       },
+      willAtClose: (conn) => hooks.willAtClose(conn),
       reload: () => { watched?.reload() },
       close: () => { watched?.close() }
     }

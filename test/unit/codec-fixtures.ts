@@ -180,6 +180,8 @@ export const MALFORMED: BadRow[] = [
   // Names and filters.
   { name: 'CONNECT password without user name [MQTT-3.1.2-22]', version: 4, hex: '101200044d5154540442003c0002633100027077', code: 'GUARD_ERR_PROTOCOL' },
   { name: 'CONNECT client identifier not UTF-8', version: 4, hex: '100e00044d5154540402003c0002c328' },
+  { name: 'CONNECT client identifier with U+0000 [MQTT-1.5.4-2]', version: 4, hex: '100e00044d5154540402003c00026100' },
+  { name: 'PUBLISH topic with U+0000', version: 4, hex: '30070003610062' + '6869' },
   { name: 'SUBSCRIBE filter not UTF-8', version: 4, hex: '820700010002c32800' },
   { name: 'SUBSCRIBE filter "a/b#"', version: 4, hex: '820900010004612f622300' },
   { name: 'UNSUBSCRIBE shared subscription without a filter', version: 5, hex: 'a20d00020000082473686172652f67' }
