@@ -10,7 +10,7 @@
 
 import { isUtf8 } from 'node:buffer'
 import mqtt from 'mqtt-packet'
-import type { Packet } from 'mqtt-packet'
+import type { IConnackPacket, IConnectPacket, Packet } from 'mqtt-packet'
 import { GuardError } from './errors.js'
 import { walkFrame } from './frame-walk.js'
 import { subscriptionFilterProblem } from './topic-filter.js'
@@ -80,6 +80,14 @@ export class Codec {
     } else if (type === FRAME_TYPE.puback) {
       const puback = decodePuback(frame, this.protocolVersion)
       if (puback !== null) return puback
+    } else if (type === FRAME_TYPE.connect || type === FRAME_TYPE.connack) {
+      // Once per connection each, but a third of the proxy's own CPU per connect went to
+      // mqtt-packet's parser (and its debug calls) for these two.
+      const packet = type === FRAME_TYPE.connect ? decodeConnect(frame, this.protocolVersion) : decodeConnack(frame, this.protocolVersion)
+      if (packet !== null) {
+        this.check(packet, frame)
+        return packet
+      }
     }
     this.decoded = null
     this.failure = null
@@ -175,6 +183,75 @@ function decodePublish (frame: Buffer, version: ProtocolVersion): Extract<Packet
   }
   if (qos > 0) packet.messageId = frame.readUInt16BE(topicEnd)
   if (qos > 0 && packet.messageId === 0) throw malformed('PUBLISH packet identifier 0') // [MQTT-2.3.1-1]
+  return packet
+}
+
+/**
+ * The common 3.1 / 3.1.1 CONNECT, decoded as mqtt-packet decodes it (same fields, strings and
+ * copies). Returns null for MQTT 5, the bridge flag, or anything odd or short: mqtt-packet then
+ * decodes it and says what is wrong. walkFrame() checks the rest either way.
+ */
+function decodeConnect (frame: Buffer, version: ProtocolVersion): IConnectPacket | null {
+  if (version === 5 || frame[0] !== 0x10) return null
+  const start = fixedHeaderLength(frame)
+  const end = frame.length
+  if (start + 2 > end) return null
+  const nameEnd = start + 2 + frame.readUInt16BE(start)
+  if (nameEnd + 4 > end) return null
+  const protocolId = frame.toString('latin1', start + 2, nameEnd)
+  if (protocolId !== 'MQTT' && protocolId !== 'MQIsdp') return null
+  const level = frame[nameEnd] as number
+  const flags = frame[nameEnd + 1] as number
+  const willQos = (flags >> 3) & 3
+  const willFlag = (flags & 0x04) !== 0
+  if (level !== version || (flags & 0x01) !== 0 || (!willFlag && (flags & 0x38) !== 0)) return null
+  let at = nameEnd + 4
+  /** Start of the next length-prefixed field (`at` moves past it), or -1 when it runs past the frame. */
+  const field = (): number => {
+    if (at + 2 > end) return -1
+    const fieldEnd = at + 2 + frame.readUInt16BE(at)
+    if (fieldEnd > end) return -1
+    const fieldStart = at + 2
+    at = fieldEnd
+    return fieldStart
+  }
+  const id = field()
+  if (id < 0) return null
+  const packet: IConnectPacket = {
+    cmd: 'connect', retain: false, qos: 0, dup: false, length: end - start, topic: null, payload: null,
+    protocolId, protocolVersion: level as 3 | 4, clean: (flags & 0x02) !== 0, keepalive: frame.readUInt16BE(nameEnd + 2),
+    clientId: frame.toString('utf8', id, at)
+  } as IConnectPacket
+  if (willFlag) {
+    const topic = field()
+    if (topic < 0) return null
+    const topicEnd = at
+    const payload = field()
+    if (payload < 0) return null
+    packet.will = { retain: (flags & 0x20) !== 0, qos: willQos as 0 | 1 | 2, topic: frame.toString('utf8', topic, topicEnd), payload: Buffer.from(frame.subarray(payload, at)) }
+  }
+  if ((flags & 0x80) !== 0) {
+    const user = field()
+    if (user < 0) return null
+    packet.username = frame.toString('utf8', user, at)
+  }
+  if ((flags & 0x40) !== 0) {
+    const password = field()
+    if (password < 0) return null
+    packet.password = Buffer.from(frame.subarray(password, at))
+  }
+  return packet
+}
+
+/** The common CONNACK: 3.1.1's four bytes, or MQTT 5's without properties. Else null. */
+function decodeConnack (frame: Buffer, version: ProtocolVersion): IConnackPacket | null {
+  const v5 = version === 5
+  if (frame[0] !== 0x20 || frame.length !== (v5 ? 5 : 4) || frame[1] !== frame.length - 2 || (v5 && frame[4] !== 0)) return null
+  const flags = frame[2] as number
+  if (flags > 1) return null
+  const packet = { cmd: 'connack', retain: false, qos: 0, dup: false, length: frame[1], topic: null, payload: null, sessionPresent: flags === 1 } as unknown as IConnackPacket
+  if (v5) packet.reasonCode = frame[3] as number
+  else packet.returnCode = frame[3] as number
   return packet
 }
 

@@ -172,6 +172,7 @@ function walkConnect (walk: Walk): void {
   walk.field() // protocol name, checked by mqtt-packet
   const version = walk.byte() & 0x7f // bit 7: bridge flag (Mosquitto)
   const flags = walk.byte()
+  if (((flags >> 3) & 3) === 3) throw malformed('CONNECT will QoS 3') // [MQTT-3.1.2-14]
   walk.skip(2) // keepalive
   const v5 = version === 5
   if (v5) walk.properties()

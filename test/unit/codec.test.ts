@@ -179,3 +179,31 @@ t.test('PUBLISH topics are judged as the spec says', async (t) => {
     t.throws(() => new Codec(version).decode(Buffer.from(hex, 'hex')), { code }, name)
   }
 })
+
+t.test('CONNECT and CONNACK: the common forms are decoded without mqtt-packet, exactly as it does', async (t) => {
+  const mqttPacket = async (version: ProtocolVersion, frame: Buffer): Promise<Packet> => await new Promise<Packet>((resolve, reject) => {
+    const parser = mqtt.parser({ protocolVersion: version })
+    parser.on('packet', resolve)
+    parser.on('error', reject)
+    parser.parse(frame)
+  })
+  const extra: Row[] = [
+    { name: 'CONNECT will QoS 2, no retain, user name only', version: 4, hex: '101e00044d51545404940000' + '0002' + '6331' + '0003612f62' + '0003' + '787878' + '0004' + '75736572', packet: { cmd: 'connect' } as Packet },
+    { name: 'CONNECT empty client ID', version: 4, hex: '100c00044d5154540402003c0000', packet: { cmd: 'connect' } as Packet },
+    { name: 'CONNACK session present, refused 5', version: 4, hex: '20020105', packet: { cmd: 'connack' } as Packet },
+    { name: 'CONNACK 0x87', version: 5, hex: '2003008700', packet: { cmd: 'connack' } as Packet }
+  ]
+  const rows = [...V4, ...V5, ...extra].filter((r) => r.packet.cmd === 'connect' || r.packet.cmd === 'connack')
+  t.ok(rows.length >= 10, `${rows.length} CONNECT and CONNACK rows`)
+  for (const r of rows) {
+    const frame = hex(r.hex)
+    t.same(new Codec(r.version).decode(frame), await mqttPacket(r.version, frame), `v${r.version} ${r.name}`)
+  }
+  // A will payload and a password are copies: a held CONNECT does not pin the socket's read buffer.
+  const frame = hex(row('CONNECT will, username, password', 4).hex)
+  const packet = new Codec(4).decode(frame) as Extract<Packet, { cmd: 'connect' }>
+  frame.fill(0)
+  t.equal(packet.password?.toString(), 'pw', 'password copied')
+  t.equal(packet.will?.payload.toString(), 'gone', 'will payload copied')
+  t.throws(() => new Codec(4).decode(hex('101300044d515454041c003c00026331' + '0001740000')), { code: 'GUARD_ERR_MALFORMED' }, 'will QoS 3 [MQTT-3.1.2-14]')
+})
