@@ -1,4 +1,4 @@
-// The admin HTTP endpoint: /healthz, /readyz, /metrics, /connections, and
+// The admin HTTP endpoint: /healthz, /readyz, /metrics, /connections, /diagnostics, and
 // DELETE /connections/{clientId}. Plain node:http, JSON bodies. A bearer token guards everything
 // but the two probes; config refuses a non-loopback admin address without one.
 
@@ -8,6 +8,7 @@ import type { Logger } from 'pino'
 import type { AdminSpec } from './config.js'
 import type { GuardMetrics } from './metrics.js'
 import type { AdminRequest, AdminResponse } from './plugin-api.js'
+import type { Finding } from './diagnostics.js'
 
 export interface ConnectionView {
   id: string
@@ -21,6 +22,12 @@ export interface ConnectionView {
   state: string
   bytesIn: number
   bytesOut: number
+  /** Clean session off (3.1.1) or a session expiry interval (MQTT 5). */
+  persistentSession: boolean
+  keepalive: number
+  /** Times, and milliseconds in all, the client could not keep up and the broker side was held. */
+  stalls: number
+  stalledMs: number
   subscriptions: Array<{ filter: string, qos: number }>
 }
 
@@ -31,6 +38,8 @@ export interface AdminTarget {
   connections: () => ConnectionView[]
   /** Closes `clientId` here, and tells the other instances; how many closed here, whether told. */
   kick: (clientId: string) => Promise<{ closedHere: number, announced: boolean }>
+  /** Findings for `mqtt-guard doctor`. */
+  diagnostics: () => Promise<{ instance: string, at: string, findings: Finding[] }>
   /** Paths the core does not know go to the plugins (e.g. /traces). */
   plugins?: (req: AdminRequest) => Promise<AdminResponse | undefined>
 }
@@ -109,6 +118,7 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec
     const list = target.connections().filter((c) => clientId === null || c.clientId === clientId)
     return send(res, 200, list)
   }
+  if (req.method === 'GET' && path === '/diagnostics') return send(res, 200, await target.diagnostics())
   const kick = /^\/connections\/(.+)$/.exec(path)
   if (req.method === 'DELETE' && kick !== null) {
     const clientId = decodeURIComponent(kick[1] as string)
@@ -125,6 +135,6 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec
     const answer = await target.plugins({ method: req.method ?? 'GET', path, query: url.searchParams, body })
     if (answer !== undefined) return send(res, answer.status, answer.body)
   }
-  const known = ['/healthz', '/readyz', '/metrics', '/connections'].includes(path) || kick !== null
+  const known = ['/healthz', '/readyz', '/metrics', '/connections', '/diagnostics'].includes(path) || kick !== null
   return send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found' })
 }

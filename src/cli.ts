@@ -20,6 +20,11 @@ Commands:
   trace start|list|stop|view|export
                         run-time packet traces on every instance, and reading them
                         (mqtt-guard trace --help)
+  probe URL [-u USER] [-P PASSWORD] [-i ID] [-V 311|5] [--cafile F] ...
+                        check a connection step by step: DNS, TCP, TLS, CONNACK,
+                        subscribe and QoS 0/1/2 round trips (mqtt-guard probe --help)
+  doctor [--admin URL] [--token T] [--json]
+                        ask a running proxy what it noticed: findings, evidence, fixes
 
 Options for start:
   --config FILE         YAML config (env MQTT_GUARD_CONFIG)
@@ -52,6 +57,8 @@ export async function main (argv: string[]): Promise<number> {
       case 'passwd': return await (await import('./commands/passwd.js')).passwdCommand(rest)
       case 'acl-check': return await (await import('./commands/acl-check.js')).aclCheckCommand(rest)
       case 'trace': return await (await import('./commands/trace.js')).traceCommand(rest)
+      case 'probe': return await (await import('./commands/probe.js')).probeCommand(rest)
+      case 'doctor': return await (await import('./commands/doctor.js')).doctorCommand(rest)
       case undefined:
       case 'help':
       case '--help':

@@ -52,6 +52,8 @@ export interface ConnectionDeps {
   readonly onClosed: (conn: Connection, info: CloseInfo) => void
   /** Set when the proxy must refuse this connection once it has read its CONNECT. */
   readonly refuse?: ErrorCode | undefined
+  /** Told of each client PUBLISH a plugin stopped (for `doctor`). */
+  readonly onRefusedPublish?: ((conn: Connection, topic: string, plugin: string | undefined) => void) | undefined
 }
 
 
@@ -64,6 +66,13 @@ export class Connection implements ConnectionInfo {
   readonly certificate: Peer['certificate']
   clientId = ''
   username: string | undefined
+  /** From CONNECT: its keepalive, and whether the session outlives the connection. */
+  keepalive = 0
+  persistentSession = false
+  /** The CONNECT was read: clientId, username and keepalive are known. */
+  identified = false
+  /** A successful CONNACK reached the client. */
+  accepted = false
   protocolVersion: ProtocolVersion = 4
   private logger: Logger | null = null
   state: ConnectionState = 'awaiting-connect'
@@ -164,6 +173,9 @@ export class Connection implements ConnectionInfo {
     const packet = this.codec.decode(frame) as IConnectPacket
     this.clientId = packet.clientId
     this.username = packet.username
+    this.keepalive = packet.keepalive ?? 0
+    this.identified = true
+    this.persistentSession = level === 5 ? (packet.properties?.sessionExpiryInterval ?? 0) > 0 : !packet.clean
     this.tap = this.deps.host.tapFor(this)
     this.clearTimer()
     this.state = 'admitting'
@@ -290,6 +302,7 @@ export class Connection implements ConnectionInfo {
     }
     this.setUpAliases(packet)
     this.state = 'relaying'
+    this.accepted = true
     if (this.deps.log.isLevelEnabled('info')) this.log.info({ address: this.address, username: this.username, protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
     const early = this.early
     this.early = []
@@ -348,7 +361,10 @@ export class Connection implements ConnectionInfo {
     this.observe(direction, outcome, frame.length)
     this.tap?.received(direction === 'in' ? 'client' : 'broker', frame, receivedVerdict(outcome), outcome.plugin, outcome.packet)
     const { verdict, packet } = outcome
-    if (verdict.action !== 'continue' && packet.cmd === 'publish') (direction === 'in' ? this.inAliases : this.outAliases)?.withheld(packet)
+    if (verdict.action !== 'continue' && packet.cmd === 'publish') {
+      (direction === 'in' ? this.inAliases : this.outAliases)?.withheld(packet)
+      if (direction === 'in') this.deps.onRefusedPublish?.(this, packet.topic, outcome.plugin)
+    }
     switch (verdict.action) {
       case 'continue': {
         const aliases = direction === 'in' ? this.inAliases : this.outAliases
@@ -426,6 +442,10 @@ export class Connection implements ConnectionInfo {
       state: this.state,
       bytesIn: this.sides.bytesIn,
       bytesOut: this.sides.bytesOut,
+      persistentSession: this.persistentSession,
+      keepalive: this.keepalive,
+      stalls: this.sides.clientStalls,
+      stalledMs: this.sides.clientStalledMs(),
       subscriptions: [...this.telemetry.subscriptions].map(([filter, qos]) => ({ filter, qos }))
     }
   }

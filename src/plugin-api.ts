@@ -8,6 +8,9 @@ import type { Redis, Cluster } from 'ioredis'
 import type { Registry } from 'prom-client'
 import type { ErrorCode } from './errors.js'
 import type { ProtocolVersion } from './codec.js'
+import type { Finding } from './diagnostics.js'
+
+export type { Finding } from './diagnostics.js'
 
 /** `in`: client → broker. `out`: broker → client. */
 export type Direction = 'in' | 'out'
@@ -117,6 +120,8 @@ export interface Plugin {
    * Plugins without it keep their options until a restart (the log says so).
    */
   reconfigure?: (options: unknown) => void | Promise<void>
+  /** Findings for `mqtt-guard doctor` (admin `GET /diagnostics`): what this plugin saw lately. */
+  diagnose?: () => Finding[]
   close?: () => void | Promise<void>
 }
 

@@ -18,6 +18,7 @@ import { AdminServer, type ConnectionView } from './admin.js'
 import { Listener, type Peer } from './listeners.js'
 import { limitsPlugin } from './limits.js'
 import { subscribeChannel } from './redis-call.js'
+import { Diagnostics, type Finding } from './diagnostics.js'
 
 export interface StartOptions {
   log: Logger
@@ -30,6 +31,7 @@ export interface BoundListener { spec: ListenSpec, host: string, port: number }
 export class GuardServer {
   readonly connections = new Set<Connection>()
   readonly listeners: BoundListener[] = []
+  readonly diagnostics = new Diagnostics()
   admin: AdminServer | undefined
   private readonly servers: Listener[] = []
   private subscriber: Redis | Cluster | undefined
@@ -86,6 +88,7 @@ export class GuardServer {
           readiness: async () => await server.readiness(),
           connections: () => server.connectionViews(),
           kick: async (id) => await server.kick(id),
+          diagnostics: async () => await server.diagnose(),
           plugins: async (req) => await server.pluginAdmin(req)
         }, log)
       }
@@ -122,8 +125,10 @@ export class GuardServer {
       metrics: this.metrics,
       listener: spec.url,
       refuse,
+      onRefusedPublish: (c, topic, plugin) => { this.diagnostics.refusedPublish(c.clientId, topic, plugin) },
       onClosed: (c, info) => {
         this.connections.delete(c)
+        this.diagnostics.closed({ clientId: c.clientId, address: c.address, keepalive: c.keepalive, admitted: c.accepted, identified: c.identified }, info)
         this.host.onClose(c, info)
       }
     })
@@ -141,6 +146,35 @@ export class GuardServer {
     if (this.stopping) checks.draining = true
     const ready = checks.listening === true && checks.upstream === true && checks.redis !== false
     return { ready, checks }
+  }
+
+  /** Findings for `mqtt-guard doctor`: what was recorded, and the live state read now. */
+  async diagnose (): Promise<{ instance: string, at: string, findings: Finding[] }> {
+    const legs = { client: { sum: 0, count: 0 }, broker: { sum: 0, count: 0 } }
+    for (const v of (await this.metrics.roundTrip.get()).values) {
+      const leg = legs[v.labels.leg as 'client' | 'broker'] as { sum: number, count: number } | undefined
+      if (leg === undefined) continue
+      if (v.metricName === 'mqtt_guard_round_trip_seconds_sum') leg.sum = v.value
+      if (v.metricName === 'mqtt_guard_round_trip_seconds_count') leg.count = v.value
+    }
+    const certificates = (await this.metrics.certExpiry.get()).values.map((v) => ({ listener: String(v.labels.listener), subject: String(v.labels.subject), seconds: v.value }))
+    const plugins: Finding[] = []
+    for (const plugin of this.host.plugins) {
+      try {
+        plugins.push(...plugin.diagnose?.() ?? [])
+      } catch (err) {
+        this.log.error({ plugin: plugin.name, err }, 'plugin diagnose failed')
+      }
+    }
+    const findings = this.diagnostics.report({
+      connections: [...this.connections].filter((c) => c.accepted && c.state !== 'closed').map((c) => c.view()),
+      maxConnections: this.config.limits.maxConnections,
+      checks: (await this.readiness()).checks,
+      roundTrips: legs,
+      certificates,
+      plugins
+    })
+    return { instance: this.instanceId, at: new Date().toISOString(), findings }
   }
 
   connectionViews (): ConnectionView[] {

@@ -18,6 +18,10 @@ export class Sides {
   bytesOut = 0
   /** When the client last sent anything (ms since epoch): tells a keepalive timeout apart. */
   clientDataAt = Date.now()
+  /** Times the client could not take what the broker sent (its socket buffer full). */
+  clientStalls = 0
+  private stalledMs = 0
+  private stalledAt = 0
   private clientFull = false
   private brokerFull = false
   private readonly toBrokerBatch = new Coalescer((bytes) => { if (this.broker !== null) this.write(this.broker, bytes) })
@@ -54,6 +58,11 @@ export class Sides {
     })
   }
 
+  /** Milliseconds the broker side was held for the client, the current stall included. */
+  clientStalledMs (): number {
+    return this.stalledMs + (this.clientFull ? Date.now() - this.stalledAt : 0)
+  }
+
   toClient (bytes: Buffer): void {
     this.toClientBatch.add(bytes)
   }
@@ -87,8 +96,14 @@ export class Sides {
     if (to === this.client) {
       if (this.clientFull || this.brokerValve === null) return
       this.clientFull = true
+      this.clientStalls++
+      this.stalledAt = Date.now()
       this.brokerValve.hold(HOLD.destinationFull)
-      to.once('drain', () => { this.clientFull = false; this.brokerValve?.release(HOLD.destinationFull) })
+      to.once('drain', () => {
+        this.clientFull = false
+        this.stalledMs += Date.now() - this.stalledAt
+        this.brokerValve?.release(HOLD.destinationFull)
+      })
     } else {
       if (this.brokerFull) return
       this.brokerFull = true

@@ -33,3 +33,21 @@ export function subscriptionFilterProblem (filter: string): string | undefined {
   const inner = unshare(filter)
   return inner === null ? `malformed shared subscription "${filter}" [MQTT-4.8.2]` : filterProblem(inner)
 }
+
+/**
+ * Whether `filter` (shared or not) matches the topic name `topic` [MQTT-4.7]: `+` one level,
+ * `#` the rest and the parent, and no wildcard at the first level matches a `$` topic.
+ */
+export function topicMatches (filter: string, topic: string): boolean {
+  const inner = unshare(filter)
+  if (inner === null) return false
+  const f = inner.split('/')
+  const t = topic.split('/')
+  if (topic.startsWith('$') && (f[0] === '+' || f[0] === '#')) return false
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true
+    if (i >= t.length) return false
+    if (f[i] !== '+' && f[i] !== t[i]) return false
+  }
+  return f.length === t.length
+}

@@ -43,12 +43,11 @@ export function tcpUpstream (spec: TcpSpec): Upstream {
       }
   // TCP first; then the PROXY header, if the broker wants one, before anything else (TLS too).
   const tcp = (conn?: ConnectionInfo): Promise<net.Socket> => new Promise((resolve, reject) => {
-    const socket = net.connect({ host: spec.host, port: spec.port })
+    const socket = net.connect({ host: spec.host, port: spec.port, noDelay: true })
     const onError = (err: NodeJS.ErrnoException): void => { socket.destroy(); reject(unavailable(spec, err)) }
     socket.once('error', onError)
     socket.once('connect', () => {
       socket.removeListener('error', onError)
-      socket.setNoDelay(true)
       if (spec.proxyProtocol !== undefined && conn !== undefined) socket.write(proxyHeader(spec.proxyProtocol, conn, socket))
       resolve(socket)
     })
@@ -68,7 +67,7 @@ export function tcpUpstream (spec: TcpSpec): Upstream {
   }
   return {
     description: spec.url,
-    dial: async (_connect, conn) => await open(conn),
+    dial: async (_connect, conn) => await (secure === undefined ? tcp(conn) : open(conn)),
     check: async () => {
       try {
         (await open()).destroy()

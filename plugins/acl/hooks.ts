@@ -6,6 +6,8 @@ import type { IConnectPacket, IPublishPacket, IPubrelPacket, ISubackPacket, ISub
 import type { ConnectionInfo, HookResult } from '../../src/plugin-api.js'
 import type { AclPolicy, AclRequest, Action, Decision } from './rules.js'
 import { SubackMerger } from './suback.js'
+import { DenialCounts } from './denials.js'
+import type { Finding } from '../../src/diagnostics.js'
 
 interface ConnState {
   readonly subs: SubackMerger
@@ -21,6 +23,7 @@ const NOT_AUTHORIZED = 'GUARD_ERR_NOT_AUTHORIZED'
 export class AclHooks {
   private readonly states = new WeakMap<ConnectionInfo, ConnState>()
   private readonly wills = new WeakMap<ConnectionInfo, AclRequest>()
+  private readonly denials = new DenialCounts()
 
   constructor (private readonly policy: AclPolicy, private readonly onDeniedPublish: 'drop' | 'disconnect') {}
 
@@ -35,8 +38,14 @@ export class AclHooks {
     const decision = this.policy.decide(this.policy.principal({ user: conn.username, clientId: conn.clientId }), req)
     if (!decision.allow) {
       conn.log.info({ clientId: conn.clientId, user: conn.username, action: req.action, topic: req.topic, qos: req.qos, rule: decision.rule, ruleText: decision.text }, 'acl denied')
+      this.denials.count(decision, req, conn.clientId)
     }
     return decision
+  }
+
+  /** `doctor`: the denials of the last minutes, by the rule that decided them. */
+  diagnose (): Finding[] {
+    return this.denials.findings()
   }
 
   /** The will is a publish the broker makes on the client's behalf [MQTT-3.1.2-8]. */

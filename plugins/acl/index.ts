@@ -45,6 +45,7 @@ export default definePlugin<AclOptions>({
         suback: (conn, packet) => hooks.suback(conn, packet)
       },
       willAtClose: (conn) => hooks.willAtClose(conn),
+      diagnose: () => hooks.diagnose(),
       reload: () => { watched?.reload() },
       close: () => { watched?.close() }
     }

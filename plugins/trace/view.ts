@@ -5,6 +5,7 @@ import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { TraceLine, TracePayload } from './format.js'
 import { commandArgs } from '../../src/commands/args.js'
+import { CONNACK_V3_NAMES, REASON_NAMES } from '../../src/reason-codes.js'
 
 export interface ViewOptions { color: boolean, clientId?: string /* glob with * and ? */ }
 
@@ -40,24 +41,6 @@ const PATH_HEADER = 'C     P     B'
 const SGR = { dim: 2, red: 31, green: 32, yellow: 33, magenta: 35, cyan: 36 } as const
 type Paint = (style: keyof typeof SGR, text: string) => string
 
-// MQTT 5 reason codes [MQTT-2.4]; the meaning of 0x00-0x02 depends on the packet, see reasonName.
-const REASONS: Record<number, string> = {
-  0x00: 'success', 0x04: 'disconnect with will', 0x10: 'no matching subscribers', 0x11: 'no subscription existed',
-  0x18: 'continue authentication', 0x19: 're-authenticate', 0x80: 'unspecified error', 0x81: 'malformed packet',
-  0x82: 'protocol error', 0x83: 'implementation specific error', 0x84: 'unsupported protocol version',
-  0x85: 'client identifier not valid', 0x86: 'bad user name or password', 0x87: 'not authorized',
-  0x88: 'server unavailable', 0x89: 'server busy', 0x8a: 'banned', 0x8b: 'server shutting down',
-  0x8c: 'bad authentication method', 0x8d: 'keep alive timeout', 0x8e: 'session taken over', 0x8f: 'topic filter invalid',
-  0x90: 'topic name invalid', 0x91: 'packet identifier in use', 0x92: 'packet identifier not found',
-  0x93: 'receive maximum exceeded', 0x94: 'topic alias invalid', 0x95: 'packet too large', 0x96: 'message rate too high',
-  0x97: 'quota exceeded', 0x98: 'administrative action', 0x99: 'payload format invalid', 0x9a: 'retain not supported',
-  0x9b: 'qos not supported', 0x9c: 'use another server', 0x9d: 'server moved', 0x9e: 'shared subscriptions not supported',
-  0x9f: 'connection rate exceeded', 0xa0: 'maximum connect time', 0xa1: 'subscription identifiers not supported',
-  0xa2: 'wildcard subscriptions not supported'
-}
-// MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3].
-const CONNACK_V3 = ['success', 'unacceptable protocol version', 'identifier rejected',
-  'server unavailable', 'bad user name or password', 'not authorized']
 const VERSIONS: Record<number, string> = { 3: 'v3.1', 4: 'v3.1.1', 5: 'v5' }
 const STOPPED: Record<string, string> = { dropped: 'DROPPED', answered: 'ANSWERED', refused: 'REFUSED' }
 
@@ -87,11 +70,11 @@ function clock (line: TraceLine): string {
 }
 
 function reasonName (code: number, line: TraceLine): string | undefined {
-  if (line.type === 'connack' && line.protocolVersion < 5) return CONNACK_V3[code]
+  if (line.type === 'connack' && line.protocolVersion < 5) return code === 0 ? 'success' : CONNACK_V3_NAMES[code]
   if (line.type === 'suback' && code <= 2) return `granted qos ${code}`
   if (line.type === 'suback' && code === 0x80 && line.protocolVersion < 5) return 'failure'
   if (line.type === 'disconnect' && code === 0) return 'normal disconnection'
-  return REASONS[code]
+  return REASON_NAMES[code]
 }
 
 function reasonCode (code: number, line: TraceLine, paint: Paint): string {

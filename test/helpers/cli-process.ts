@@ -58,7 +58,12 @@ export class CliProcess {
     this.rest = parts.pop() ?? ''
     for (const part of parts) {
       if (!part.startsWith('{')) continue
-      const line = JSON.parse(part) as CliLine
+      let line: CliLine
+      try {
+        line = JSON.parse(part) as CliLine
+      } catch {
+        continue // a command's own output (say, `probe --json`, pretty-printed), not a log line
+      }
       this.lines.push(line)
       this.events.emit('line', line)
     }
