@@ -28,6 +28,8 @@ export interface ConnectionView {
   /** Times, and milliseconds in all, the client could not keep up and the broker side was held. */
   stalls: number
   stalledMs: number
+  /** Times the per-connection queue (limits.maxQueuedPackets) filled while plugins worked. */
+  queueFullHolds: number
   subscriptions: Array<{ filter: string, qos: number }>
 }
 

@@ -446,6 +446,7 @@ export class Connection implements ConnectionInfo {
       keepalive: this.keepalive,
       stalls: this.sides.clientStalls,
       stalledMs: this.sides.clientStalledMs(),
+      queueFullHolds: this.sides.clientValve.queueFullHolds + (this.sides.brokerValve?.queueFullHolds ?? 0),
       subscriptions: [...this.telemetry.subscriptions].map(([filter, qos]) => ({ filter, qos }))
     }
   }

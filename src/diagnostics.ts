@@ -46,7 +46,7 @@ export interface ClosedConnection {
 
 /** What the report reads from the live proxy. */
 export interface LiveState {
-  connections: Array<{ clientId: string, address: string, persistentSession: boolean, subscriptions: Array<{ filter: string, qos: number }>, stalls: number, stalledMs: number }>
+  connections: Array<{ clientId: string, address: string, persistentSession: boolean, subscriptions: Array<{ filter: string, qos: number }>, stalls: number, stalledMs: number, queueFullHolds: number }>
   maxConnections: number
   checks: Record<string, boolean | string>
   /** Round trips per leg: sum of seconds and count, from the metrics. */
@@ -129,6 +129,7 @@ export class Diagnostics {
       ...this.starved(live, now),
       ...qos0(live),
       ...slow(live),
+      ...queues(live),
       ...this.large(now),
       ...latency(live),
       ...certificates(live),
@@ -253,6 +254,17 @@ function slow (live: LiveState): Finding[] {
     summary: `${stalled.length} client${stalled.length === 1 ? '' : 's'} read more slowly than the broker sends: the proxy held the broker back for them`,
     evidence: stalled.slice(0, EXAMPLES).map((c) => `${c.clientId} (${c.address}): ${c.stalls} stall${c.stalls === 1 ? '' : 's'}, ${Math.round(c.stalledMs)} ms in all`),
     fix: 'a slow consumer makes the broker queue for it (and drop QoS 0): give it more bandwidth or CPU, subscribe it to less, or share the load with a shared subscription ($share/group/...)'
+  }]
+}
+
+function queues (live: LiveState): Finding[] {
+  const full = live.connections.filter((c) => c.queueFullHolds > 0).sort((a, b) => b.queueFullHolds - a.queueFullHolds)
+  if (full.length === 0) return []
+  return [{
+    id: 'queue-full', severity: 'warning',
+    summary: `the proxy's queue for ${full.length} connection${full.length === 1 ? '' : 's'} reached limits.maxQueuedPackets: plugins worked more slowly than packets came`,
+    evidence: full.slice(0, EXAMPLES).map((c) => `${c.clientId} (${c.address}): held ${c.queueFullHolds} time${c.queueFullHolds === 1 ? '' : 's'}`),
+    fix: 'look at what the plugins wait for (Redis latency, a slow hook); reading from the client paused meanwhile, so nothing was lost, but its messages were delayed'
   }]
 }
 

@@ -11,11 +11,14 @@ export const HOLD = {
 
 export class Valve {
   private reasons = 0
+  /** Times a full lane queue held this side (plugins slower than the traffic). */
+  queueFullHolds = 0
 
   constructor (private readonly stream: Duplex) {}
 
   hold (reason: number): void {
     if (this.reasons === 0) this.stream.pause()
+    if (reason === HOLD.laneQueueFull && (this.reasons & reason) === 0) this.queueFullHolds++
     this.reasons |= reason
   }
 

@@ -9,7 +9,7 @@ const USAGE = `Usage: mqtt-guard doctor [--admin URL] [--token TOKEN] [--json]
 
 Asks a running mqtt-guard what it has noticed: clients that flap and why, refused connects by
 code, client-ID refusals, ACL denials by rule, subscribers starved by refused publishes, QoS 0
-subscribers with clean sessions, slow consumers, packets over the size limit, where latency
+subscribers with clean sessions, slow consumers, full queues, packets over the size limit, where latency
 is (broker leg or client leg), certificate expiry, Redis and broker health, connections and
 file descriptors against their limits. Each finding has a severity, the evidence and the fix.
 

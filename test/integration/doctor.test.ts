@@ -134,6 +134,16 @@ t.test('a slow consumer and a packet over the size limit', async (t) => {
   t.match(one(d, 'packets-too-large'), { severity: 'warning', evidence: [/^dr-big: 1 × /] })
 })
 
+t.test('a plugin slower than the traffic: the connection\'s queue fills', async (t) => {
+  const slowHook = { name: 'dr-slow-hook', in: { publish: async () => { await new Promise((resolve) => setTimeout(resolve, 20)) } } }
+  const p = await startProxy({ config: { upstream: mosquitto.url, admin: '127.0.0.1:0', limits: { maxQueuedPackets: 5 } }, extraPlugins: [slowHook] })
+  t.teardown(() => p.stop())
+  const c = await clientV(t, p.url, 4, { clientId: 'dr-queue' })
+  await Promise.all(Array.from({ length: 30 }, async (_, i) => await c.publishAsync('dr/queue', String(i), { qos: 1 })))
+  const d = await doctor(`http://127.0.0.1:${String(p.server.admin?.port)}`)
+  t.match(one(d, 'queue-full'), { severity: 'warning', evidence: [/^dr-queue \(127\.0\.0\.1\): held \d+ times?$/] })
+})
+
 t.test('certificates: one that expires soon, one that has expired', async (t) => {
   const pki = await makePki(t)
   const soon = await pki.server(['localhost'], { name: 'soon', days: 10 })

@@ -58,7 +58,7 @@ t.test('a subscriber starved by refused publishes, matched by its filter', async
   d.refusedPublish('sensor-1', 'plant/a/temp', 'acl')
   d.refusedPublish('sensor-2', 'plant/b/temp', 'acl')
   d.refusedPublish('sensor-3', 'office/temp', 'acl')
-  const connections = [{ clientId: 'dashboard', address: '10.0.0.5', persistentSession: true, subscriptions: [{ filter: 'plant/+/temp', qos: 1 }], stalls: 0, stalledMs: 0 }]
+  const connections = [{ clientId: 'dashboard', address: '10.0.0.5', persistentSession: true, subscriptions: [{ filter: 'plant/+/temp', qos: 1 }], stalls: 0, stalledMs: 0, queueFullHolds: 0 }]
   t.match(byId(d.report(live({ connections })), 'subscriber-starved'), [{
     severity: 'warning', summary: 'dashboard subscribes to plant/+/temp, but 2 publishes it would match were refused',
     evidence: ['1 × plant/a/temp from sensor-1 refused by acl', '1 × plant/b/temp from sensor-2 refused by acl']
@@ -67,13 +67,14 @@ t.test('a subscriber starved by refused publishes, matched by its filter', async
 
 t.test('QoS 0 with a clean session, slow consumers', async (t) => {
   const connections = [
-    { clientId: 'clean-0', address: 'a', persistentSession: false, subscriptions: [{ filter: 'a/#', qos: 0 }], stalls: 0, stalledMs: 0 },
-    { clientId: 'kept-0', address: 'b', persistentSession: true, subscriptions: [{ filter: 'a/#', qos: 0 }], stalls: 0, stalledMs: 0 },
-    { clientId: 'clean-1', address: 'c', persistentSession: false, subscriptions: [{ filter: 'a/#', qos: 1 }], stalls: 3, stalledMs: 1200 }
+    { clientId: 'clean-0', address: 'a', persistentSession: false, subscriptions: [{ filter: 'a/#', qos: 0 }], stalls: 0, stalledMs: 0, queueFullHolds: 0 },
+    { clientId: 'kept-0', address: 'b', persistentSession: true, subscriptions: [{ filter: 'a/#', qos: 0 }], stalls: 0, stalledMs: 0, queueFullHolds: 0 },
+    { clientId: 'clean-1', address: 'c', persistentSession: false, subscriptions: [{ filter: 'a/#', qos: 1 }], stalls: 3, stalledMs: 1200, queueFullHolds: 2 }
   ]
   const findings = new Diagnostics().report(live({ connections }))
   t.match(byId(findings, 'qos0-clean-subscribers'), [{ severity: 'info', evidence: ['clean-0: a/#'] }])
   t.match(byId(findings, 'slow-consumers'), [{ severity: 'warning', evidence: ['clean-1 (c): 3 stalls, 1200 ms in all'] }])
+  t.match(byId(findings, 'queue-full'), [{ severity: 'warning', evidence: ['clean-1 (c): held 2 times'] }])
 })
 
 t.test('latency placed on the leg that has it', async (t) => {
