@@ -4,7 +4,8 @@ WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY plugins ./plugins
-RUN npm ci --ignore-scripts && npx tsc -p tsconfig.build.json
+COPY console ./console
+RUN npm ci --ignore-scripts && npx tsc -p tsconfig.build.json && npx tsc -p console/tsconfig.json
 
 # Runtime stage: production dependencies and the compiled code only.
 FROM node:20-bookworm-slim
@@ -15,6 +16,8 @@ RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY config ./config
+# The web console on the admin port: its page and style (the script is in dist/console).
+COPY console/index.html console/style.css ./console/
 USER node
 EXPOSE 1883
 ENTRYPOINT ["node", "bin/mqtt-guard.js"]

@@ -6,6 +6,7 @@
 
 import { readFileSync, readdirSync } from 'node:fs'
 import type { CloseInfo } from './plugin-api.js'
+import { ERRORS } from './errors.js'
 import { topicMatches } from './topic-filter.js'
 
 export type Severity = 'info' | 'warning' | 'error'
@@ -30,7 +31,10 @@ const MAX_KEYS = 10_000
 const MAX_PER_KEY = 20
 const EXAMPLES = 5
 
-interface End { at: number, address: string, reason: string, detail: string | undefined, idleMs: number, keepalive: number }
+interface End { at: number, address: string, reason: string, detail: string | undefined, idleMs: number, keepalive: number, admitted: boolean }
+
+/** How one connection of a client ended, for the console's client page. */
+export interface ClientEnd { at: string, address: string, admitted: boolean, reason: string, words: string, detail: string | undefined }
 interface Tally { count: number, last: number, examples: Set<string> }
 
 /** What the recorder needs of a closed connection. */
@@ -87,6 +91,10 @@ function endWords (e: End): string {
   if (e.reason === 'broker-closed') return 'closed by the broker'
   if (e.reason === 'GUARD_ERR_BAD_CREDENTIALS' || e.reason === 'GUARD_ERR_NOT_AUTHORIZED') return 'refused: bad credentials or not authorized'
   if (e.reason === 'client-closed') return 'the client dropped the connection without DISCONNECT'
+  if (e.reason === 'client-disconnect') return 'DISCONNECT from the client'
+  if (e.reason === 'broker-refused') return `refused by the broker (${e.detail ?? 'CONNACK'})`
+  const known = (ERRORS as Record<string, { summary: string } | undefined>)[e.reason]
+  if (known !== undefined) return `${e.admitted ? 'closed' : 'refused'} (${e.reason}): ${known.summary}`
   return e.reason
 }
 
@@ -108,9 +116,16 @@ export class Diagnostics {
     if (info.reason === 'GUARD_ERR_PACKET_TOO_LARGE') tally(this.tooLarge, conn.clientId, info.detail ?? '', now)
     if (conn.clientId === '') return
     const ends = bounded(this.ends, conn.clientId, () => ({ last: 0, list: [] as End[] }))
-    ends.list.push({ at: now, address: conn.address, reason: info.reason, detail: info.detail, idleMs: info.clientIdleMs, keepalive: conn.keepalive })
+    ends.list.push({ at: now, address: conn.address, reason: info.reason, detail: info.detail, idleMs: info.clientIdleMs, keepalive: conn.keepalive, admitted: conn.admitted })
     while (ends.list.length > MAX_PER_KEY || (ends.list[0] !== undefined && now - ends.list[0].at > WINDOW_MS)) ends.list.shift()
     ends.last = now
+  }
+
+  /** How the client's recent connections ended (last WINDOW_MS, at most MAX_PER_KEY), newest first. */
+  history (clientId: string): ClientEnd[] {
+    return (this.ends.get(clientId)?.list ?? []).map((e) => ({
+      at: new Date(e.at).toISOString(), address: e.address, admitted: e.admitted, reason: e.reason, words: endWords(e), detail: e.detail
+    })).reverse()
   }
 
   /** A client's PUBLISH that a plugin dropped, answered or refused. */
@@ -164,7 +179,7 @@ export class Diagnostics {
         ? `two or more devices (${list(addresses)}) share the client ID ${clientId}: give each device its own ID`
         : top.startsWith('keepalive timeout')
           ? 'the client goes silent longer than its keepalive: check the network path (NAT and firewall idle timeouts) or lower the keepalive interval'
-          : top.startsWith('refused')
+          : top.startsWith('refused: bad credentials')
             ? 'the client retries with credentials the proxy refuses: fix its user name or password, or its ACL'
             : 'the connection keeps ending: read the ends above, and make the client back off exponentially between reconnects'
       out.push({

@@ -89,6 +89,11 @@ export class GuardMetrics {
     this.bytes[i] = (this.bytes[i] as number) + size
   }
 
+  /** Packets of one type seen so far in a direction (0 in, 1 out). */
+  packetCount (direction: 0 | 1, type: number): number {
+    return this.packets[direction * 16 + type] as number
+  }
+
   async text (): Promise<string> {
     return await this.registry.metrics()
   }

@@ -19,6 +19,9 @@ import { Listener, type Peer } from './listeners.js'
 import { limitsPlugin } from './limits.js'
 import { subscribeChannel } from './redis-call.js'
 import { Diagnostics, type Finding } from './diagnostics.js'
+import { History, type Overview } from './console.js'
+import { FRAME_TYPE } from './codec.js'
+import { performance } from 'node:perf_hooks'
 
 export interface StartOptions {
   log: Logger
@@ -32,6 +35,9 @@ export class GuardServer {
   readonly connections = new Set<Connection>()
   readonly listeners: BoundListener[] = []
   readonly diagnostics = new Diagnostics()
+  /** Connections per minute over the last hour, for the console. */
+  private readonly history = new History(() => this.connections.size)
+  private lastRates = { at: performance.now(), in: 0, out: 0 }
   admin: AdminServer | undefined
   private readonly servers: Listener[] = []
   private subscriber: Redis | Cluster | undefined
@@ -89,6 +95,8 @@ export class GuardServer {
           connections: () => server.connectionViews(),
           kick: async (id) => await server.kick(id),
           diagnostics: async () => await server.diagnose(),
+          overview: async () => await server.overview(),
+          client: (id) => ({ clientId: id, connections: server.connectionViews().filter((c) => c.clientId === id), history: server.diagnostics.history(id) }),
           plugins: async (req) => await server.pluginAdmin(req)
         }, log)
       }
@@ -148,8 +156,36 @@ export class GuardServer {
     return { ready, checks }
   }
 
-  /** Findings for `mqtt-guard doctor`: what was recorded, and the live state read now. */
-  async diagnose (): Promise<{ instance: string, at: string, findings: Finding[] }> {
+  /** The console's overview, read from the metrics and the live connections. */
+  async overview (): Promise<Overview> {
+    const now = performance.now()
+    const counts = { in: this.metrics.packetCount(0, FRAME_TYPE.publish), out: this.metrics.packetCount(1, FRAME_TYPE.publish) }
+    const seconds = (now - this.lastRates.at) / 1000
+    const rates = seconds <= 0 ? { in: 0, out: 0 } : { in: (counts.in - this.lastRates.in) / seconds, out: (counts.out - this.lastRates.out) / seconds }
+    this.lastRates = { at: now, ...counts }
+    const values = async (name: string): Promise<Array<{ labels: Record<string, string | number>, value: number, metricName?: string }>> =>
+      (await this.registryMetric(name)?.get())?.values ?? []
+    const legs = await this.roundTripLegs()
+    const mean = (l: { sum: number, count: number }): number | null => l.count === 0 ? null : Math.round(l.sum / l.count * 100_000) / 100
+    const removed = await values('mqtt_guard_dedupe_removed_total')
+    return {
+      at: new Date().toISOString(),
+      instance: this.instanceId,
+      connections: [...this.connections].filter((c) => c.accepted && c.state !== 'closed').length,
+      history: this.history.values,
+      connects: [...this.metrics.connects.values()].reduce((a, b) => a + b, 0),
+      refusals: (await values('mqtt_guard_refusals_total')).map((v) => ({ code: String(v.labels.code), reasonCode: String(v.labels.reason_code), count: v.value })),
+      rates: { in: Math.round(rates.in * 10) / 10, out: Math.round(rates.out * 10) / 10 },
+      verdicts: (await values('mqtt_guard_plugin_verdicts_total')).map((v) => ({ plugin: String(v.labels.plugin), action: String(v.labels.action), count: v.value })),
+      duplicatesRemoved: { in: removed.find((v) => v.labels.direction === 'in')?.value ?? 0, out: removed.find((v) => v.labels.direction === 'out')?.value ?? 0 },
+      roundTrips: { client: mean(legs.client), broker: mean(legs.broker) },
+      health: (await this.readiness()).checks,
+      certificates: (await values('mqtt_guard_tls_certificate_expiry_seconds')).map((v) => ({ listener: String(v.labels.listener), subject: String(v.labels.subject), days: Math.floor(v.value / 86_400) }))
+    }
+  }
+
+  /** Sum and count of the sampled round trips per leg, from the histogram. */
+  private async roundTripLegs (): Promise<Record<'client' | 'broker', { sum: number, count: number }>> {
     const legs = { client: { sum: 0, count: 0 }, broker: { sum: 0, count: 0 } }
     for (const v of (await this.metrics.roundTrip.get()).values) {
       const leg = legs[v.labels.leg as 'client' | 'broker'] as { sum: number, count: number } | undefined
@@ -157,6 +193,16 @@ export class GuardServer {
       if (v.metricName === 'mqtt_guard_round_trip_seconds_sum') leg.sum = v.value
       if (v.metricName === 'mqtt_guard_round_trip_seconds_count') leg.count = v.value
     }
+    return legs
+  }
+
+  private registryMetric (name: string): { get: () => Promise<{ values: Array<{ labels: Record<string, string | number>, value: number, metricName?: string }> }> } | undefined {
+    return this.metrics.registry.getSingleMetric(name) as ReturnType<GuardServer['registryMetric']>
+  }
+
+  /** Findings for `mqtt-guard doctor`: what was recorded, and the live state read now. */
+  async diagnose (): Promise<{ instance: string, at: string, findings: Finding[] }> {
+    const legs = await this.roundTripLegs()
     const certificates = (await this.metrics.certExpiry.get()).values.map((v) => ({ listener: String(v.labels.listener), subject: String(v.labels.subject), seconds: v.value }))
     const plugins: Finding[] = []
     for (const plugin of this.host.plugins) {
@@ -287,6 +333,7 @@ export class GuardServer {
     await this.host.close()
     await this.upstream.close()
     await this.admin?.close()
+    this.history.close()
     this.subscriber?.disconnect()
     this.redis?.disconnect()
     this.log.info('mqtt-guard stopped')

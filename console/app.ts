@@ -1,0 +1,221 @@
+// The console page: an overview fed by Server-Sent Events (`/events`), the clients table with
+// one client's page and a kick button, and the findings of `doctor`. Everything shown comes
+// from the network (client IDs, topics), so it is written as text, never as HTML.
+
+interface Overview {
+  at: string
+  connections: number
+  history: Array<{ at: string, connections: number }>
+  connects: number
+  refusals: Array<{ code: string, reasonCode: string, count: number }>
+  rates: { in: number, out: number }
+  verdicts: Array<{ plugin: string, action: string, count: number }>
+  duplicatesRemoved: { in: number, out: number }
+  roundTrips: { client: number | null, broker: number | null }
+  health: Record<string, boolean | string>
+  certificates: Array<{ listener: string, subject: string, days: number }>
+}
+
+interface ConnectionView {
+  clientId: string
+  username?: string
+  address: string
+  protocolVersion: number
+  since: string
+  bytesIn: number
+  bytesOut: number
+  subscriptions: Array<{ filter: string, qos: number }>
+}
+
+interface ClientEnd { at: string, address: string, admitted: boolean, reason: string, words: string }
+interface Finding { id: string, severity: 'info' | 'warning' | 'error', summary: string, evidence: string[], fix: string }
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
+  const el = document.getElementById(id)
+  if (el === null) throw new Error(`#${id} missing`)
+  return el as T
+}
+
+function text (id: string, value: string | number): void {
+  $(id).textContent = String(value)
+}
+
+/** Replaces a table's body with rows of text cells; `onClick` makes rows clickable. */
+function rows (tableId: string, data: Array<Array<string | number>>, onClick?: (index: number) => void): void {
+  const body = $(tableId).querySelector('tbody') as HTMLTableSectionElement
+  body.replaceChildren(...data.map((cells, i) => {
+    const tr = document.createElement('tr')
+    for (const cell of cells) {
+      const td = document.createElement('td')
+      td.textContent = String(cell)
+      tr.append(td)
+    }
+    if (onClick !== undefined) tr.addEventListener('click', () => { onClick(i) })
+    return tr
+  }))
+}
+
+const VERSIONS: Record<number, string> = { 3: '3.1', 4: '3.1.1', 5: '5' }
+const ms = (v: number | null): string => v === null ? '–' : `${v} ms`
+
+async function api (path: string, init?: RequestInit): Promise<Response> {
+  const res = await fetch(path, { credentials: 'same-origin', ...init })
+  if (res.status === 401) showLogin()
+  return res
+}
+
+// ---- login -------------------------------------------------------------------------------
+
+function showLogin (): void {
+  $('login').hidden = false
+  $('token').focus()
+}
+
+$('login').addEventListener('submit', (event) => {
+  event.preventDefault()
+  const token = $<HTMLInputElement>('token').value
+  void fetch('/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) }).then((res) => {
+    if (!res.ok) { text('login-error', 'wrong token'); return }
+    $('login').hidden = true
+    text('login-error', '')
+    connect()
+    void show(location.hash.slice(1) || 'overview')
+  })
+})
+
+// ---- overview ----------------------------------------------------------------------------
+
+function renderOverview (o: Overview): void {
+  text('ov-connections', o.connections)
+  text('ov-connects', o.connects)
+  text('ov-rate-in', o.rates.in)
+  text('ov-rate-out', o.rates.out)
+  text('ov-dupes', o.duplicatesRemoved.in + o.duplicatesRemoved.out)
+  text('ov-rtt-broker', ms(o.roundTrips.broker))
+  text('ov-rtt-client', ms(o.roundTrips.client))
+  const max = Math.max(1, ...o.history.map((h) => h.connections), o.connections)
+  $('ov-history').replaceChildren(...[...o.history, { at: o.at, connections: o.connections }].map((h) => {
+    const bar = document.createElement('div')
+    bar.style.height = `${Math.round(h.connections / max * 100)}%`
+    bar.title = `${h.at}: ${h.connections}`
+    return bar
+  }))
+  rows('ov-refusals', o.refusals.map((r) => [r.code, r.reasonCode, r.count]))
+  rows('ov-verdicts', o.verdicts.map((v) => [v.plugin, v.action, v.count]))
+  rows('ov-health', Object.entries(o.health).map(([k, v]) => [k, v === true ? 'ok' : v === false ? 'DOWN' : v]))
+  rows('ov-certs', o.certificates.map((c) => [c.listener, c.subject, c.days]))
+}
+
+let source: EventSource | null = null
+
+/** The live feed; the browser reconnects by itself, and the badge says when it is away. */
+function connect (): void {
+  source?.close()
+  source = new EventSource('/events')
+  const status = $('status')
+  source.addEventListener('open', () => { status.textContent = 'live'; status.className = 'status live' })
+  source.addEventListener('error', () => {
+    status.textContent = 'disconnected'
+    status.className = 'status down'
+    // A 401 ends the stream for good: ask for the token.
+    void fetch('/overview', { credentials: 'same-origin' }).then((res) => { if (res.status === 401) { source?.close(); showLogin() } }, () => {})
+  })
+  source.addEventListener('overview', (event) => { renderOverview(JSON.parse((event as MessageEvent<string>).data) as Overview) })
+}
+
+// ---- clients -----------------------------------------------------------------------------
+
+let clients: ConnectionView[] = []
+
+async function loadClients (): Promise<void> {
+  const res = await api('/connections')
+  if (!res.ok) return
+  clients = await res.json() as ConnectionView[]
+  renderClients()
+}
+
+function renderClients (): void {
+  const q = $<HTMLInputElement>('client-search').value.trim().toLowerCase()
+  const shown = clients.filter((c) => q === '' || [c.clientId, c.username ?? '', c.address].some((v) => v.toLowerCase().includes(q)))
+  rows('client-table', shown.map((c) => [
+    c.clientId, c.username ?? '', c.address, VERSIONS[c.protocolVersion] ?? String(c.protocolVersion), c.since.slice(11, 19),
+    c.subscriptions.map((s) => `${s.filter} (${s.qos})`).join(', '), `${c.bytesIn} / ${c.bytesOut}`
+  ]), (i) => { void openClient(shown[i]?.clientId ?? '') })
+}
+
+let openClientId: string | null = null
+
+async function openClient (clientId: string): Promise<void> {
+  openClientId = clientId
+  const res = await api(`/clients/${encodeURIComponent(clientId)}`)
+  if (!res.ok) return
+  const page = await res.json() as { clientId: string, connections: ConnectionView[], history: ClientEnd[] }
+  $('client-page').hidden = false
+  text('cp-title', page.clientId)
+  text('cp-message', '')
+  rows('cp-live', page.connections.map((c) => [c.address, c.since, c.subscriptions.map((s) => s.filter).join(', ')]))
+  rows('cp-history', page.history.map((e) => [e.at.replace('T', ' ').slice(0, 19), e.address, e.admitted ? 'yes' : 'refused', e.words]))
+}
+
+$('cp-kick').addEventListener('click', () => {
+  const id = openClientId
+  if (id === null) return
+  void api(`/connections/${encodeURIComponent(id)}`, { method: 'DELETE' }).then(async (res) => {
+    text('cp-message', res.ok ? 'closed' : `not closed (HTTP ${res.status})`)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    await loadClients()
+    await openClient(id)
+  })
+})
+
+$('client-search').addEventListener('input', renderClients)
+
+// ---- findings ----------------------------------------------------------------------------
+
+async function loadFindings (): Promise<void> {
+  const res = await api('/diagnostics')
+  if (!res.ok) return
+  const { findings } = await res.json() as { findings: Finding[] }
+  const order = { error: 0, warning: 1, info: 2 }
+  $('findings-list').replaceChildren(...findings.sort((a, b) => order[a.severity] - order[b.severity]).map((f) => {
+    const box = document.createElement('div')
+    box.className = `finding ${f.severity}`
+    box.dataset.id = f.id
+    const head = document.createElement('div')
+    const sev = document.createElement('span')
+    sev.className = 'sev'
+    sev.textContent = f.severity
+    const summary = document.createElement('span')
+    summary.textContent = `${f.id}: ${f.summary}`
+    head.append(sev, summary)
+    const evidence = document.createElement('ul')
+    evidence.append(...f.evidence.map((e) => { const li = document.createElement('li'); li.textContent = e; return li }))
+    const fix = document.createElement('div')
+    fix.className = 'fix'
+    fix.textContent = f.fix
+    box.append(head, evidence, fix)
+    return box
+  }))
+  if (findings.length === 0) text('findings-list', 'no findings')
+}
+
+$('findings-refresh').addEventListener('click', () => { void loadFindings() })
+
+// ---- tabs --------------------------------------------------------------------------------
+
+let clientTimer: number | undefined
+
+async function show (tab: string): Promise<void> {
+  for (const page of document.querySelectorAll<HTMLElement>('[data-page]')) page.hidden = page.id !== tab
+  for (const a of document.querySelectorAll<HTMLAnchorElement>('nav a')) a.classList.toggle('active', a.dataset.tab === tab)
+  window.clearInterval(clientTimer)
+  if (tab === 'clients') {
+    await loadClients()
+    clientTimer = window.setInterval(() => { void loadClients() }, 2000)
+  }
+  if (tab === 'findings') await loadFindings()
+}
+
+window.addEventListener('hashchange', () => { void show(location.hash.slice(1) || 'overview') })
+connect()
+void show(location.hash.slice(1) || 'overview')

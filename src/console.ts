@@ -1,0 +1,128 @@
+// The web console's server side, on the admin port: its static files (no build step for the
+// user: HTML and CSS ship in console/, the script is compiled by `npm ci`), a login that turns
+// the admin token into an HttpOnly cookie (a browser cannot send a bearer header when it
+// navigates or opens an EventSource), and the live feed: an overview snapshot every second
+// over Server-Sent Events, computed once per tick for every open page.
+
+import { readFile } from 'node:fs/promises'
+import type http from 'node:http'
+
+/** What the overview page shows; one snapshot per second. */
+export interface Overview {
+  at: string
+  instance: string
+  connections: number
+  /** Connections at each minute of the last hour, oldest first. */
+  history: Array<{ at: string, connections: number }>
+  connects: number
+  refusals: Array<{ code: string, reasonCode: string, count: number }>
+  /** PUBLISH packets per second since the previous snapshot: in (client → broker) and out. */
+  rates: { in: number, out: number }
+  /** Plugin decisions other than continue. */
+  verdicts: Array<{ plugin: string, action: string, count: number }>
+  duplicatesRemoved: { in: number, out: number }
+  /** Mean round trip per leg in milliseconds, null before the first sample. */
+  roundTrips: { client: number | null, broker: number | null }
+  health: Record<string, boolean | string>
+  certificates: Array<{ listener: string, subject: string, days: number }>
+}
+
+const ROOT = new URL('../../', import.meta.url)
+const FILES: Record<string, { url: URL, type: string }> = {
+  '/': { url: new URL('console/index.html', ROOT), type: 'text/html; charset=utf-8' },
+  '/console/style.css': { url: new URL('console/style.css', ROOT), type: 'text/css; charset=utf-8' },
+  '/console/app.js': { url: new URL('dist/console/app.js', ROOT), type: 'text/javascript; charset=utf-8' }
+}
+
+export const TOKEN_COOKIE = 'mqtt_guard_token'
+
+/** The token from the console's cookie, if the request carries one. */
+export function cookieToken (req: http.IncomingMessage): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [name, ...value] = part.trim().split('=')
+    if (name === TOKEN_COOKIE) return decodeURIComponent(value.join('='))
+  }
+  return undefined
+}
+
+/** Serves a console file; false when `path` is not one. */
+export async function serveStatic (path: string, res: http.ServerResponse): Promise<boolean> {
+  const file = FILES[path]
+  if (file === undefined) return false
+  try {
+    const body = await readFile(file.url)
+    res.writeHead(200, {
+      'content-type': file.type,
+      'cache-control': 'no-cache',
+      // The page runs only its own script and talks only to this server.
+      'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+      'x-content-type-options': 'nosniff'
+    })
+    res.end(body)
+  } catch {
+    res.writeHead(500, { 'content-type': 'text/plain' })
+    res.end(`console file missing: ${file.url.pathname} (run npm ci, which builds it)\n`)
+  }
+  return true
+}
+
+/** Connection counts per minute for the last hour, recorded whether or not a page is open. */
+export class History {
+  private readonly samples: Array<{ at: string, connections: number }> = []
+  private readonly timer: NodeJS.Timeout
+
+  constructor (private readonly count: () => number, everyMs = 60_000) {
+    this.record()
+    this.timer = setInterval(() => { this.record() }, everyMs)
+    this.timer.unref()
+  }
+
+  private record (): void {
+    this.samples.push({ at: new Date().toISOString(), connections: this.count() })
+    if (this.samples.length > 60) this.samples.shift()
+  }
+
+  get values (): Array<{ at: string, connections: number }> {
+    return [...this.samples]
+  }
+
+  close (): void {
+    clearInterval(this.timer)
+  }
+}
+
+/** The SSE feed: one snapshot a second while at least one page listens, sent to all of them. */
+export class Feed {
+  private readonly listeners = new Set<http.ServerResponse>()
+  private timer: NodeJS.Timeout | null = null
+
+  constructor (private readonly snapshot: () => Promise<Overview>, private readonly everyMs = 1000) {}
+
+  open (req: http.IncomingMessage, res: http.ServerResponse): void {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+    // The browser reconnects by itself after 1 s when the proxy restarts.
+    res.write('retry: 1000\n\n')
+    this.listeners.add(res)
+    req.on('close', () => {
+      this.listeners.delete(res)
+      if (this.listeners.size === 0 && this.timer !== null) {
+        clearInterval(this.timer)
+        this.timer = null
+      }
+    })
+    void this.tick()
+    this.timer ??= setInterval(() => { void this.tick() }, this.everyMs)
+  }
+
+  private async tick (): Promise<void> {
+    if (this.listeners.size === 0) return
+    const data = `event: overview\ndata: ${JSON.stringify(await this.snapshot())}\n\n`
+    for (const res of this.listeners) res.write(data)
+  }
+
+  close (): void {
+    if (this.timer !== null) clearInterval(this.timer)
+    for (const res of this.listeners) res.end()
+    this.listeners.clear()
+  }
+}
