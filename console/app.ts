@@ -25,6 +25,7 @@ interface ConnectionView {
   bytesIn: number
   bytesOut: number
   subscriptions: Array<{ filter: string, qos: number }>
+  lastRefusal?: string
 }
 
 interface ClientEnd { at: string, address: string, admitted: boolean, reason: string, words: string }
@@ -139,7 +140,7 @@ function renderClients (): void {
   const shown = clients.filter((c) => q === '' || [c.clientId, c.username ?? '', c.address].some((v) => v.toLowerCase().includes(q)))
   rows('client-table', shown.map((c) => [
     c.clientId, c.username ?? '', c.address, VERSIONS[c.protocolVersion] ?? String(c.protocolVersion), c.since.slice(11, 19),
-    c.subscriptions.map((s) => `${s.filter} (${s.qos})`).join(', '), `${c.bytesIn} / ${c.bytesOut}`
+    c.subscriptions.map((s) => `${s.filter} (${s.qos})`).join(', '), `${c.bytesIn} / ${c.bytesOut}`, c.lastRefusal ?? ''
   ]), (i) => { void openClient(shown[i]?.clientId ?? '') })
 }
 
@@ -200,6 +201,150 @@ async function loadFindings (): Promise<void> {
 }
 
 $('findings-refresh').addEventListener('click', () => { void loadFindings() })
+
+// ---- live trace --------------------------------------------------------------------------
+
+interface TraceLine {
+  us: number
+  clientId: string
+  leg: 'client' | 'broker'
+  dir: 'up' | 'down'
+  verdict: string
+  plugin?: string
+  type: string
+  id?: number
+  qos?: number
+  topic?: string
+  reasonCode?: number
+  rttUs?: number
+  payload?: { bytes: number, text?: string, hex?: string, sha256?: string }
+}
+
+const MAX_LINES = 5000
+let traceId: string | null = null
+let traceSource: EventSource | null = null
+let lines: string[] = []
+let paused = false
+let held: string[] = []
+
+function traceState (message: string): void {
+  text('trace-state', message)
+}
+
+$('trace-form').addEventListener('submit', (event) => {
+  event.preventDefault()
+  const filters: Record<string, string> = {}
+  for (const [key, id] of [['clientId', 'tf-client'], ['username', 'tf-user'], ['topic', 'tf-topic']] as const) {
+    const v = $<HTMLInputElement>(id).value.trim()
+    if (v !== '') filters[key] = v
+  }
+  void api('/traces', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ filters, for: $<HTMLInputElement>('tf-for').value.trim() || '10m' }) }).then(async (res) => {
+    const body = await res.json() as { id?: string, error?: string }
+    if (res.status === 404) { traceState('the trace plugin is not loaded: add `- name: trace` to the plugins in the config'); return }
+    if (!res.ok || body.id === undefined) { traceState(`not started: ${body.error ?? `HTTP ${res.status}`}`); return }
+    watchTrace(body.id)
+  })
+})
+
+function watchTrace (id: string): void {
+  traceSource?.close()
+  traceId = id
+  $<HTMLButtonElement>('trace-stop').disabled = false
+  traceState(`trace ${id} running`)
+  traceSource = new EventSource(`/traces/${encodeURIComponent(id)}/live`)
+  traceSource.addEventListener('line', (event) => {
+    const line = (event as MessageEvent<string>).data
+    if (paused) { held.push(line); return }
+    addLine(line)
+  })
+  traceSource.addEventListener('error', () => { traceState(`trace ${id}: disconnected, reconnecting…`) })
+  traceSource.addEventListener('open', () => { traceState(`trace ${id} running`) })
+}
+
+$('trace-stop').addEventListener('click', () => {
+  const id = traceId
+  if (id === null) return
+  traceSource?.close()
+  traceSource = null
+  traceId = null
+  $<HTMLButtonElement>('trace-stop').disabled = true
+  void api(`/traces/${encodeURIComponent(id)}`, { method: 'DELETE' }).then(() => { traceState(`trace ${id} stopped`) })
+})
+
+const ARROWS = { client: 0, broker: 1 } as const
+
+function addLine (json: string): void {
+  lines.push(json)
+  if (lines.length > MAX_LINES) lines.shift()
+  const l = JSON.parse(json) as TraceLine
+  const row = document.createElement('div')
+  row.className = 'seq'
+  if (['dropped', 'answered', 'refused'].includes(l.verdict)) row.classList.add('stopped')
+  if (l.verdict === 'proxy') row.classList.add('made')
+  const time = document.createElement('span')
+  time.className = 't'
+  time.textContent = new Date(l.us / 1000).toISOString().slice(11, 23)
+  const label = [l.type.toUpperCase(), l.id !== undefined ? `#${l.id}` : '', l.qos !== undefined && l.type === 'publish' ? `q${l.qos}` : '', l.topic ?? '',
+    l.reasonCode !== undefined ? `rc 0x${l.reasonCode.toString(16)}` : '', l.verdict !== 'forwarded' && l.verdict !== 'sent' ? l.verdict.toUpperCase() + (l.plugin !== undefined ? ` by ${l.plugin}` : '') : ''].filter((x) => x !== '').join(' ')
+  const cells = [document.createElement('span'), document.createElement('span')]
+  for (const c of cells) c.className = 'arrow'
+  const cell = cells[ARROWS[l.leg]] as HTMLSpanElement
+  cell.classList.add(l.dir)
+  // Client lane on the left, broker lane on the right: up goes right, down goes left.
+  cell.textContent = l.dir === 'up' ? `${label} ──▶` : `◀── ${label}`
+  const note = document.createElement('span')
+  note.className = 'note'
+  const payload = l.payload?.text ?? l.payload?.hex
+  note.textContent = [l.clientId, l.rttUs !== undefined ? `${(l.rttUs / 1000).toFixed(2)} ms` : '', payload !== undefined ? `“${payload.slice(0, 40)}”` : ''].filter((x) => x !== '').join(' · ')
+  row.append(time, ...cells, note)
+  row.addEventListener('click', () => {
+    const detail = $('trace-detail')
+    detail.hidden = false
+    detail.textContent = JSON.stringify(l, null, 2)
+  })
+  const list = $('trace-rows')
+  list.append(row)
+  if (list.children.length > MAX_LINES) list.firstElementChild?.remove()
+  list.scrollTop = list.scrollHeight
+}
+
+$('trace-pause').addEventListener('click', () => {
+  paused = !paused
+  text('trace-pause', paused ? 'Resume' : 'Pause')
+  if (!paused) {
+    for (const line of held) addLine(line)
+    held = []
+  }
+})
+
+$('trace-clear').addEventListener('click', () => {
+  lines = []
+  held = []
+  $('trace-rows').replaceChildren()
+  $('trace-detail').hidden = true
+})
+
+function download (name: string, blob: Blob): void {
+  const a = document.createElement('a')
+  a.href = URL.createObjectURL(blob)
+  a.download = name
+  a.click()
+  setTimeout(() => { URL.revokeObjectURL(a.href) }, 1000)
+}
+
+$('trace-json').addEventListener('click', () => {
+  download(`trace-${traceId ?? 'lines'}.jsonl`, new Blob([lines.map((l) => `${l}\n`).join('')], { type: 'application/x-ndjson' }))
+})
+
+$('trace-pcap').addEventListener('click', () => {
+  void api('/traces/pcapng', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ lines: lines.map((l) => JSON.parse(l) as unknown) }) }).then(async (res) => {
+    const body = await res.json() as { pcapng?: string, skipped?: number, error?: string }
+    if (!res.ok || body.pcapng === undefined) { traceState(`no pcapng: ${body.error ?? `HTTP ${res.status}`}`); return }
+    const bytes = Uint8Array.from(atob(body.pcapng), (c) => c.charCodeAt(0))
+    download(`trace-${traceId ?? 'lines'}.pcapng`, new Blob([bytes], { type: 'application/octet-stream' }))
+    if ((body.skipped ?? 0) > 0) traceState(`${body.skipped} lines without packet bytes left out (the trace keeps payloads only with payload: hex or text)`)
+  })
+})
 
 // ---- tabs --------------------------------------------------------------------------------
 

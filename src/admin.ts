@@ -34,6 +34,8 @@ export interface ConnectionView {
   /** Times the per-connection queue (limits.maxQueuedPackets) filled while plugins worked. */
   queueFullHolds: number
   subscriptions: Array<{ filter: string, qos: number }>
+  /** This client ID's most recent refused connect (last 10 minutes), in words. */
+  lastRefusal?: string
 }
 
 /** What the admin endpoint asks of the proxy. */
@@ -53,14 +55,15 @@ export interface AdminTarget {
   plugins?: (req: AdminRequest) => Promise<AdminResponse | undefined>
 }
 
-const MAX_BODY = 64 * 1024
+// Authenticated callers only (read after the token check): a console sends a trace's lines for pcapng.
+const MAX_BODY = 16 * 1024 * 1024
 
-async function readJson (req: http.IncomingMessage): Promise<unknown> {
+async function readJson (req: http.IncomingMessage, limit = MAX_BODY): Promise<unknown> {
   let size = 0
   const chunks: Buffer[] = []
   for await (const chunk of req) {
     size += (chunk as Buffer).length
-    if (size > MAX_BODY) throw Object.assign(new Error('body too large'), { status: 413 })
+    if (size > limit) throw Object.assign(new Error('body too large'), { status: 413 })
     chunks.push(chunk as Buffer)
   }
   if (chunks.length === 0) return undefined
@@ -166,17 +169,26 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec
       return send(res, (err as { status?: number }).status ?? 400, { error: (err as Error).message })
     }
     const answer = await target.plugins({ method: req.method ?? 'GET', path, query: url.searchParams, body })
+    if (answer?.events !== undefined) return stream(req, res, answer.events)
     if (answer !== undefined) return send(res, answer.status, answer.body)
   }
   const known = ['/healthz', '/readyz', '/metrics', '/connections', '/diagnostics', '/overview', '/events', '/login'].includes(path) || kick !== null || client !== null
   return send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found' })
 }
 
+/** A plugin's live feed as Server-Sent Events, until the client goes away. */
+function stream (req: http.IncomingMessage, res: http.ServerResponse, events: NonNullable<AdminResponse['events']>): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+  res.write('retry: 1000\n\n')
+  const stop = events((event, data) => { res.write(`event: ${event}\ndata: ${data.replace(/\n/g, '\ndata: ')}\n\n`) })
+  req.on('close', stop)
+}
+
 /** POST /login {token}: the console's cookie, so the browser's own requests carry the token. */
 async function login (req: http.IncomingMessage, res: http.ServerResponse, spec: AdminSpec): Promise<void> {
   let body: unknown
   try {
-    body = await readJson(req)
+    body = await readJson(req, 4096) // before any token check: small
   } catch (err) {
     return send(res, (err as { status?: number }).status ?? 400, { error: (err as Error).message })
   }

@@ -89,7 +89,7 @@ function endWords (e: End): string {
   if (e.reason === 'GUARD_ERR_SESSION_TAKEN_OVER') return 'taken over by a newer connection with the same client ID'
   if (e.reason === 'broker-closed' && e.keepalive > 0 && e.idleMs >= e.keepalive * 1500) return `keepalive timeout (silent ${Math.round(e.idleMs / 1000)} s, keepalive ${e.keepalive} s)`
   if (e.reason === 'broker-closed') return 'closed by the broker'
-  if (e.reason === 'GUARD_ERR_BAD_CREDENTIALS' || e.reason === 'GUARD_ERR_NOT_AUTHORIZED') return 'refused: bad credentials or not authorized'
+  if (e.reason === 'GUARD_ERR_BAD_CREDENTIALS') return 'refused: bad user name or password'
   if (e.reason === 'client-closed') return 'the client dropped the connection without DISCONNECT'
   if (e.reason === 'client-disconnect') return 'DISCONNECT from the client'
   if (e.reason === 'broker-refused') return `refused by the broker (${e.detail ?? 'CONNACK'})`
@@ -126,6 +126,16 @@ export class Diagnostics {
     return (this.ends.get(clientId)?.list ?? []).map((e) => ({
       at: new Date(e.at).toISOString(), address: e.address, admitted: e.admitted, reason: e.reason, words: endWords(e), detail: e.detail
     })).reverse()
+  }
+
+  /** The client's most recent refused connect in the window, in words, if any. */
+  lastRefusal (clientId: string): string | undefined {
+    const list = this.ends.get(clientId)?.list ?? []
+    for (let i = list.length - 1; i >= 0; i--) {
+      const e = list[i] as End
+      if (!e.admitted && e.reason !== 'client-closed' && e.reason !== 'client-disconnect') return `${endWords(e)}, ${new Date(e.at).toISOString()}`
+    }
+    return undefined
   }
 
   /** A client's PUBLISH that a plugin dropped, answered or refused. */
@@ -179,7 +189,7 @@ export class Diagnostics {
         ? `two or more devices (${list(addresses)}) share the client ID ${clientId}: give each device its own ID`
         : top.startsWith('keepalive timeout')
           ? 'the client goes silent longer than its keepalive: check the network path (NAT and firewall idle timeouts) or lower the keepalive interval'
-          : top.startsWith('refused: bad credentials')
+          : top.startsWith('refused: bad user name') || top.startsWith('refused (GUARD_ERR_NOT_AUTHORIZED)')
             ? 'the client retries with credentials the proxy refuses: fix its user name or password, or its ACL'
             : 'the connection keeps ending: read the ends above, and make the client back off exponentially between reconnects'
       out.push({
@@ -209,7 +219,7 @@ export class Diagnostics {
       const total = other.reduce((n, [, t]) => n + t.count, 0)
       out.push({
         id: 'connect-refusals', severity: total >= FLAP_CONNECTS ? 'warning' : 'info',
-        summary: `${total} connects refused in the last ${Math.round(WINDOW_MS / 60_000)} minutes`,
+        summary: `${total} connect${total === 1 ? '' : 's'} refused in the last ${Math.round(WINDOW_MS / 60_000)} minutes`,
         evidence: other.sort((a, b) => b[1].count - a[1].count).map(([code, t]) => `${t.count} × ${code}: ${list(t.examples)}`),
         fix: 'for bad credentials check the clients\' user names and passwords (`mqtt-guard probe URL -u USER -P PASSWORD` shows the answer in words); for 3 / 0x88 check the broker and Redis'
       })
@@ -289,7 +299,8 @@ function latency (live: LiveState): Finding[] {
   const ms = (leg: { sum: number, count: number }): number | undefined => leg.count === 0 ? undefined : Math.round(leg.sum / leg.count * 100_000) / 100
   const c = ms(client)
   const b = ms(broker)
-  const evidence = [`broker leg (proxy → broker → proxy): ${b === undefined ? 'no sample yet' : `${b} ms mean over ${broker.count} samples`}`, `client leg (proxy → client → proxy): ${c === undefined ? 'no sample yet' : `${c} ms mean over ${client.count} samples`}`]
+  const over = (n: number): string => `${n} sample${n === 1 ? '' : 's'}`
+  const evidence = [`broker leg (proxy → broker → proxy): ${b === undefined ? 'no sample yet' : `${b} ms mean over ${over(broker.count)}`}`, `client leg (proxy → client → proxy): ${c === undefined ? 'no sample yet' : `${c} ms mean over ${over(client.count)}`}`]
   if (c !== undefined && b !== undefined && c > 50 && c > 4 * b) {
     return [{ id: 'latency-placement', severity: 'warning', summary: `latency is on the client side: ${c} ms against ${b} ms to the broker`, evidence, fix: 'look at the clients\' network (mobile links, Wi-Fi, congested uplinks) or slow client code; the broker is not the cause' }]
   }

@@ -91,7 +91,15 @@ export interface PacketTap {
 
 /** An admin API request a plugin may answer (routes the core does not know). */
 export interface AdminRequest { method: string, path: string, query: URLSearchParams, body: unknown }
-export interface AdminResponse { status: number, body: unknown }
+export interface AdminResponse {
+  status: number
+  body: unknown
+  /**
+   * Server-Sent Events instead of a body (a live feed): called once with a sender; returns
+   * the function that stops the feed when the client goes away.
+   */
+  events?: (send: (event: string, data: string) => void) => () => void
+}
 
 export interface Plugin {
   readonly name: string

@@ -224,7 +224,11 @@ export class GuardServer {
   }
 
   connectionViews (): ConnectionView[] {
-    return [...this.connections].map((c) => c.view())
+    return [...this.connections].map((c) => {
+      const view = c.view()
+      const refused = this.diagnostics.lastRefusal(c.clientId)
+      return refused === undefined ? view : { ...view, lastRefusal: refused }
+    })
   }
 
   /** The first plugin that answers an admin request the core does not know. */

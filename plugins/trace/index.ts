@@ -13,6 +13,8 @@ import { TraceSink } from './sink.js'
 import { ConnectionTrace, type TraceCounters } from './tap.js'
 import { statsCounter } from '../../src/metrics.js'
 import { subscribeChannel } from '../../src/redis-call.js'
+import { tracesToPcapng } from './pcapng.js'
+import type { TraceLine } from './format.js'
 
 export interface TraceSpec { id: string, filters: TraceFilters, startedAt: string, until: string | undefined }
 
@@ -36,6 +38,8 @@ export class Tracing {
   private options: TraceOptions
   private readonly counters: TraceCounters & { droppedByBacklog: number } = { lines: 0, droppedByRate: 0, droppedByBacklog: 0 }
   private subscriber: Redis | Cluster | undefined
+  /** Consoles watching a trace live, by trace ID. */
+  private readonly watchers = new Map<string, Set<(text: string) => void>>()
 
   constructor (private readonly ctx: PluginContext<TraceOptions>) {
     const o = ctx.options
@@ -63,11 +67,34 @@ export class Tracing {
     }
   }
 
+  /** A connection several traces cover is traced once, under the newest (a console's, say). */
   tap (conn: ConnectionInfo): PacketTap | undefined {
-    for (const { spec, compiled } of this.active.values()) {
-      if (compiled.connection(conn)) return new ConnectionTrace(conn, { id: spec.id, filters: compiled }, this.options, this.sink, this.ctx.instanceId, this.counters)
+    for (const { spec, compiled } of [...this.active.values()].reverse()) {
+      if (compiled.connection(conn)) return new ConnectionTrace(conn, { id: spec.id, filters: compiled }, this.options, this.output(spec.id), this.ctx.instanceId, this.counters)
     }
     return undefined
+  }
+
+  /** Where a trace's lines go: the sink, and the consoles watching that trace live (if any). */
+  private output (id: string): Pick<TraceSink, 'writeText'> {
+    return {
+      writeText: (text) => {
+        this.sink.writeText(text)
+        const watchers = this.watchers.get(id)
+        if (watchers !== undefined) for (const w of watchers) w(text)
+      }
+    }
+  }
+
+  /** Calls `onLine` with each line of trace `id` this instance writes, until the returned stop. */
+  watch (id: string, onLine: (text: string) => void): () => void {
+    let set = this.watchers.get(id)
+    if (set === undefined) this.watchers.set(id, set = new Set())
+    set.add(onLine)
+    return () => {
+      set.delete(onLine)
+      if (set.size === 0) this.watchers.delete(id)
+    }
   }
 
   /** Adds a trace here (no announcement); false if it already ended. */
@@ -158,6 +185,18 @@ export class Tracing {
       } catch (err) {
         return { status: 400, body: { error: isGuardError(err) || err instanceof Error ? err.message : String(err) } }
       }
+    }
+    const live = /^\/traces\/([^/]+)\/live$/.exec(req.path)
+    if (live !== null && req.method === 'GET') {
+      const id = decodeURIComponent(live[1] as string)
+      if (!this.active.has(id)) return { status: 404, body: { error: `no trace ${id}` } }
+      return { status: 200, body: undefined, events: (send) => this.watch(id, (text) => { send('line', text.trimEnd()) }) }
+    }
+    if (req.path === '/traces/pcapng' && req.method === 'POST') {
+      const lines = (req.body as { lines?: unknown } | undefined)?.lines
+      if (!Array.isArray(lines)) return { status: 400, body: { error: 'expected {"lines": [trace lines]}' } }
+      const out = tracesToPcapng(lines as TraceLine[])
+      return { status: 200, body: { pcapng: out.pcapng.toString('base64'), packets: out.packets, skipped: out.skipped } }
     }
     const one = /^\/traces\/([^/]+)$/.exec(req.path)
     if (one !== null && req.method === 'DELETE') {

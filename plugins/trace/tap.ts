@@ -68,7 +68,7 @@ export class ConnectionTrace implements PacketTap {
     private readonly conn: ConnectionInfo,
     private readonly trace: ActiveTrace,
     private readonly options: TraceOptions,
-    private readonly sink: TraceSink,
+    private readonly sink: Pick<TraceSink, 'writeText'>,
     private readonly instance: string,
     private readonly counters: TraceCounters = { lines: 0, droppedByRate: 0 }
   ) {

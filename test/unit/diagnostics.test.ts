@@ -48,7 +48,7 @@ t.test('refusals: client-ID ones apart, the rest by code; a few are info, many a
   d.closed(conn('x2', '10.0.0.8', 30, false), end('client-closed'))
   const findings = d.report(live())
   t.match(byId(findings, 'client-id-refusals'), [{ severity: 'warning', evidence: [/^1 × client ID refused .*: dup from 10\.0\.0\.9$/] }])
-  t.match(byId(findings, 'connect-refusals'), [{ severity: 'info', summary: /^1 connects refused/, evidence: ['1 × GUARD_ERR_BAD_CREDENTIALS: x from 10.0.0.8'] }], 'a client that left before CONNACK is no refusal')
+  t.match(byId(findings, 'connect-refusals'), [{ severity: 'info', summary: /^1 connect refused/, evidence: ['1 × GUARD_ERR_BAD_CREDENTIALS: x from 10.0.0.8'] }], 'a client that left before CONNACK is no refusal')
   for (let i = 0; i < FLAP_CONNECTS; i++) d.closed(conn(`y${i}`, '10.0.0.7', 30, false), end('broker-refused'))
   t.match(byId(d.report(live()), 'connect-refusals'), [{ severity: 'warning' }])
 })
