@@ -2,6 +2,9 @@
 // one client's page and a kick button, and the findings of `doctor`. Everything shown comes
 // from the network (client IDs, topics), so it is written as text, never as HTML.
 
+// The shapes the admin API answers with. They mirror src/console.ts, src/admin.ts and
+// src/diagnostics.ts: this script is built on its own (browser, no Node types), so it cannot
+// import them; test/integration/console.test.ts reads every field through the page.
 interface Overview {
   at: string
   connections: number

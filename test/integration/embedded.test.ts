@@ -245,7 +245,10 @@ t.test('two processes: retained message and persistent session cross instances',
     await watcher.subscribeAsync(topic, { qos: 1 })
     const live = nextMessage(watcher, topic)
     await pub.publishAsync(topic, `retained via A v${v}`, { qos: 1, retain: true })
-    t.equal((await live).packet.retain, false, 'the live copy reached B')
+    // Seen in CI once: aedes on B may answer the watcher's SUBACK before its Redis channel
+    // subscription is active, and then serve the message from the retained store (retain 1)
+    // instead of live. Either way the message has reached B, which is what the rest needs.
+    t.equal((await live).payload, `retained via A v${v}`, 'the message reached B')
     const sub = await client(t, b, { protocolVersion: v, clientId: `xret-sub-${rand()}` })
     const got = nextMessage(sub, topic)
     await sub.subscribeAsync(topic, { qos: 1 })
