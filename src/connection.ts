@@ -536,7 +536,9 @@ export class Connection implements ConnectionInfo {
   private brokerGone (lane: Lane): void {
     if (this.brokerEnded) return
     this.brokerEnded = true
-    this.closeWhenDrained(lane, () => 'broker-closed')
+    // After the client's DISCONNECT the broker closes first, often before the client does:
+    // the client ended it, and logs, flapping counts and doctor must say so.
+    this.closeWhenDrained(lane, () => this.clientSentDisconnect ? 'client-disconnect' : 'broker-closed')
   }
 
   private closeWhenDrained (lane: Lane, reason: () => string): void {

@@ -179,7 +179,10 @@ t.test('mqtt-guard itself: plain and WebSocket listeners in front of Mosquitto',
   t.teardown(() => proxy.stop())
   const ports = proxy.server.listeners.map((l) => l.port)
   const [mqttPort, wsPort] = ports
-  t.equal((await probe([`mqtt://127.0.0.1:${String(mqttPort)}`, '-V', '5'])).code, 0, 'mqtt://')
+  t.equal((await probe([`mqtt://127.0.0.1:${String(mqttPort)}`, '-V', '5', '-i', 'probe-via-guard'])).code, 0, 'mqtt://')
+  // The probe ends with DISCONNECT; the broker then closes first, but the client ended it.
+  await proxy.logs.waitFor((l) => l.msg === 'connection closed' && l.clientId === 'probe-via-guard')
+  t.match(proxy.logs.lines.find((l) => l.msg === 'connection closed' && l.clientId === 'probe-via-guard'), { reason: 'client-disconnect' }, 'logged as the client\'s DISCONNECT')
   const ws = await probe([`ws://127.0.0.1:${String(wsPort)}/mqtt`])
   t.equal(ws.code, 0, 'ws://')
   t.match(ws.report.steps.find((s) => s.step === 'websocket'), { ok: true, detail: /upgraded \/mqtt, subprotocol mqtt/ })
