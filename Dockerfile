@@ -16,7 +16,7 @@ RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY config ./config
-# The web console on the admin port: its page and style (the script is in dist/console).
+# The web console on the admin port: its page and style (the script is in dist/console-build).
 COPY console/index.html console/style.css ./console/
 USER node
 EXPOSE 1883

@@ -2,37 +2,8 @@
 // one client's page and a kick button, and the findings of `doctor`. Everything shown comes
 // from the network (client IDs, topics), so it is written as text, never as HTML.
 
-// The shapes the admin API answers with. They mirror src/console.ts, src/admin.ts and
-// src/diagnostics.ts: this script is built on its own (browser, no Node types), so it cannot
-// import them; test/integration/console.test.ts reads every field through the page.
-interface Overview {
-  at: string
-  connections: number
-  history: Array<{ at: string, connections: number }>
-  connects: number
-  refusals: Array<{ code: string, reasonCode: string, count: number }>
-  rates: { in: number, out: number }
-  verdicts: Array<{ plugin: string, action: string, count: number }>
-  duplicatesRemoved: { in: number, out: number }
-  roundTrips: { client: number | null, broker: number | null }
-  health: Record<string, boolean | string>
-  certificates: Array<{ listener: string, subject: string, days: number }>
-}
-
-interface ConnectionView {
-  clientId: string
-  username?: string
-  address: string
-  protocolVersion: number
-  since: string
-  bytesIn: number
-  bytesOut: number
-  subscriptions: Array<{ filter: string, qos: number }>
-  lastRefusal?: string
-}
-
-interface ClientEnd { at: string, address: string, admitted: boolean, reason: string, words: string }
-interface Finding { id: string, severity: 'info' | 'warning' | 'error', summary: string, evidence: string[], fix: string }
+import type { ClientPage, ConnectionView, Finding, Overview } from '../src/admin-api.js'
+import type { TraceLine } from '../plugins/trace/format.js'
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const el = document.getElementById(id)
@@ -153,7 +124,7 @@ async function openClient (clientId: string): Promise<void> {
   openClientId = clientId
   const res = await api(`/clients/${encodeURIComponent(clientId)}`)
   if (!res.ok) return
-  const page = await res.json() as { clientId: string, connections: ConnectionView[], history: ClientEnd[] }
+  const page = await res.json() as ClientPage
   $('client-page').hidden = false
   text('cp-title', page.clientId)
   text('cp-message', '')
@@ -206,22 +177,6 @@ async function loadFindings (): Promise<void> {
 $('findings-refresh').addEventListener('click', () => { void loadFindings() })
 
 // ---- live trace --------------------------------------------------------------------------
-
-interface TraceLine {
-  us: number
-  clientId: string
-  leg: 'client' | 'broker'
-  dir: 'up' | 'down'
-  verdict: string
-  plugin?: string
-  type: string
-  id?: number
-  qos?: number
-  topic?: string
-  reasonCode?: number
-  rttUs?: number
-  payload?: { bytes: number, text?: string, hex?: string, sha256?: string }
-}
 
 const MAX_LINES = 5000
 let traceId: string | null = null

@@ -10,33 +10,9 @@ import type { Logger } from 'pino'
 import type { AdminSpec } from './config.js'
 import type { GuardMetrics } from './metrics.js'
 import type { AdminRequest, AdminResponse } from './plugin-api.js'
-import type { ClientEnd, Finding } from './diagnostics.js'
-import { Feed, TOKEN_COOKIE, cookieToken, serveStatic, type Overview } from './console.js'
+import type { ClientPage, ConnectionView, Finding, Overview } from './admin-api.js'
+import { Feed, TOKEN_COOKIE, cookieToken, serveStatic } from './console.js'
 
-export interface ConnectionView {
-  id: string
-  clientId: string
-  username: string | undefined
-  address: string
-  port: number
-  protocolVersion: number
-  listener: string
-  since: string
-  state: string
-  bytesIn: number
-  bytesOut: number
-  /** Clean session off (3.1.1) or a session expiry interval (MQTT 5). */
-  persistentSession: boolean
-  keepalive: number
-  /** Times, and milliseconds in all, the client could not keep up and the broker side was held. */
-  stalls: number
-  stalledMs: number
-  /** Times the per-connection queue (limits.maxQueuedPackets) filled while plugins worked. */
-  queueFullHolds: number
-  subscriptions: Array<{ filter: string, qos: number }>
-  /** This client ID's most recent refused connect (last 10 minutes), in words. */
-  lastRefusal?: string
-}
 
 /** What the admin endpoint asks of the proxy. */
 export interface AdminTarget {
@@ -95,12 +71,6 @@ function authorized (req: http.IncomingMessage, token: string | undefined): bool
   return cookie !== undefined && sameToken(cookie, token)
 }
 
-/** A client as the console's client page shows it. */
-export interface ClientPage {
-  clientId: string
-  connections: ConnectionView[]
-  history: ClientEnd[]
-}
 
 export class AdminServer {
   private constructor (private readonly server: http.Server, private readonly feed: Feed, readonly host: string, readonly port: number) {}

@@ -22,7 +22,7 @@ import { checkClientFrame } from './header-check.js'
 import { Sides, CLOSE_GRACE_MS } from './sides.js'
 import type { GuardMetrics } from './metrics.js'
 import { Telemetry } from './telemetry.js'
-import type { ConnectionView } from './admin.js'
+import type { ConnectionView } from './admin-api.js'
 import type { Peer } from './listeners.js'
 
 let connections = 0

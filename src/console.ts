@@ -6,32 +6,14 @@
 
 import { readFile } from 'node:fs/promises'
 import type http from 'node:http'
+import type { Overview } from './admin-api.js'
 
-/** What the overview page shows; one snapshot per second. */
-export interface Overview {
-  at: string
-  instance: string
-  connections: number
-  /** Connections at each minute of the last hour, oldest first. */
-  history: Array<{ at: string, connections: number }>
-  connects: number
-  refusals: Array<{ code: string, reasonCode: string, count: number }>
-  /** PUBLISH packets per second since the previous snapshot: in (client → broker) and out. */
-  rates: { in: number, out: number }
-  /** Plugin decisions other than continue. */
-  verdicts: Array<{ plugin: string, action: string, count: number }>
-  duplicatesRemoved: { in: number, out: number }
-  /** Mean round trip per leg in milliseconds, null before the first sample. */
-  roundTrips: { client: number | null, broker: number | null }
-  health: Record<string, boolean | string>
-  certificates: Array<{ listener: string, subject: string, days: number }>
-}
 
 const ROOT = new URL('../../', import.meta.url)
 const FILES: Record<string, { url: URL, type: string }> = {
   '/': { url: new URL('console/index.html', ROOT), type: 'text/html; charset=utf-8' },
   '/console/style.css': { url: new URL('console/style.css', ROOT), type: 'text/css; charset=utf-8' },
-  '/console/app.js': { url: new URL('dist/console/app.js', ROOT), type: 'text/javascript; charset=utf-8' }
+  '/console/app.js': { url: new URL('dist/console-build/console/app.js', ROOT), type: 'text/javascript; charset=utf-8' }
 }
 
 export const TOKEN_COOKIE = 'mqtt_guard_token'

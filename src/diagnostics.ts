@@ -7,21 +7,12 @@
 import { readFileSync, readdirSync } from 'node:fs'
 import type { CloseInfo } from './plugin-api.js'
 import { ERRORS } from './errors.js'
+import type { ClientEnd, Finding } from './admin-api.js'
+
+export type { Finding, Severity } from './admin-api.js'
 import { topicMatches } from './topic-filter.js'
 
-export type Severity = 'info' | 'warning' | 'error'
 
-export interface Finding {
-  /** Stable ID, e.g. `flapping-client`. */
-  id: string
-  severity: Severity
-  /** One line: what is wrong (or worth knowing). */
-  summary: string
-  /** What it is based on, readable lines. */
-  evidence: string[]
-  /** The fix, in one sentence. */
-  fix: string
-}
 
 /** Over how long the proxy remembers ends, refusals and refused publishes. */
 export const WINDOW_MS = 10 * 60_000
@@ -33,8 +24,6 @@ const EXAMPLES = 5
 
 interface End { at: number, address: string, reason: string, detail: string | undefined, idleMs: number, keepalive: number, admitted: boolean }
 
-/** How one connection of a client ended, for the console's client page. */
-export interface ClientEnd { at: string, address: string, admitted: boolean, reason: string, words: string, detail: string | undefined }
 interface Tally { count: number, last: number, examples: Set<string> }
 
 /** What the recorder needs of a closed connection. */

@@ -8,9 +8,9 @@ import type { Redis, Cluster } from 'ioredis'
 import type { Registry } from 'prom-client'
 import type { ErrorCode } from './errors.js'
 import type { ProtocolVersion } from './codec.js'
-import type { Finding } from './diagnostics.js'
+import type { Finding } from './admin-api.js'
 
-export type { Finding } from './diagnostics.js'
+export type { Finding } from './admin-api.js'
 
 /** `in`: client → broker. `out`: broker → client. */
 export type Direction = 'in' | 'out'
