@@ -11,7 +11,7 @@ import type { AdminSpec } from './config.js'
 import type { GuardMetrics } from './metrics.js'
 import type { AdminRequest, AdminResponse } from './plugin-api.js'
 import type { ClientPage, ConnectionView, Finding, Overview } from './admin-api.js'
-import { Feed, TOKEN_COOKIE, cookieToken, serveStatic } from './console.js'
+import { Feed, TOKEN_COOKIE, cookieToken, openEvents, serveStatic } from './console.js'
 
 
 /** What the admin endpoint asks of the proxy. */
@@ -148,8 +148,7 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec
 
 /** A plugin's live feed as Server-Sent Events, until the client goes away. */
 function stream (req: http.IncomingMessage, res: http.ServerResponse, events: NonNullable<AdminResponse['events']>): void {
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
-  res.write('retry: 1000\n\n')
+  openEvents(res)
   const stop = events((event, data) => { res.write(`event: ${event}\ndata: ${data.replace(/\n/g, '\ndata: ')}\n\n`) })
   req.on('close', stop)
 }

@@ -48,6 +48,12 @@ export async function serveStatic (path: string, res: http.ServerResponse): Prom
   return true
 }
 
+/** Starts a Server-Sent Events response; the browser reconnects by itself 1 s after it ends. */
+export function openEvents (res: http.ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+  res.write('retry: 1000\n\n')
+}
+
 /** Connection counts per minute for the last hour, recorded whether or not a page is open. */
 export class History {
   private readonly samples: Array<{ at: string, connections: number }> = []
@@ -81,9 +87,7 @@ export class Feed {
   constructor (private readonly snapshot: () => Promise<Overview>, private readonly everyMs = 1000) {}
 
   open (req: http.IncomingMessage, res: http.ServerResponse): void {
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
-    // The browser reconnects by itself after 1 s when the proxy restarts.
-    res.write('retry: 1000\n\n')
+    openEvents(res)
     this.listeners.add(res)
     req.on('close', () => {
       this.listeners.delete(res)

@@ -282,12 +282,16 @@ function queues (live: LiveState): Finding[] {
   }]
 }
 
+/** The mean of a leg's sampled round trips (seconds) in milliseconds, to 0.01; null before the first. */
+export function meanMs (leg: { sum: number, count: number }): number | null {
+  return leg.count === 0 ? null : Math.round(leg.sum / leg.count * 100_000) / 100
+}
+
 function latency (live: LiveState): Finding[] {
   const { client, broker } = live.roundTrips
   if (client.count === 0 && broker.count === 0) return []
-  const ms = (leg: { sum: number, count: number }): number | undefined => leg.count === 0 ? undefined : Math.round(leg.sum / leg.count * 100_000) / 100
-  const c = ms(client)
-  const b = ms(broker)
+  const c = meanMs(client) ?? undefined
+  const b = meanMs(broker) ?? undefined
   const over = (n: number): string => `${n} sample${n === 1 ? '' : 's'}`
   const evidence = [`broker leg (proxy → broker → proxy): ${b === undefined ? 'no sample yet' : `${b} ms mean over ${over(broker.count)}`}`, `client leg (proxy → client → proxy): ${c === undefined ? 'no sample yet' : `${c} ms mean over ${over(client.count)}`}`]
   if (c !== undefined && b !== undefined && c > 50 && c > 4 * b) {

@@ -4,6 +4,7 @@
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
+import type { Counter } from 'prom-client'
 import { Redis, type Cluster } from 'ioredis'
 import type { GuardConfig, ListenSpec, PluginEntry } from './config.js'
 import { Connection } from './connection.js'
@@ -19,7 +20,7 @@ import type { ConnectionView, Finding, Overview } from './admin-api.js'
 import { Listener, type Peer } from './listeners.js'
 import { limitsPlugin } from './limits.js'
 import { subscribeChannel } from './redis-call.js'
-import { Diagnostics } from './diagnostics.js'
+import { Diagnostics, meanMs } from './diagnostics.js'
 import { History } from './console.js'
 import { FRAME_TYPE } from './codec.js'
 import { performance } from 'node:perf_hooks'
@@ -164,25 +165,34 @@ export class GuardServer {
     const seconds = (now - this.lastRates.at) / 1000
     const rates = seconds <= 0 ? { in: 0, out: 0 } : { in: (counts.in - this.lastRates.in) / seconds, out: (counts.out - this.lastRates.out) / seconds }
     this.lastRates = { at: now, ...counts }
-    const values = async (name: string): Promise<Array<{ labels: Record<string, string | number>, value: number, metricName?: string }>> =>
-      (await this.registryMetric(name)?.get())?.values ?? []
     const legs = await this.roundTripLegs()
-    const mean = (l: { sum: number, count: number }): number | null => l.count === 0 ? null : Math.round(l.sum / l.count * 100_000) / 100
-    const removed = await values('mqtt_guard_dedupe_removed_total')
+    // The dedupe plugin registers its own counter: looked up by name, absent without the plugin.
+    const dedupe = this.metrics.registry.getSingleMetric('mqtt_guard_dedupe_removed_total') as Counter<'direction'> | undefined
+    const removed = (await dedupe?.get())?.values ?? []
     return {
       at: new Date().toISOString(),
       instance: this.instanceId,
-      connections: [...this.connections].filter((c) => c.accepted && c.state !== 'closed').length,
+      connections: this.liveConnections().length,
       history: this.history.values,
       connects: [...this.metrics.connects.values()].reduce((a, b) => a + b, 0),
-      refusals: (await values('mqtt_guard_refusals_total')).map((v) => ({ code: String(v.labels.code), reasonCode: String(v.labels.reason_code), count: v.value })),
+      refusals: (await this.metrics.refusals.get()).values.map((v) => ({ code: String(v.labels.code), reasonCode: String(v.labels.reason_code), count: v.value })),
       rates: { in: Math.round(rates.in * 10) / 10, out: Math.round(rates.out * 10) / 10 },
-      verdicts: (await values('mqtt_guard_plugin_verdicts_total')).map((v) => ({ plugin: String(v.labels.plugin), action: String(v.labels.action), count: v.value })),
+      verdicts: (await this.metrics.verdicts.get()).values.map((v) => ({ plugin: String(v.labels.plugin), action: String(v.labels.action), count: v.value })),
       duplicatesRemoved: { in: removed.find((v) => v.labels.direction === 'in')?.value ?? 0, out: removed.find((v) => v.labels.direction === 'out')?.value ?? 0 },
-      roundTrips: { client: mean(legs.client), broker: mean(legs.broker) },
+      roundTrips: { client: meanMs(legs.client), broker: meanMs(legs.broker) },
       health: (await this.readiness()).checks,
-      certificates: (await values('mqtt_guard_tls_certificate_expiry_seconds')).map((v) => ({ listener: String(v.labels.listener), subject: String(v.labels.subject), days: Math.floor(v.value / 86_400) }))
+      certificates: (await this.certificates()).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) }))
     }
+  }
+
+  /** Connections that got their CONNACK and are still open. */
+  private liveConnections (): Connection[] {
+    return [...this.connections].filter((c) => c.accepted && c.state !== 'closed')
+  }
+
+  /** Seconds to expiry of each listener certificate, from its gauge. */
+  private async certificates (): Promise<Array<{ listener: string, subject: string, seconds: number }>> {
+    return (await this.metrics.certExpiry.get()).values.map((v) => ({ listener: String(v.labels.listener), subject: String(v.labels.subject), seconds: v.value }))
   }
 
   /** Sum and count of the sampled round trips per leg, from the histogram. */
@@ -197,14 +207,9 @@ export class GuardServer {
     return legs
   }
 
-  private registryMetric (name: string): { get: () => Promise<{ values: Array<{ labels: Record<string, string | number>, value: number, metricName?: string }> }> } | undefined {
-    return this.metrics.registry.getSingleMetric(name) as ReturnType<GuardServer['registryMetric']>
-  }
-
   /** Findings for `mqtt-guard doctor`: what was recorded, and the live state read now. */
   async diagnose (): Promise<{ instance: string, at: string, findings: Finding[] }> {
     const legs = await this.roundTripLegs()
-    const certificates = (await this.metrics.certExpiry.get()).values.map((v) => ({ listener: String(v.labels.listener), subject: String(v.labels.subject), seconds: v.value }))
     const plugins: Finding[] = []
     for (const plugin of this.host.plugins) {
       try {
@@ -214,11 +219,11 @@ export class GuardServer {
       }
     }
     const findings = this.diagnostics.report({
-      connections: [...this.connections].filter((c) => c.accepted && c.state !== 'closed').map((c) => c.view()),
+      connections: this.liveConnections().map((c) => c.view()),
       maxConnections: this.config.limits.maxConnections,
       checks: (await this.readiness()).checks,
       roundTrips: legs,
-      certificates,
+      certificates: await this.certificates(),
       plugins
     })
     return { instance: this.instanceId, at: new Date().toISOString(), findings }
