@@ -41,7 +41,15 @@ function malformed (message: string): GuardError {
 class Walk {
   at = 0
 
-  constructor (readonly frame: Buffer, public where: string) {}
+  /** Walking a CONNECT's will properties. */
+  inWill = false
+
+  constructor (readonly frame: Buffer, private readonly cmd: string) {}
+
+  /** What the messages call the packet; made only when one is thrown. */
+  get where (): string {
+    return `${this.cmd.toUpperCase()}${this.inWill ? ' will' : ''}`
+  }
 
   need (n: number): void {
     if (this.at + n > this.frame.length) throw malformed(`${this.where} truncated`)
@@ -126,7 +134,7 @@ class Walk {
 export function walkFrame (frame: Buffer, start: number, cmd: string, version: number): void {
   const v5 = version === 5
   const remaining = frame.length - start
-  const walk = new Walk(frame, cmd.toUpperCase())
+  const walk = new Walk(frame, cmd)
   walk.at = start
   switch (cmd) {
     case 'connect': return walkConnect(walk)
@@ -179,9 +187,9 @@ function walkConnect (walk: Walk): void {
   walk.utf8('client identifier')
   if ((flags & 0x04) !== 0) {
     if (v5) {
-      walk.where = 'CONNECT will'
+      walk.inWill = true
       walk.properties()
-      walk.where = 'CONNECT'
+      walk.inWill = false
     }
     walk.utf8('will topic')
     walk.field() // will payload: binary
