@@ -6,19 +6,9 @@ import mqtt from 'mqtt-packet'
 import type { Packet, PacketCmd } from 'mqtt-packet'
 import { remainingLength } from './raw-client.js'
 
-export type Version = 4 | 5
+export { mulberry32 } from './prng.js'
 
-/** mulberry32: 32 bits of state, enough to spread cases, and trivial to replay from a seed. */
-export function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export type Version = 4 | 5
 
 export class Dice {
   constructor (readonly next: () => number) {}

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import t from 'tap'
 import { Framer, MAX_REMAINING_LENGTH } from '../../src/framer.js'
 import { GuardError } from '../../src/errors.js'
+import { mulberry32 } from '../helpers/prng.js'
 import type { ErrorCode } from '../../src/errors.js'
 
 interface Row {
@@ -82,20 +83,8 @@ for (const [len, enc] of BOUNDARIES) {
 }
 rows.push({ name: 'max remaining length with limit just below, header only', chunks: ['30ffffff7f'], max: MAX_REMAINING_LENGTH + 4, frames: [], error: 'GUARD_ERR_PACKET_TOO_LARGE' })
 
-/** mulberry32: small seeded PRNG so random splits are reproducible. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function randomSplit (all: Buffer, seed: number): Buffer[] {
-  const rand = prng(seed)
+  const rand = mulberry32(seed)
   const out: Buffer[] = []
   let at = 0
   while (at < all.length) {

@@ -6,6 +6,7 @@
 
 import t from 'tap'
 import { compileTrusted, encodeProxyV1, encodeProxyV2, parseProxyHeader } from '../../src/proxy-protocol.js'
+import { mulberry32 } from '../helpers/prng.js'
 import type { ProxyAddress, ProxyParse } from '../../src/proxy-protocol.js'
 
 interface Valid {
@@ -219,20 +220,8 @@ t.test('encoder refuses what it cannot write', async (t) => {
   }
 })
 
-/** mulberry32: small seeded PRNG so the fuzz below is reproducible. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 t.test('never throws on damaged headers', async (t) => {
-  const rand = prng(7)
+  const rand = mulberry32(7)
   const seeds = [...VALID, ...INVALID].map((row) => hex(row.hex + CONNECT))
   let thrown = 0
   for (let i = 0; i < 20_000; i++) {
