@@ -187,7 +187,7 @@ export class GuardServer {
 
   /** Connections that got their CONNACK and are still open. */
   private liveConnections (): Connection[] {
-    return [...this.connections].filter((c) => c.accepted && c.state !== 'closed')
+    return [...this.connections].filter((c) => c.state === 'relaying')
   }
 
   /** Seconds to expiry of each listener certificate, from its gauge. */
