@@ -219,7 +219,7 @@ t.test('a non-loopback listener needs auth or allowAnonymous', async (t) => {
   t.ok(configErrorOf(() => buildConfig({}, { listen: '0.0.0.0:1883' })).startsWith('listen: '), 'also from a flag')
   t.same(buildConfig({ listen: '0.0.0.0:1883', allowAnonymous: true }, {}).listen.map((l) => l.host), ['0.0.0.0'])
   t.same(buildConfig({ listen: '0.0.0.0:1883', plugins: [{ name: 'auth', passwordFile: 'x' }] }, {}).plugins,
-    [{ key: 'plugins[0]', name: 'auth', module: undefined, options: { passwordFile: 'x' } }], 'auth plugin is enough; options kept')
+    [{ key: 'plugins[0]', name: 'auth', module: undefined, options: { passwordFile: 'x' }, context: { configDir: process.cwd(), redis: false } }], 'auth plugin is enough; options kept')
   for (const listen of ['127.0.0.1:1', '127.8.9.10:1', 'localhost:1', '[::1]:1']) {
     t.doesNotThrow(() => buildConfig({ listen }, {}), `${listen} is loopback`)
   }
