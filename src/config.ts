@@ -89,11 +89,14 @@ const URLS = 'embedded, mqtt://HOST:PORT, mqtts://HOST:PORT or { url, ca, cert, 
 
 /** The config file's own keys; each plugin's options have their schema in its folder. */
 export const fileSchema = strictOptions({
-  listen: z.union([z.string(), z.array(listenEntry, expected('a non-empty list of listeners')).min(1)], expected('HOST:PORT, a URL, or a non-empty list of them or of { url, cert, key, ... }')).optional(),
+  listen: z.union([z.string(), z.array(listenEntry, expected('a non-empty list of listeners')).min(1)], expected('HOST:PORT, a URL, or a non-empty list of them or of { url, cert, key, ... }'))
+    .optional().describe('Where clients connect: HOST:PORT, mqtt://, mqtts://, ws://, wss:// URLs, or a list (default 127.0.0.1:1884)'),
   admin: z.union([z.literal(false), z.string(), strictOptions({ listen: text('HOST:PORT'), token: z.string(expected('a string of at least 16 characters')).min(16).optional() })],
-    expected('HOST:PORT, false, or { listen, token }')).optional(),
-  upstream: z.union([z.string(), strictOptions({ url: text('a URL'), proxyProtocol: z.union([z.literal(1), z.literal(2)], expected('1 or 2')).optional(), ...tlsOptions })], expected(URLS)).optional(),
-  redis: z.union([z.string(), strictOptions({ url: text('redis://HOST:PORT'), keyPrefix: z.string(expected('a string')).optional() })], expected('redis://HOST:PORT or { url, keyPrefix }')).optional(),
+    expected('HOST:PORT, false, or { listen, token }')).optional().describe('The admin HTTP endpoint (default 127.0.0.1:9884); a token is required off loopback'),
+  upstream: z.union([z.string(), strictOptions({ url: text('a URL'), proxyProtocol: z.union([z.literal(1), z.literal(2)], expected('1 or 2')).optional(), ...tlsOptions })], expected(URLS))
+    .optional().describe('The broker: embedded, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS file paths relative to this file)'),
+  redis: z.union([z.string(), strictOptions({ url: text('redis://HOST:PORT'), keyPrefix: z.string(expected('a string')).optional() })], expected('redis://HOST:PORT or { url, keyPrefix }'))
+    .optional().describe('Shared state for every instance; without it, state is in memory'),
   limits: strictOptions({
     maxPacketSize: int(64, 268_435_460).optional(),
     connectTimeoutMs: int(100).optional(),
@@ -104,9 +107,9 @@ export const fileSchema = strictOptions({
     maxConnectsPerSecondPerAddress: int(0).optional(),
     maxKeepaliveSeconds: int(0, 65535).optional(),
     maxPublishesPerSecond: int(0).optional()
-  }).optional(),
+  }).optional().describe('Per-connection and per-address limits (README.md, Configuration)'),
   log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
-  allowAnonymous: bool().optional(),
+  allowAnonymous: bool().optional().describe('Permit a non-loopback listener without the auth plugin'),
   // Each entry's other keys are the plugin's options, checked by the plugin's own schema.
   plugins: z.array(z.looseObject({ name: text('a folder name under plugins/').optional(), module: text('a path or a package name').optional() },
     expected('a plugin entry { name | module, ...options }')), expected('a list of plugin entries')).optional()
