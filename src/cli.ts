@@ -130,12 +130,14 @@ async function start (args: string[]): Promise<number> {
 async function checkConfig (args: string[]): Promise<number> {
   const { positionals, help, flags } = parse(args)
   if (help) { process.stdout.write('Usage: mqtt-guard check-config FILE\n'); return 0 }
-  const file = positionals[0] ?? flags.config
-  if (file === undefined) {
+  const env = envOverrides(process.env)
+  const file = positionals[0] ?? flags.config ?? env.config
+  if (file === undefined || file === '') {
     process.stderr.write('Usage: mqtt-guard check-config FILE\n')
     return 2
   }
-  const config = loadConfig({ config: file })
+  // As `start` would load it: MQTT_GUARD_* variables and flags over the file.
+  const config = loadConfig({ ...flags, config: file }, env)
   await validatePlugins(config)
   process.stdout.write(`${file}: ok (listen ${config.listen.map((l) => `${l.host}:${l.port}`).join(', ')}; upstream ${config.upstream.kind === 'embedded' ? 'embedded' : config.upstream.url}; plugins ${config.plugins.map((p) => p.name ?? p.module).join(', ') || 'none'})\n`)
   return 0

@@ -1,11 +1,11 @@
 // The `listen` setting: "HOST:PORT" (plain MQTT) or objects with a URL that names the kind of
 // listener (mqtt, mqtts, ws, wss), TLS files, and the PROXY protocol.
 
-import { existsSync } from 'node:fs'
-import path from 'node:path'
 import { z } from 'zod'
 import { configError } from './errors.js'
 import { compileTrusted } from './proxy-protocol.js'
+import { bool, strings, strictOptions, text } from './config-zod.js'
+import { inputFile } from './config-paths.js'
 
 export type ListenKind = 'mqtt' | 'mqtts' | 'ws' | 'wss'
 
@@ -22,15 +22,15 @@ export interface ListenSpec {
   proxyProtocol: { trusted: string[], isTrusted: (address: string) => boolean } | undefined
 }
 
-export const listenEntry = z.union([z.string(), z.object({
-  url: z.string(),
-  cert: z.string().optional(),
-  key: z.string().optional(),
-  ca: z.string().optional(),
-  requireClientCert: z.boolean().optional(),
-  proxyProtocol: z.boolean().optional(),
-  trustedProxies: z.array(z.string()).optional()
-}).strict()])
+export const listenEntry = z.union([z.string(), strictOptions({
+  url: text('HOST:PORT or mqtt://, mqtts://, ws://, wss://HOST:PORT'),
+  cert: text('a PEM file path').optional(),
+  key: text('a PEM file path').optional(),
+  ca: text('a PEM file path').optional(),
+  requireClientCert: bool().optional(),
+  proxyProtocol: bool().optional(),
+  trustedProxies: strings().optional()
+})])
 
 type Entry = z.infer<typeof listenEntry>
 
@@ -49,10 +49,7 @@ function hostPort (value: string, key: string): { host: string, port: number } {
 export { hostPort as parseHostPort }
 
 function file (configDir: string, value: string | undefined, key: string): string | undefined {
-  if (value === undefined) return undefined
-  const resolved = path.resolve(configDir, value)
-  if (!existsSync(resolved)) throw configError(key, `file ${resolved} does not exist`)
-  return resolved
+  return value === undefined ? undefined : inputFile(configDir, value, key)
 }
 
 function fromUrl (raw: string, key: string): { kind: ListenKind, host: string, port: number, path: string | undefined } {

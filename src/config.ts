@@ -2,14 +2,18 @@
 // Validated once at start; every error names the key and what is wrong, and the process exits
 // before it listens. Relative paths resolve against the config file's folder.
 
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { configError, type GuardError } from './errors.js'
+import { configError } from './errors.js'
 import { listenEntry, parseHostPort, parseListen, type ListenSpec } from './config-listen.js'
+import { bool, expected, int, oneOf, parseWith, strictOptions, text } from './config-zod.js'
+import { inputFile } from './config-paths.js'
+import type { OptionsContext } from './plugin-api.js'
 
 export type { ListenSpec } from './config-listen.js'
+export { zodToConfigError } from './config-zod.js'
 
 export interface TlsFiles { ca?: string, cert?: string, key?: string, rejectUnauthorized: boolean, servername?: string }
 
@@ -24,6 +28,8 @@ export interface PluginEntry {
   name: string | undefined
   module: string | undefined
   options: Record<string, unknown>
+  /** Where its paths start and what else is configured, for its option checks. */
+  context: OptionsContext
 }
 
 /** The admin HTTP endpoint (health, metrics, connections); undefined when turned off. */
@@ -72,46 +78,42 @@ export const DEFAULTS = {
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
 const tlsOptions = {
-  ca: z.string().optional(),
-  cert: z.string().optional(),
-  key: z.string().optional(),
-  rejectUnauthorized: z.boolean().default(true),
-  servername: z.string().optional()
+  ca: text('a file path').optional(),
+  cert: text('a file path').optional(),
+  key: text('a file path').optional(),
+  rejectUnauthorized: bool().default(true),
+  servername: text('a host name').optional()
 }
 
-const fileSchema = z.object({
-  listen: z.union([z.string(), z.array(listenEntry).min(1)]).optional(),
-  admin: z.union([z.literal(false), z.string(), z.object({ listen: z.string(), token: z.string().min(16).optional() }).strict()]).optional(),
-  upstream: z.union([z.string(), z.object({ url: z.string(), proxyProtocol: z.union([z.literal(1), z.literal(2)]).optional(), ...tlsOptions }).strict()]).optional(),
-  redis: z.union([z.string(), z.object({ url: z.string(), keyPrefix: z.string().optional() }).strict()]).optional(),
-  limits: z.object({
-    maxPacketSize: z.number().int().min(64).max(268_435_460).optional(),
-    connectTimeoutMs: z.number().int().min(100).optional(),
-    maxConnections: z.number().int().min(1).optional(),
-    maxQueuedPackets: z.number().int().min(1).optional(),
-    drainTimeoutMs: z.number().int().min(0).optional(),
-    maxConnectionsPerAddress: z.number().int().min(0).optional(),
-    maxConnectsPerSecondPerAddress: z.number().int().min(0).optional(),
-    maxKeepaliveSeconds: z.number().int().min(0).max(65535).optional(),
-    maxPublishesPerSecond: z.number().int().min(0).optional()
-  }).strict().optional(),
-  log: z.object({ level: z.enum(LOG_LEVELS).optional() }).strict().optional(),
-  allowAnonymous: z.boolean().optional(),
-  plugins: z.array(z.looseObject({ name: z.string().optional(), module: z.string().optional() })).optional()
-}).strict()
+const URLS = 'embedded, mqtt://HOST:PORT, mqtts://HOST:PORT or { url, ca, cert, key, rejectUnauthorized, servername, proxyProtocol }'
 
-/** `plugins[1].policy: Invalid option: expected one of ...` from zod's first issue. */
-export function zodToConfigError (error: z.ZodError, prefix: string): GuardError {
-  const issue = error.issues[0]
-  if (issue === undefined) return configError(prefix, 'invalid')
-  let key = prefix
-  for (const part of issue.path) key += typeof part === 'number' ? `[${part}]` : (key === '' ? String(part) : `.${String(part)}`)
-  if (issue.code === 'unrecognized_keys') {
-    const first = issue.keys[0] ?? ''
-    return configError(key === '' ? first : `${key}.${first}`, 'unknown key')
-  }
-  return configError(key, issue.message)
-}
+/** The config file's own keys; each plugin's options have their schema in its folder. */
+export const fileSchema = strictOptions({
+  listen: z.union([z.string(), z.array(listenEntry, expected('a non-empty list of listeners')).min(1)], expected('HOST:PORT, a URL, or a non-empty list of them or of { url, cert, key, ... }'))
+    .optional().describe('Where clients connect: HOST:PORT, mqtt://, mqtts://, ws://, wss:// URLs, or a list (default 127.0.0.1:1884)'),
+  admin: z.union([z.literal(false), z.string(), strictOptions({ listen: text('HOST:PORT'), token: z.string(expected('a string of at least 16 characters')).min(16).optional() })],
+    expected('HOST:PORT, false, or { listen, token }')).optional().describe('The admin HTTP endpoint (default 127.0.0.1:9884); a token is required off loopback'),
+  upstream: z.union([z.string(), strictOptions({ url: text('a URL'), proxyProtocol: z.union([z.literal(1), z.literal(2)], expected('1 or 2')).optional(), ...tlsOptions })], expected(URLS))
+    .optional().describe('The broker: embedded, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS file paths relative to this file)'),
+  redis: z.union([z.string(), strictOptions({ url: text('redis://HOST:PORT'), keyPrefix: z.string(expected('a string')).optional() })], expected('redis://HOST:PORT or { url, keyPrefix }'))
+    .optional().describe('Shared state for every instance; without it, state is in memory'),
+  limits: strictOptions({
+    maxPacketSize: int(64, 268_435_460).optional(),
+    connectTimeoutMs: int(100).optional(),
+    maxConnections: int(1).optional(),
+    maxQueuedPackets: int(1).optional(),
+    drainTimeoutMs: int(0).optional(),
+    maxConnectionsPerAddress: int(0).optional(),
+    maxConnectsPerSecondPerAddress: int(0).optional(),
+    maxKeepaliveSeconds: int(0, 65535).optional(),
+    maxPublishesPerSecond: int(0).optional()
+  }).optional().describe('Per-connection and per-address limits (README.md, Configuration)'),
+  log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
+  allowAnonymous: bool().optional().describe('Permit a non-loopback listener without the auth plugin'),
+  // Each entry's other keys are the plugin's options, checked by the plugin's own schema.
+  plugins: z.array(z.looseObject({ name: text('a folder name under plugins/').optional(), module: text('a path or a package name').optional() },
+    expected('a plugin entry { name | module, ...options }')), expected('a list of plugin entries')).optional()
+})
 
 export { parseHostPort }
 
@@ -128,12 +130,7 @@ function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: 
     throw configError('upstream', `unsupported scheme "${url.protocol}": expected mqtt: or mqtts:`)
   }
   const secure = url.protocol === 'mqtts:'
-  const resolve = (file: string | undefined, key: string): string | undefined => {
-    if (file === undefined) return undefined
-    const resolved = path.resolve(configDir, file)
-    if (!existsSync(resolved)) throw configError(`upstream.${key}`, `file ${resolved} does not exist`)
-    return resolved
-  }
+  const resolve = (file: string | undefined, key: string): string | undefined => file === undefined ? undefined : inputFile(configDir, file, `upstream.${key}`)
   const tls = secure
     ? { ca: resolve(spec.ca, 'ca'), cert: resolve(spec.cert, 'cert'), key: resolve(spec.key, 'key'), rejectUnauthorized: spec.rejectUnauthorized, servername: spec.servername }
     : undefined
@@ -202,33 +199,33 @@ function dropUndefined (o: Overrides): Overrides {
 }
 
 export function buildConfig (raw: unknown, overrides: Overrides, configFile?: string): GuardConfig {
-  const parsed = fileSchema.safeParse(raw)
-  if (!parsed.success) throw zodToConfigError(parsed.error, '')
-  const file = parsed.data
+  const file = parseWith(fileSchema, raw)
   const configDir = configFile === undefined ? process.cwd() : path.dirname(path.resolve(configFile))
   const level = overrides.logLevel ?? file.log?.level ?? DEFAULTS.log.level
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw configError('log.level', `expected one of ${LOG_LEVELS.join(', ')}`)
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw configError('log.level', `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`)
+  const redis = parseRedis(overrides.redis ?? file.redis)
+  const context: OptionsContext = { configDir, redis: redis !== undefined }
   const config: GuardConfig = {
     configFile,
     configDir,
     listen: parseListen(overrides.listen ?? file.listen ?? DEFAULTS.listen, 'listen', configDir),
     admin: parseAdmin(file.admin, overrides.admin, overrides.adminToken),
     upstream: parseUpstream(overrides.upstream ?? file.upstream, configDir),
-    redis: parseRedis(overrides.redis ?? file.redis),
+    redis,
     limits: { ...DEFAULTS.limits, ...file.limits },
     log: { level },
     allowAnonymous: file.allowAnonymous ?? false,
-    plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`))
+    plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`, context))
   }
   checkExposure(config)
   return config
 }
 
-function pluginEntry (entry: Record<string, unknown>, key: string): PluginEntry {
+function pluginEntry (entry: Record<string, unknown>, key: string, context: OptionsContext): PluginEntry {
   const { name, module, ...options } = entry as { name?: string, module?: string }
   if ((name === undefined) === (module === undefined)) throw configError(key, 'give exactly one of "name" (a folder under plugins/) or "module" (a path or package)')
   if (name !== undefined && !/^[a-z][a-z0-9-]*$/.test(name)) throw configError(`${key}.name`, `"${name}" is not a plugin folder name`)
-  return { key, name, module, options }
+  return { key, name, module, options, context }
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/

@@ -6,6 +6,7 @@ import type { Packet, PacketCmd } from 'mqtt-packet'
 import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
 import type { Registry } from 'prom-client'
+import type { z } from 'zod'
 import type { ErrorCode } from './errors.js'
 import type { ProtocolVersion } from './codec.js'
 import type { Finding } from './admin-api.js'
@@ -143,7 +144,7 @@ export interface PluginContext<Options> {
   readonly keyPrefix: string
   /** Unique per proxy process, e.g. for lease owner tokens. */
   readonly instanceId: string
-  /** Folder of the config file: relative paths in options resolve against it. */
+  /** Folder of the config file: path options arrive resolved against it (absolute) after `validate`. */
   readonly configDir: string
   /** The proxy's Prometheus registry: a plugin registers its own metrics (`mqtt_guard_<plugin>_…`). */
   readonly metrics: Registry
@@ -151,10 +152,28 @@ export interface PluginContext<Options> {
   readonly retap: () => void
 }
 
+/** What option checks may look at besides the options: where paths start, what else is configured. */
+export interface OptionsContext {
+  /** Folder of the config file (the working directory without one): relative paths resolve against it. */
+  readonly configDir: string
+  /** The top-level `redis` is set (options that need shared state can say so at check time). */
+  readonly redis: boolean
+}
+
 export interface PluginDefinition<Options = unknown> {
   readonly name: string
-  /** Validates raw options; throw configError(key, problem) with the key relative to the entry. */
-  validate?: (raw: Record<string, unknown>) => Options
+  /**
+   * The options as a user writes them (everything in the entry but `name`/`module`), as a zod
+   * schema whose output is Options. The host parses with it, so errors name `plugins[i].key`
+   * in one style, and config/mqtt-guard.schema.json is generated from it.
+   */
+  readonly options?: z.ZodType<Options>
+  /**
+   * After `options`: what a schema cannot say (paths resolved against ctx.configDir and checked,
+   * checks across options). Without `options` it gets the raw entry and checks it all. Throw
+   * configError(key, problem) with the key relative to the entry.
+   */
+  validate? (options: Options, ctx: OptionsContext): Options
   create: (ctx: PluginContext<Options>) => Plugin | Promise<Plugin>
 }
 

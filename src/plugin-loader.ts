@@ -1,14 +1,16 @@
 // Loads the plugins named in config, in config order: `name` is a folder under plugins/
 // (compiled to dist/plugins/<name>/index.js), `module` a path (relative to the config file) or
-// a package name. Each gets its options validated, its own child logger and key prefix.
+// a package name. Each gets its options validated (its zod schema, then its own checks, with
+// paths resolved against the config file's folder), its own child logger and key prefix.
 
-import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
 import type { Registry } from 'prom-client'
-import { configError, GuardError } from './errors.js'
+import { configError, GuardError, isGuardError } from './errors.js'
 import type { PluginEntry } from './config.js'
+import { inputFile, isFilePath } from './config-paths.js'
+import { parseWith } from './config-zod.js'
 import type { Plugin, PluginDefinition } from './plugin-api.js'
 
 const BUILTIN_ROOT = new URL('../plugins/', import.meta.url)
@@ -26,14 +28,16 @@ export interface LoadContext {
 function specifier (entry: PluginEntry, configDir: string): string {
   if (entry.name !== undefined) return new URL(`${entry.name}/index.js`, BUILTIN_ROOT).href
   const module = entry.module as string
-  if (module.startsWith('.') || path.isAbsolute(module)) return pathToFileURL(path.resolve(configDir, module)).href
+  // A missing file is the config's fault (exit 78, the key named), not a failed import.
+  if (isFilePath(module)) return pathToFileURL(inputFile(configDir, module, `${entry.key}.module`)).href
   return module
 }
 
 export async function loadDefinition (entry: PluginEntry, configDir: string): Promise<PluginDefinition> {
   let imported: { default?: unknown }
+  const from = specifier(entry, configDir)
   try {
-    imported = await import(specifier(entry, configDir)) as { default?: unknown }
+    imported = await import(from) as { default?: unknown }
   } catch (err) {
     const what = entry.name !== undefined ? `no plugin named "${entry.name}" (looked in plugins/)` : `cannot load module "${entry.module}"`
     throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: ${what}: ${(err as Error).message}`, { cause: err })
@@ -45,17 +49,22 @@ export async function loadDefinition (entry: PluginEntry, configDir: string): Pr
   return definition
 }
 
-/** Validates options with the plugin's own validator; errors name `plugins[i].key`. */
+/** "hooks: expected a string" from a plugin becomes "plugins[0].hooks: expected a string". */
+function keyed (entry: PluginEntry, err: unknown): GuardError {
+  const message = (err as Error).message
+  const match = /^([A-Za-z_][\w.[\]]*): (.*)$/s.exec(message)
+  if (match !== null) return configError(`${entry.key}.${match[1] as string}`, match[2] as string)
+  return configError(entry.key, message)
+}
+
+/** The plugin's schema, then its own checks; errors name `plugins[i].key`. */
 export function validateOptions (definition: PluginDefinition, entry: PluginEntry): unknown {
-  if (definition.validate === undefined) return entry.options
+  const options = definition.options === undefined ? entry.options : parseWith(definition.options, entry.options, entry.key)
+  if (definition.validate === undefined) return options
   try {
-    return definition.validate(entry.options)
+    return definition.validate(options, entry.context)
   } catch (err) {
-    // "hooks: expected a string" from the plugin becomes "plugins[0].hooks: expected a string".
-    const message = (err as Error).message
-    const keyed = /^([A-Za-z_][\w.[\]]*): (.*)$/s.exec(message)
-    if (keyed !== null) throw configError(`${entry.key}.${keyed[1] as string}`, keyed[2] as string)
-    throw configError(entry.key, message)
+    throw keyed(entry, err)
   }
 }
 
@@ -69,6 +78,8 @@ export async function loadPlugins (entries: PluginEntry[], ctx: LoadContext): Pr
       plugins.push(await createPlugin(definition, optionsList[i], ctx))
     } catch (err) {
       await Promise.allSettled(plugins.map(async (p) => await p.close?.()))
+      // A check only create() can make (it needs the running context) is still the config's.
+      if (isGuardError(err) && err.code === 'GUARD_ERR_CONFIG') throw keyed(entry, err)
       throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: plugin ${definition.name} failed to start: ${(err as Error).message}`, { cause: err, plugin: definition.name })
     }
   }

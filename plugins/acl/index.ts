@@ -8,7 +8,7 @@ import { definePlugin } from '../../src/plugin-api.js'
 import { WatchedFile } from '../../src/watched-file.js'
 import { AclPolicy } from './rules.js'
 import { parseMosquittoAcl, type MosquittoAcl } from './mosquitto-acl.js'
-import { compileRules, validateOptions, type AclOptions } from './options.js'
+import { aclOptions, checkAclOptions, compileRules, validateOptions, type AclOptions } from './options.js'
 import { AclHooks } from './hooks.js'
 
 export { validateOptions, type AclOptions }
@@ -18,13 +18,15 @@ export function buildPolicy (options: AclOptions, aclFile: () => MosquittoAcl | 
   return new AclPolicy(compileRules(options.rules), options.groups, aclFile)
 }
 
+/** Validated options hold it absolute already; resolving again keeps callers that pass raw ones right. */
 export function resolveAclFile (options: AclOptions, configDir: string): string | undefined {
   return options.aclFile === undefined ? undefined : path.resolve(configDir, options.aclFile)
 }
 
 export default definePlugin<AclOptions>({
   name: 'acl',
-  validate: validateOptions,
+  options: aclOptions,
+  validate: checkAclOptions,
   create (ctx) {
     const file = resolveAclFile(ctx.options, ctx.configDir)
     // Read now (a bad file stops the start); later re-read atomically on change and SIGHUP.

@@ -1,87 +1,71 @@
-// The acl plugin's options, validated; every error starts with the option's key
-// (`rules[2].topic: ...`), the loader prefixes `plugins[i].`.
+// The acl plugin's options: a zod schema (rules, groups, what a denied publish does; also the
+// JSON Schema editors complete from), then the acl_file resolved against the config file's
+// folder and checked. Errors start with the option's key (`rules[2].topic: ...`), the loader
+// prefixes `plugins[i].`.
 
+import { z } from 'zod'
 import { configError } from '../../src/errors.js'
-import { ACTIONS, compileRule, type Action, type CompiledRule, type RuleSpec } from './rules.js'
+import { bool, expected, oneOf, parseWith, strictOptions, strings, text } from '../../src/config-zod.js'
+import { inputFile } from '../../src/config-paths.js'
+import type { OptionsContext } from '../../src/plugin-api.js'
+import { ACTIONS, compileRule, type CompiledRule, type RuleSpec } from './rules.js'
 
 export interface AclOptions {
   rules: RuleSpec[]
-  aclFile: string | undefined
+  /** Absolute once validated. */
+  aclFile?: string | undefined
   groups: Record<string, string[]>
   onDeniedPublish: 'drop' | 'disconnect'
 }
 
-const RULE_KEYS = new Set(['allow', 'deny', 'topic', 'users', 'groups', 'anonymous', 'clients', 'qos', 'retain'])
+const actions = z.union([oneOf(ACTIONS), z.array(oneOf(ACTIONS)).min(1)], expected(`${ACTIONS.join(', ')} (or a list of them)`))
+const qosLevel = z.literal([0, 1, 2], expected('0, 1 or 2'))
+const qos = z.union([qosLevel, z.array(qosLevel).min(1)], expected('a list of 0, 1, 2'))
+  .transform((q) => Array.isArray(q) ? q : [q])
 
-function stringList (value: unknown, key: string): string[] {
-  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw configError(key, 'expected a list of strings')
-  return value as string[]
+const rule = strictOptions({
+  allow: actions.optional(),
+  deny: actions.optional(),
+  topic: text('a topic pattern (string)'),
+  users: strings().optional(),
+  groups: strings().optional(),
+  anonymous: z.literal(true, expected('true (omit it otherwise)')).optional(),
+  clients: strings().optional(),
+  qos: qos.optional(),
+  retain: bool().optional()
+}, 'a rule { allow|deny: ACTIONS, topic: PATTERN, ... }').superRefine((r, ctx) => {
+  if ((r.allow === undefined) === (r.deny === undefined)) ctx.addIssue({ code: 'custom', message: 'give exactly one of "allow" or "deny"' })
+})
+
+export const aclOptions: z.ZodType<AclOptions> = strictOptions({
+  rules: z.array(rule, expected('a list of rules')).optional(),
+  aclFile: text('a file path').optional(),
+  groups: z.record(z.string(), strings(), expected('a map of group name to a list of user names')).default({}),
+  onDeniedPublish: oneOf(['drop', 'disconnect']).default('drop')
+}).superRefine((o, ctx) => {
+  // `rules: []` without an aclFile is a deliberate deny-all; neither key is a mistake.
+  if (o.rules === undefined && o.aclFile === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['rules'], message: 'give rules, aclFile or both (without either everything would be denied)' })
+  }
+  for (const [i, spec] of (o.rules ?? []).entries()) {
+    const unknown = spec.groups?.find((g) => o.groups[g] === undefined)
+    if (unknown !== undefined) ctx.addIssue({ code: 'custom', path: ['rules', i, 'groups'], message: `unknown group "${unknown}" (define it under groups)` })
+    // Compiling here reports a bad topic pattern at start, with the rule's key.
+    try {
+      compileRule(spec, `rules[${i}]`)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['rules', i, 'topic'], message: (err as Error).message })
+    }
+  }
+}).transform((o) => ({ ...o, rules: o.rules ?? [] }))
+
+/** What the schema cannot see: the acl_file on disk. */
+export function checkAclOptions (o: AclOptions, ctx: OptionsContext): AclOptions {
+  return { ...o, aclFile: o.aclFile === undefined ? undefined : inputFile(ctx.configDir, o.aclFile, 'aclFile') }
 }
 
-function actions (value: unknown, key: string): Action[] {
-  const list = Array.isArray(value) ? value : [value]
-  if (list.length === 0) throw configError(key, 'expected at least one action')
-  for (const a of list) {
-    if (!(ACTIONS as readonly unknown[]).includes(a)) throw configError(key, `expected ${ACTIONS.join(', ')} (or a list of them), got ${JSON.stringify(a)}`)
-  }
-  return list as Action[]
-}
-
-function ruleSpec (raw: unknown, key: string, groups: Record<string, string[]>): RuleSpec {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw configError(key, 'expected a rule { allow|deny: ACTIONS, topic: PATTERN, ... }')
-  const r = raw as Record<string, unknown>
-  for (const k of Object.keys(r)) if (!RULE_KEYS.has(k)) throw configError(`${key}.${k}`, 'unknown key')
-  if ((r.allow === undefined) === (r.deny === undefined)) throw configError(key, 'give exactly one of "allow" or "deny"')
-  const spec: RuleSpec = { topic: '' }
-  if (r.allow !== undefined) spec.allow = actions(r.allow, `${key}.allow`)
-  if (r.deny !== undefined) spec.deny = actions(r.deny, `${key}.deny`)
-  if (typeof r.topic !== 'string') throw configError(`${key}.topic`, 'expected a topic pattern (string)')
-  spec.topic = r.topic
-  if (r.users !== undefined) spec.users = stringList(r.users, `${key}.users`)
-  if (r.clients !== undefined) spec.clients = stringList(r.clients, `${key}.clients`)
-  if (r.groups !== undefined) {
-    spec.groups = stringList(r.groups, `${key}.groups`)
-    const unknown = spec.groups.find((g) => groups[g] === undefined)
-    if (unknown !== undefined) throw configError(`${key}.groups`, `unknown group "${unknown}" (define it under groups)`)
-  }
-  if (r.anonymous !== undefined) {
-    if (r.anonymous !== true) throw configError(`${key}.anonymous`, 'expected true (omit it otherwise)')
-    spec.anonymous = true
-  }
-  if (r.qos !== undefined) {
-    const qos = Array.isArray(r.qos) ? r.qos : [r.qos]
-    if (qos.length === 0 || qos.some((q) => q !== 0 && q !== 1 && q !== 2)) throw configError(`${key}.qos`, 'expected a list of 0, 1, 2')
-    spec.qos = qos as number[]
-  }
-  if (r.retain !== undefined) {
-    if (typeof r.retain !== 'boolean') throw configError(`${key}.retain`, 'expected true or false')
-    spec.retain = r.retain
-  }
-  return spec
-}
-
-function groupsOption (raw: unknown): Record<string, string[]> {
-  if (raw === undefined) return {}
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw configError('groups', 'expected a map of group name to a list of user names')
-  const out: Record<string, string[]> = {}
-  for (const [name, users] of Object.entries(raw)) out[name] = stringList(users, `groups.${name}`)
-  return out
-}
-
-export function validateOptions (raw: Record<string, unknown>): AclOptions {
-  for (const k of Object.keys(raw)) {
-    if (!['rules', 'aclFile', 'groups', 'onDeniedPublish'].includes(k)) throw configError(k, 'unknown key')
-  }
-  const groups = groupsOption(raw.groups)
-  if (raw.rules !== undefined && !Array.isArray(raw.rules)) throw configError('rules', 'expected a list of rules')
-  const rules = (raw.rules as unknown[] | undefined ?? []).map((r, i) => ruleSpec(r, `rules[${i}]`, groups))
-  // Compiling here reports bad topic patterns at start, with the rule's key.
-  rules.forEach((spec, i) => { compileRules([spec], i) })
-  if (raw.aclFile !== undefined && (typeof raw.aclFile !== 'string' || raw.aclFile === '')) throw configError('aclFile', 'expected a file path')
-  if (raw.rules === undefined && raw.aclFile === undefined) throw configError('rules', 'give rules, aclFile or both (without either everything would be denied)')
-  const onDeniedPublish = raw.onDeniedPublish ?? 'drop'
-  if (onDeniedPublish !== 'drop' && onDeniedPublish !== 'disconnect') throw configError('onDeniedPublish', 'expected one of drop, disconnect')
-  return { rules, aclFile: raw.aclFile as string | undefined, groups, onDeniedPublish }
+export function validateOptions (raw: unknown, ctx: OptionsContext = { configDir: process.cwd(), redis: false }): AclOptions {
+  return checkAclOptions(parseWith(aclOptions, raw), ctx)
 }
 
 export function compileRules (specs: readonly RuleSpec[], offset = 0): CompiledRule[] {

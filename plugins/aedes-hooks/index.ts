@@ -7,33 +7,12 @@ import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import type { IConnectPacket, IPublishPacket, ISubackPacket, ISubscribePacket } from 'mqtt-packet'
 import { definePlugin, type Plugin, type PluginContext } from '../../src/plugin-api.js'
-import { configError } from '../../src/errors.js'
+import { aedesHooksOptions, checkAedesHooksOptions, type AedesHooksOptions } from './options.js'
 import { HOOK_NAMES, Hooks, type AedesFunctions } from './hooks.js'
 
-export interface AedesHooksOptions {
-  /** Path (relative to the config file) or package name of the module with the functions. */
-  hooks: string
-  /** How long a function may take to answer before the packet is refused (GUARD_ERR_PLUGIN). */
-  timeoutMs: number
-}
+export { validateOptions, type AedesHooksOptions } from './options.js'
 
-const KNOWN = new Set(['hooks', 'timeoutMs'])
-
-export function validateOptions (raw: Record<string, unknown>): AedesHooksOptions {
-  for (const key of Object.keys(raw)) {
-    if (!KNOWN.has(key)) throw configError(key, 'unknown option (expected hooks, timeoutMs)')
-  }
-  const { hooks, timeoutMs = 5000 } = raw
-  if (typeof hooks !== 'string' || hooks === '') {
-    throw configError('hooks', 'expected the path or package name of a module exporting aedes functions')
-  }
-  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 1) {
-    throw configError('timeoutMs', 'expected a positive integer (milliseconds)')
-  }
-  return { hooks, timeoutMs }
-}
-
-/** A relative or absolute path resolves against the config's folder; a package from there too. */
+/** A path arrives absolute (validation resolved it against the config's folder); a package resolves from there too. */
 function specifier (hooks: string, configDir: string): string {
   if (hooks.startsWith('.') || path.isAbsolute(hooks)) return pathToFileURL(path.resolve(configDir, hooks)).href
   try {
@@ -66,7 +45,8 @@ async function load (ctx: PluginContext<AedesHooksOptions>): Promise<AedesFuncti
 
 export default definePlugin<AedesHooksOptions>({
   name: 'aedes-hooks',
-  validate: validateOptions,
+  options: aedesHooksOptions,
+  validate: checkAedesHooksOptions,
   async create (ctx): Promise<Plugin> {
     const fns = await load(ctx)
     const hooks = new Hooks(fns, ctx.options.timeoutMs, ctx.name)

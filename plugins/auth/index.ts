@@ -2,16 +2,15 @@
 // password file and/or users in Redis, refuses with the MQTT code for the reason, slows down
 // guessing, and decides which credentials the broker sees.
 
-import path from 'node:path'
 import type { IConnectPacket } from 'mqtt-packet'
 import { definePlugin, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin-api.js'
-import type { ErrorCode } from '../../src/errors.js'
+import { configError, type ErrorCode } from '../../src/errors.js'
 import { WatchedFile } from '../../src/watched-file.js'
 import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
 import { BruteForce } from './brute-force.js'
 import { SharedBruteForce } from './brute-force-redis.js'
 import { RedisUsers } from './redis-users.js'
-import { validateOptions, type AuthOptions } from './options.js'
+import { authOptions, checkAuthOptions, type AuthOptions } from './options.js'
 
 export type { AuthOptions } from './options.js'
 
@@ -45,11 +44,12 @@ class Auth {
   constructor (private readonly ctx: PluginContext<AuthOptions>) {
     const { options } = ctx
     if (options.passwordFile !== undefined) {
-      this.file = new WatchedFile(path.resolve(ctx.configDir, options.passwordFile), parsePasswordFile, ctx.log)
+      // Absolute: validation resolved it against the config file's folder.
+      this.file = new WatchedFile(options.passwordFile, parsePasswordFile, ctx.log)
       if (options.watch) this.file.watch()
     }
     if (options.redisUsers !== undefined) {
-      if (ctx.redis === undefined) throw new Error('redisUsers: needs the top-level redis setting')
+      if (ctx.redis === undefined) throw configError('redisUsers', 'needs the top-level redis setting (redis: redis://HOST:PORT)')
       this.redisUsers = new RedisUsers(ctx.redis, ctx.keyPrefix, options.redisUsers, options.redisTimeoutMs)
     }
     if (options.bruteForce !== undefined) {
@@ -199,7 +199,8 @@ class Auth {
 
 export default definePlugin<AuthOptions>({
   name: 'auth',
-  validate: validateOptions,
+  options: authOptions,
+  validate: checkAuthOptions,
   create (ctx) {
     const auth = new Auth(ctx)
     return {

@@ -1,15 +1,20 @@
-// The auth plugin's options, validated by hand; errors start with the option key, the loader
-// prefixes `plugins[i].`.
+// The auth plugin's options: a zod schema (what a user writes, and the JSON Schema editors
+// complete from), then the password file resolved against the config file's folder and
+// checked. Errors start with the option's key; the loader prefixes `plugins[i].`.
 
+import { z } from 'zod'
 import { configError } from '../../src/errors.js'
-import { bool, int, isObject, knownKeys, numbers, oneOf } from '../../src/plugin-options.js'
+import { bool, counts, expected, int, oneOf, parseWith, strictOptions, text } from '../../src/config-zod.js'
+import { inputFile } from '../../src/config-paths.js'
+import type { OptionsContext } from '../../src/plugin-api.js'
 import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
 import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
 
 export type UpstreamCredentials = 'passthrough' | 'strip' | { username: string, password: string }
 
 export interface AuthOptions {
-  passwordFile: string | undefined
+  /** Absolute once validated. */
+  passwordFile?: string | undefined
   allowAnonymous: boolean
   redisUsers: RedisUsersOptions | undefined
   upstreamCredentials: UpstreamCredentials
@@ -22,41 +27,33 @@ export interface AuthOptions {
   certificateUser: 'off' | 'commonName' | 'email' | 'dns'
 }
 
-const KEYS = ['passwordFile', 'allowAnonymous', 'redisUsers', 'upstreamCredentials', 'bruteForce', 'watch', 'redisTimeoutMs', 'certificateUser']
+const upstreamCredentials = z.union([
+  z.literal('passthrough'),
+  z.literal('strip'),
+  strictOptions({ username: text(), password: z.string(expected('a string')) })
+], expected('one of passthrough, strip, or { username, password }'))
 
-function upstreamCredentials (raw: unknown): UpstreamCredentials {
-  if (raw === undefined) return 'passthrough'
-  if (raw === 'passthrough' || raw === 'strip') return raw
-  if (isObject(raw)) {
-    const { username, password, ...rest } = raw
-    const extra = Object.keys(rest)[0]
-    if (extra !== undefined) throw configError(`upstreamCredentials.${extra}`, 'unknown option (expected username, password)')
-    if (typeof username !== 'string' || username === '') throw configError('upstreamCredentials.username', 'expected a non-empty string')
-    if (typeof password !== 'string') throw configError('upstreamCredentials.password', 'expected a string')
-    return { username, password }
+export const authOptions: z.ZodType<AuthOptions> = strictOptions({
+  passwordFile: text('a file path').optional(),
+  allowAnonymous: bool().default(false),
+  redisUsers: counts(REDIS_USERS_DEFAULTS, {}, 'off'),
+  upstreamCredentials: upstreamCredentials.default('passthrough'),
+  bruteForce: counts(BRUTE_FORCE_DEFAULTS, { maxFailures: 1, windowMs: 1, blockMs: 1, maxKeys: 1 }),
+  watch: bool().default(true),
+  redisTimeoutMs: int(1).default(1000),
+  certificateUser: oneOf(['off', 'commonName', 'email', 'dns']).default('off')
+}).superRefine((o, ctx) => {
+  if (o.passwordFile === undefined && o.redisUsers === undefined && !o.allowAnonymous && o.certificateUser === 'off') {
+    ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'required unless redisUsers is set, certificateUser is on, or allowAnonymous is true' })
   }
-  throw configError('upstreamCredentials', 'expected one of passthrough, strip, or { username, password }')
+})
+
+/** What the schema cannot see: the file on disk, and whether Redis is configured. */
+export function checkAuthOptions (o: AuthOptions, ctx: OptionsContext): AuthOptions {
+  if (o.redisUsers !== undefined && !ctx.redis) throw configError('redisUsers', 'needs the top-level redis setting (redis: redis://HOST:PORT)')
+  return { ...o, passwordFile: o.passwordFile === undefined ? undefined : inputFile(ctx.configDir, o.passwordFile, 'passwordFile') }
 }
 
-export function validateOptions (raw: Record<string, unknown>): AuthOptions {
-  knownKeys(raw, KEYS)
-  const passwordFile = raw['passwordFile']
-  if (passwordFile !== undefined && (typeof passwordFile !== 'string' || passwordFile === '')) {
-    throw configError('passwordFile', 'expected a file path')
-  }
-  const redisRaw = raw['redisUsers']
-  const options: AuthOptions = {
-    passwordFile,
-    allowAnonymous: bool(raw, 'allowAnonymous', false),
-    redisUsers: redisRaw === undefined || redisRaw === false ? undefined : numbers('redisUsers', redisRaw, REDIS_USERS_DEFAULTS),
-    upstreamCredentials: upstreamCredentials(raw['upstreamCredentials']),
-    bruteForce: raw['bruteForce'] === false ? undefined : numbers('bruteForce', raw['bruteForce'], BRUTE_FORCE_DEFAULTS, { maxFailures: 1, windowMs: 1, blockMs: 1, maxKeys: 1 }),
-    watch: bool(raw, 'watch', true),
-    redisTimeoutMs: int(raw, 'redisTimeoutMs', 1000),
-    certificateUser: oneOf(raw, 'certificateUser', ['off', 'commonName', 'email', 'dns'] as const, 'off')
-  }
-  if (options.passwordFile === undefined && options.redisUsers === undefined && !options.allowAnonymous && options.certificateUser === 'off') {
-    throw configError('passwordFile', 'required unless redisUsers is set, certificateUser is on, or allowAnonymous is true')
-  }
-  return options
+export function validateOptions (raw: unknown, ctx: OptionsContext = { configDir: process.cwd(), redis: false }): AuthOptions {
+  return checkAuthOptions(parseWith(authOptions, raw), ctx)
 }

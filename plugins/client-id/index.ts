@@ -6,7 +6,7 @@ import type { IConnackPacket, IConnectPacket, IDisconnectPacket } from 'mqtt-pac
 import type { Redis, Cluster } from 'ioredis'
 import { definePlugin, type CloseInfo, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin-api.js'
 import { explainEnd } from './explain.js'
-import { validateOptions, type ClientIdOptions, type FlapKey } from './options.js'
+import { clientIdOptions, type ClientIdOptions, type FlapKey } from './options.js'
 import { decide, MemoryStore, sameIdentity, type Admission, type Claim, type HistoryEntry, type Holder, type Store } from './store.js'
 import { RedisStore } from './redis-store.js'
 import { statsCounter } from '../../src/metrics.js'
@@ -317,7 +317,7 @@ export function clientIdStats (plugin: object): ClientIdStats | undefined {
 
 export default definePlugin<ClientIdOptions>({
   name: 'client-id',
-  validate: validateOptions,
+  options: clientIdOptions,
   async create (ctx) {
     const ids = new ClientIds(ctx)
     await ids.start()

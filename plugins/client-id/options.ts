@@ -1,8 +1,8 @@
-// The client-id plugin's options, validated; errors start with the option's key and the
-// loader prefixes `plugins[i].`.
+// The client-id plugin's options, as a zod schema (also the JSON Schema editors complete
+// from); errors start with the option's key and the loader prefixes `plugins[i].`.
 
-import { configError } from '../../src/errors.js'
-import { bool, int, isObject, knownKeys, numbers, oneOf, type RawOptions } from '../../src/plugin-options.js'
+import { z } from 'zod'
+import { bool, expected, int, oneOf, parseWith, strictOptions, text } from '../../src/config-zod.js'
 
 export const POLICIES = ['reject-new', 'takeover', 'takeover-same-identity'] as const
 export type Policy = typeof POLICIES[number]
@@ -26,7 +26,7 @@ export interface ClientIdOptions {
   /** The whole ID must match (the pattern is anchored). */
   idPattern: RegExp | undefined
   /** In UTF-8 bytes; undefined: no limit beyond the protocol's 65 535. */
-  maxIdLength: number | undefined
+  maxIdLength?: number | undefined
   flapping: FlappingOptions | undefined
   /** Redis unreachable: admit (checking this instance's own connections only) or refuse. */
   failOpen: boolean
@@ -37,49 +37,40 @@ export interface ClientIdOptions {
 
 export const FLAPPING_DEFAULTS = { maxConnects: 20, windowMs: 60_000, banMs: 120_000 }
 
-const KEYS = ['policy', 'leaseMs', 'idPattern', 'maxIdLength', 'flapping', 'failOpen', 'redisTimeoutMs', 'maxKeys']
+const flapping = z.union([z.boolean(), strictOptions({
+  maxConnects: int(1).optional(),
+  windowMs: int(1).optional(),
+  banMs: int(1).optional(),
+  by: z.union([oneOf(FLAP_KEYS), z.array(oneOf(FLAP_KEYS)).min(1)], expected(`a list of ${FLAP_KEYS.join(', ')}`)).optional()
+})], expected('true, false or an object { maxConnects, windowMs, banMs, by }')).optional()
+  .transform((raw): FlappingOptions | undefined => {
+    if (raw === false) return undefined
+    const o = typeof raw === 'object' ? raw : {}
+    const by = o.by === undefined ? ['clientId' as const] : [...new Set(Array.isArray(o.by) ? o.by : [o.by])]
+    return { maxConnects: o.maxConnects ?? FLAPPING_DEFAULTS.maxConnects, windowMs: o.windowMs ?? FLAPPING_DEFAULTS.windowMs, banMs: o.banMs ?? FLAPPING_DEFAULTS.banMs, by }
+  })
 
-function flapping (raw: unknown): FlappingOptions | undefined {
-  if (raw === false) return undefined
-  let by: FlapKey[] = ['clientId']
-  let rest: unknown = raw
-  if (isObject(raw)) {
-    const { by: rawBy, ...others } = raw
-    rest = others
-    if (rawBy !== undefined) {
-      const list = Array.isArray(rawBy) ? rawBy as unknown[] : [rawBy]
-      if (list.length === 0 || list.some((k) => !(FLAP_KEYS as readonly unknown[]).includes(k))) {
-        throw configError('flapping.by', `expected a list of ${FLAP_KEYS.join(', ')}, got ${JSON.stringify(rawBy)}`)
-      }
-      by = [...new Set(list as FlapKey[])]
-    }
-  }
-  const counts = numbers('flapping', rest, FLAPPING_DEFAULTS, { maxConnects: 1, windowMs: 1, banMs: 1 })
-  return { ...counts, by }
-}
-
-function pattern (raw: unknown): RegExp | undefined {
+const idPattern = text('a regular expression (string)').optional().transform((raw, ctx): RegExp | undefined => {
   if (raw === undefined) return undefined
-  if (typeof raw !== 'string' || raw === '') throw configError('idPattern', 'expected a regular expression (string)')
   try {
     return new RegExp(`^(?:${raw})$`, 'u')
   } catch (err) {
-    throw configError('idPattern', `not a valid regular expression: ${(err as Error).message}`)
+    ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${(err as Error).message}` })
+    return z.NEVER
   }
-}
+})
 
-export function validateOptions (raw: RawOptions): ClientIdOptions {
-  knownKeys(raw, KEYS)
-  const maxIdLength = raw['maxIdLength'] === undefined ? undefined : int(raw, 'maxIdLength', 0, 1)
-  if (maxIdLength !== undefined && maxIdLength > 65_535) throw configError('maxIdLength', `expected at most 65535, got ${maxIdLength}`)
-  return {
-    policy: oneOf(raw, 'policy', POLICIES, 'takeover-same-identity'),
-    leaseMs: int(raw, 'leaseMs', 15_000, 300),
-    idPattern: pattern(raw['idPattern']),
-    maxIdLength,
-    flapping: flapping(raw['flapping']),
-    failOpen: bool(raw, 'failOpen', true),
-    redisTimeoutMs: int(raw, 'redisTimeoutMs', 1000),
-    maxKeys: int(raw, 'maxKeys', 100_000)
-  }
+export const clientIdOptions: z.ZodType<ClientIdOptions> = strictOptions({
+  policy: oneOf(POLICIES).default('takeover-same-identity'),
+  leaseMs: int(300).default(15_000),
+  idPattern,
+  maxIdLength: int(1, 65_535).optional(),
+  flapping,
+  failOpen: bool().default(true),
+  redisTimeoutMs: int(1).default(1000),
+  maxKeys: int(1).default(100_000)
+})
+
+export function validateOptions (raw: unknown): ClientIdOptions {
+  return parseWith(clientIdOptions, raw)
 }

@@ -7,7 +7,7 @@
 import type { IPublishPacket, IPubackPacket } from 'mqtt-packet'
 import { definePlugin, type ConnectionInfo, type Direction, type HookResult, type PluginContext, type Verdict } from '../../src/plugin-api.js'
 import { digest } from './digest.js'
-import { validateOptions, type DedupeOptions } from './options.js'
+import { dedupeOptions, type DedupeOptions } from './options.js'
 import { LocalRecords, recordKey, RedisRecords, TOMBSTONE, type RedisStats } from './records.js'
 import { statsCounter } from '../../src/metrics.js'
 
@@ -164,7 +164,7 @@ export function dedupeStats (plugin: object): DedupeStats | undefined {
 
 export default definePlugin<DedupeOptions>({
   name: 'dedupe',
-  validate: validateOptions,
+  options: dedupeOptions,
   create (ctx) {
     const dedupe = new Dedupe(ctx)
     const plugin = {

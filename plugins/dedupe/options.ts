@@ -1,8 +1,8 @@
-// The dedupe plugin's options, validated; errors start with the option's key and the loader
-// prefixes `plugins[i].`.
+// The dedupe plugin's options, as a zod schema (also the JSON Schema editors complete from);
+// errors start with the option's key and the loader prefixes `plugins[i].`.
 
-import { configError } from '../../src/errors.js'
-import { int, knownKeys, type RawOptions } from '../../src/plugin-options.js'
+import { z } from 'zod'
+import { expected, int, parseWith, strictOptions } from '../../src/config-zod.js'
 
 export interface DedupeOptions {
   /** How long an acknowledged message is remembered. */
@@ -17,23 +17,18 @@ export interface DedupeOptions {
   redisTimeoutMs: number
 }
 
-const KEYS = ['ttlMs', 'window', 'maxEntries', 'flushMs', 'redisTimeoutMs']
+const windowOption = z.union([z.literal('off'), z.literal(false), int(1)], expected('off or a number of milliseconds >= 1')).optional()
 
-function windowMs (raw: unknown, ttlMs: number): number | undefined {
-  if (raw === undefined || raw === false || raw === 'off') return undefined
-  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1) throw configError('window', `expected off or a number of milliseconds >= 1, got ${JSON.stringify(raw)}`)
-  if (raw > ttlMs) throw configError('window', `must not be longer than ttlMs (${ttlMs})`)
-  return raw
-}
+export const dedupeOptions: z.ZodType<DedupeOptions> = strictOptions({
+  ttlMs: int(1000).default(300_000),
+  window: windowOption,
+  maxEntries: int(1).default(200_000),
+  flushMs: int(1).default(5),
+  redisTimeoutMs: int(1).default(500)
+}).superRefine((o, ctx) => {
+  if (typeof o.window === 'number' && o.window > o.ttlMs) ctx.addIssue({ code: 'custom', path: ['window'], message: `must not be longer than ttlMs (${o.ttlMs})` })
+}).transform(({ window, ...rest }) => ({ ...rest, windowMs: typeof window === 'number' ? window : undefined }))
 
-export function validateOptions (raw: RawOptions): DedupeOptions {
-  knownKeys(raw, KEYS)
-  const ttlMs = int(raw, 'ttlMs', 300_000, 1000)
-  return {
-    ttlMs,
-    windowMs: windowMs(raw['window'], ttlMs),
-    maxEntries: int(raw, 'maxEntries', 200_000, 1),
-    flushMs: int(raw, 'flushMs', 5, 1),
-    redisTimeoutMs: int(raw, 'redisTimeoutMs', 500, 1)
-  }
+export function validateOptions (raw: unknown): DedupeOptions {
+  return parseWith(dedupeOptions, raw)
 }

@@ -2,6 +2,7 @@
 // address or CIDR) and which of their packets (topic filter, packet types).
 
 import { compileTrusted } from '../../src/proxy-protocol.js'
+import { topicMatches } from '../../src/topic-filter.js'
 import type { ConnectionInfo } from '../../src/plugin-api.js'
 import type { TraceFilters } from './options.js'
 
@@ -15,20 +16,6 @@ export interface CompiledFilters {
 function glob (pattern: string): RegExp {
   const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')
   return new RegExp(`^${escaped}$`, 'su')
-}
-
-/** [MQTT-4.7]: does the filter match the topic ('$' topics only by filters that name them). */
-export function topicMatches (filter: string, topic: string): boolean {
-  const f = filter.split('/')
-  const t = topic.split('/')
-  if (topic.startsWith('$') && (f[0] === '+' || f[0] === '#')) return false
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i] as string
-    if (level === '#') return true
-    if (i >= t.length) return false
-    if (level !== '+' && level !== t[i]) return false
-  }
-  return f.length === t.length
 }
 
 export function compileFilters (filters: TraceFilters): CompiledFilters {

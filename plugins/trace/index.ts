@@ -8,7 +8,7 @@ import type { Redis, Cluster } from 'ioredis'
 import { definePlugin, type AdminRequest, type AdminResponse, type ConnectionInfo, type PacketTap, type PluginContext } from '../../src/plugin-api.js'
 import { isGuardError } from '../../src/errors.js'
 import { compileFilters, type CompiledFilters } from './filters.js'
-import { validateFilters, validateOptions, type TraceFilters, type TraceOptions } from './options.js'
+import { checkTraceOptions, traceOptions, validateFilters, type TraceFilters, type TraceOptions } from './options.js'
 import { TraceSink } from './sink.js'
 import { ConnectionTrace, type TraceCounters } from './tap.js'
 import { statsCounter } from '../../src/metrics.js'
@@ -231,7 +231,8 @@ export class Tracing {
 
 export default definePlugin<TraceOptions>({
   name: 'trace',
-  validate: validateOptions,
+  options: traceOptions,
+  validate: checkTraceOptions,
   async create (ctx) {
     const tracing = new Tracing(ctx)
     await tracing.start()

@@ -1,7 +1,12 @@
-// The trace plugin's options; errors start with the option's key, the loader adds plugins[i].
+// The trace plugin's options, as a zod schema (also the JSON Schema editors complete from),
+// then a file destination resolved against the config file's folder and checked; errors start
+// with the option's key, the loader adds plugins[i].
 
-import { configError } from '../../src/errors.js'
-import { bool, int, isObject, knownKeys, oneOf, type RawOptions } from '../../src/plugin-options.js'
+import { z } from 'zod'
+import { bool, expected, got, int, oneOf, parseWith, strictOptions, strings, text } from '../../src/config-zod.js'
+import { outputFile } from '../../src/config-paths.js'
+import { compileTrusted } from '../../src/proxy-protocol.js'
+import type { OptionsContext } from '../../src/plugin-api.js'
 
 export const PAYLOAD_MODES = ['none', 'hash', 'hex', 'text'] as const
 export type PayloadMode = typeof PAYLOAD_MODES[number]
@@ -22,6 +27,7 @@ export interface TraceFilters {
 }
 
 export interface TraceOptions {
+  /** `stdout`, or a file (absolute once validated) in a folder that exists. */
   destination: string
   payload: PayloadMode
   maxPayloadBytes: number
@@ -34,48 +40,46 @@ export interface TraceOptions {
   enabled: boolean
 }
 
-const KEYS = ['destination', 'payload', 'maxPayloadBytes', 'filters', 'redactUserProperties', 'rotateBytes', 'keepFiles', 'maxLinesPerSecond', 'enabled']
-const FILTER_KEYS = ['clientId', 'username', 'address', 'topic', 'types']
+const packetType = z.enum(PACKET_TYPES, { error: (issue) => `unknown packet type ${JSON.stringify(issue.input)} (expected ${PACKET_TYPES.join(', ')})` })
 
-function stringList (raw: unknown, key: string): string[] {
-  if (!Array.isArray(raw) || raw.some((v) => typeof v !== 'string')) throw configError(key, 'expected a list of strings')
-  return raw as string[]
-}
+const address = text('an address or a CIDR').superRefine((value, ctx) => {
+  try {
+    compileTrusted([value])
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `expected an address or a CIDR, got ${got(value)}` })
+  }
+})
+
+const filtersSchema: z.ZodType<TraceFilters> = strictOptions({
+  clientId: text().optional(),
+  username: text().optional(),
+  address: address.optional(),
+  topic: text().optional(),
+  types: z.array(packetType, expected('a list of packet types')).optional()
+})
+
+export const traceOptions: z.ZodType<TraceOptions> = strictOptions({
+  destination: text('stdout or a file path').default('stdout'),
+  payload: oneOf(PAYLOAD_MODES).default('none'),
+  maxPayloadBytes: int(0).default(256),
+  filters: filtersSchema.default({}),
+  redactUserProperties: strings().default([]),
+  rotateBytes: int(0).default(100 * 1024 * 1024),
+  keepFiles: int(1).default(5),
+  maxLinesPerSecond: int(1).default(2000),
+  enabled: bool().default(true)
+})
 
 /** Also used for filters given at run time (admin API, CLI): same checks, same messages. */
 export function validateFilters (raw: unknown, key = 'filters'): TraceFilters {
-  if (raw === undefined) return {}
-  if (!isObject(raw)) throw configError(key, 'expected an object { clientId, username, address, topic, types }')
-  knownKeys(raw, FILTER_KEYS, `${key}.`)
-  const out: TraceFilters = {}
-  for (const k of ['clientId', 'username', 'address', 'topic'] as const) {
-    const v = raw[k]
-    if (v === undefined) continue
-    if (typeof v !== 'string' || v === '') throw configError(`${key}.${k}`, 'expected a non-empty string')
-    out[k] = v
-  }
-  if (raw.types !== undefined) {
-    const types = stringList(raw.types, `${key}.types`)
-    const bad = types.find((t) => !(PACKET_TYPES as readonly string[]).includes(t))
-    if (bad !== undefined) throw configError(`${key}.types`, `unknown packet type "${bad}" (expected ${PACKET_TYPES.join(', ')})`)
-    out.types = types
-  }
-  return out
+  return raw === undefined ? {} : parseWith(filtersSchema, raw, key)
 }
 
-export function validateOptions (raw: RawOptions): TraceOptions {
-  knownKeys(raw, KEYS)
-  const destination = raw['destination'] ?? 'stdout'
-  if (typeof destination !== 'string' || destination === '') throw configError('destination', 'expected stdout or a file path')
-  return {
-    destination,
-    payload: oneOf(raw, 'payload', PAYLOAD_MODES, 'none'),
-    maxPayloadBytes: int(raw, 'maxPayloadBytes', 256, 0),
-    filters: validateFilters(raw['filters']),
-    redactUserProperties: raw['redactUserProperties'] === undefined ? [] : stringList(raw['redactUserProperties'], 'redactUserProperties'),
-    rotateBytes: int(raw, 'rotateBytes', 100 * 1024 * 1024, 0),
-    keepFiles: int(raw, 'keepFiles', 5, 1),
-    maxLinesPerSecond: int(raw, 'maxLinesPerSecond', 2000, 1),
-    enabled: bool(raw, 'enabled', true)
-  }
+/** What the schema cannot see: a file destination's folder on disk (never created here). */
+export function checkTraceOptions (o: TraceOptions, ctx: OptionsContext): TraceOptions {
+  return o.destination === 'stdout' ? o : { ...o, destination: outputFile(ctx.configDir, o.destination, 'destination') }
+}
+
+export function validateOptions (raw: unknown, ctx: OptionsContext = { configDir: process.cwd(), redis: false }): TraceOptions {
+  return checkTraceOptions(parseWith(traceOptions, raw), ctx)
 }

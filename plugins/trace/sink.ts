@@ -2,10 +2,10 @@
 // Each line is a JSON object like a pino log line (level, time, msg). Lines are joined into
 // one write of up to BATCH_BYTES (a system call for hundreds of lines), at most FLUSH_MS late,
 // one write in flight at a time; if the disk cannot keep up, lines beyond MAX_PENDING are
-// dropped and counted, so a trace never grows the proxy's memory without bound.
+// dropped and counted, so a trace never grows the proxy's memory without bound. A missing
+// folder is not created: the options' check refuses it, naming the key, before the sink opens.
 
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, write } from 'node:fs'
-import path from 'node:path'
+import { closeSync, existsSync, openSync, renameSync, statSync, unlinkSync, write } from 'node:fs'
 
 const BATCH_BYTES = 256 * 1024
 const FLUSH_MS = 200
@@ -28,7 +28,6 @@ export class TraceSink {
     if (destination === 'stdout') {
       this.fd = 1
     } else {
-      mkdirSync(path.dirname(destination), { recursive: true })
       this.fd = openSync(destination, 'a')
       this.bytes = existsSync(destination) ? statSync(destination).size : 0
     }

@@ -191,7 +191,7 @@ t.test('run time: started on one instance, traced on another, ended on time, by 
   await pollUntil('stopped on B', 5000, async () => ((await (await fetch(`${adminB}/traces`)).json()) as unknown[]).length === 0 ? true : undefined)
   const bad = await fetch(`${adminA}/traces`, { method: 'POST', body: JSON.stringify({ filters: { types: ['nope'] } }) })
   t.equal(bad.status, 400)
-  t.match(await bad.json(), { error: /^filters\.types: unknown packet type "nope"/ })
+  t.match(await bad.json(), { error: /^filters\.types\[0\]: unknown packet type "nope"/ })
 })
 
 t.test('trace view and trace export: readable lines, and a capture tshark decodes', async (t) => {

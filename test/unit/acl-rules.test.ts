@@ -137,7 +137,7 @@ t.test('option errors start with the key', async (t) => {
   t.match(err({ rules: [{ allow: 'write', topic: 'a' }] }), /^rules\[0\]\.allow: expected publish, subscribe, receive/)
   t.match(err({ rules: [{ allow: 'publish', topic: 'a/#/b' }] }), /^rules\[0\]\.topic: "#" must be/)
   t.match(err({ rules: [{ allow: 'publish', topic: 'a', groups: ['nope'] }] }), /^rules\[0\]\.groups: unknown group "nope"/)
-  t.match(err({ rules: [{ allow: 'publish', topic: 'a', qos: [3] }] }), /^rules\[0\]\.qos:/)
+  t.match(err({ rules: [{ allow: 'publish', topic: 'a', qos: [3] }] }), /^rules\[0\]\.qos\[0\]: expected 0, 1 or 2, got 3/)
   t.match(err({ rules: [{ allow: 'publish', topic: 'a', colour: 1 }] }), /^rules\[0\]\.colour: unknown key/)
   t.match(err({ rules: [], onDeniedPublish: 'explode' }), /^onDeniedPublish: expected one of drop, disconnect/)
   t.match(err({ rules: [], groups: { g: 'bob' } }), /^groups\.g: expected a list of strings/)

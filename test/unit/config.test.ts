@@ -1,6 +1,7 @@
 // Configuration: the shipped example files load, every invalid value is refused with an error
 // that starts with the offending key, precedence is flags > env > file > defaults, relative
-// paths resolve against the config file, and an exposed listener needs auth or allowAnonymous.
+// paths resolve against the config file (and are checked), unions name the form that was meant,
+// and an exposed listener needs auth or allowAnonymous.
 
 import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -219,7 +220,7 @@ t.test('a non-loopback listener needs auth or allowAnonymous', async (t) => {
   t.ok(configErrorOf(() => buildConfig({}, { listen: '0.0.0.0:1883' })).startsWith('listen: '), 'also from a flag')
   t.same(buildConfig({ listen: '0.0.0.0:1883', allowAnonymous: true }, {}).listen.map((l) => l.host), ['0.0.0.0'])
   t.same(buildConfig({ listen: '0.0.0.0:1883', plugins: [{ name: 'auth', passwordFile: 'x' }] }, {}).plugins,
-    [{ key: 'plugins[0]', name: 'auth', module: undefined, options: { passwordFile: 'x' } }], 'auth plugin is enough; options kept')
+    [{ key: 'plugins[0]', name: 'auth', module: undefined, options: { passwordFile: 'x' }, context: { configDir: process.cwd(), redis: false } }], 'auth plugin is enough; options kept')
   for (const listen of ['127.0.0.1:1', '127.8.9.10:1', 'localhost:1', '[::1]:1']) {
     t.doesNotThrow(() => buildConfig({ listen }, {}), `${listen} is loopback`)
   }
@@ -230,4 +231,27 @@ t.test('a missing upstream TLS file is a config error naming the key', async (t)
   const file = path.join(dir, 'guard.yaml')
   await writeFile(file, 'upstream:\n  url: mqtts://broker:8883\n  ca: ./missing-ca.pem\n')
   t.throws(() => loadConfig({ config: file }), { code: 'GUARD_ERR_CONFIG', message: /^upstream\.ca: file .*missing-ca\.pem does not exist/ })
+})
+
+t.test('path options resolve against the config folder and are checked', async (t) => {
+  const { inputFile, outputFile, isFilePath } = await import('../../src/config-paths.js')
+  const dir = await tempDir(t)
+  await mkdir(path.join(dir, 'sub'))
+  await writeFile(path.join(dir, 'sub', 'f'), 'x')
+  t.equal(inputFile(dir, './sub/f', 'k'), path.join(dir, 'sub', 'f'))
+  t.equal(inputFile('/elsewhere', path.join(dir, 'sub', 'f'), 'k'), path.join(dir, 'sub', 'f'), 'an absolute path stays')
+  t.match(configErrorOf(() => inputFile(dir, 'nope', 'a.b')), /^a\.b: file \S+\/nope does not exist$/)
+  t.match(configErrorOf(() => inputFile(dir, 'sub', 'a.b')), /^a\.b: \S+\/sub is a folder, expected a file$/)
+  t.equal(outputFile(dir, 'sub/new.jsonl', 'd'), path.join(dir, 'sub', 'new.jsonl'), 'a new file in an existing folder')
+  t.equal(outputFile(dir, 'sub/f', 'd'), path.join(dir, 'sub', 'f'), 'an existing file')
+  t.match(configErrorOf(() => outputFile(dir, 'missing/t.jsonl', 'd')), /^d: folder \S+\/missing does not exist/)
+  t.match(configErrorOf(() => outputFile(dir, 'sub/f/t.jsonl', 'd')), /^d: \S+\/sub\/f is not a folder$/)
+  t.match(configErrorOf(() => outputFile(dir, 'sub', 'd')), /^d: \S+\/sub is a folder, expected a file$/)
+  t.same(['./x', '../x', '/x', 'pkg', '@scope/pkg'].map(isFilePath), [true, true, true, false, false])
+})
+
+t.test('a union names the form the value had the shape of', async (t) => {
+  t.equal(configErrorOf(() => buildConfig({ redis: { url: 'redis://x:1', keyPrefx: 'p' } }, {})), 'redis.keyPrefx: unknown key (expected one of url, keyPrefix)')
+  t.equal(configErrorOf(() => buildConfig({ listen: [{ url: 'mqtt://127.0.0.1:1', proxyProtocol: 'yes' }] }, {})), 'listen[0].proxyProtocol: expected true or false, got "yes"')
+  t.match(configErrorOf(() => buildConfig({ upstream: 5 }, {})), /^upstream: expected embedded, mqtt:\/\/HOST:PORT, .* got 5$/, 'no form fits: the union lists them')
 })

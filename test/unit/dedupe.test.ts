@@ -31,7 +31,7 @@ t.test('options', async (t) => {
   t.match(optionError({ window: 'on' }), /^window: expected off or a number of milliseconds/)
   t.match(optionError({ ttlMs: 5000, window: 6000 }), /^window: must not be longer than ttlMs/)
   t.match(optionError({ ttlMs: 10 }), /^ttlMs: expected an integer >= 1000/)
-  t.match(optionError({ ttl: 10 }), /^ttl: unknown option/)
+  t.match(optionError({ ttl: 10 }), /^ttl: unknown key \(expected one of ttlMs, window,/)
 })
 
 t.test('LocalRecords: bounded, expiring, newest value wins', async (t) => {

@@ -123,19 +123,24 @@ t.test('brute force: blocks after maxFailures within the window, then expires', 
 })
 
 t.test('options: defaults and errors name the key', async (t) => {
-  t.same(validateOptions({ passwordFile: 'p' }), {
-    passwordFile: 'p', allowAnonymous: false, redisUsers: undefined, upstreamCredentials: 'passthrough',
+  await writeFile(join(dir, 'p'), '')
+  // A relative passwordFile resolves against the config's folder and must exist there.
+  const ctx = { configDir: dir, redis: true }
+  t.same(validateOptions({ passwordFile: 'p' }, ctx), {
+    passwordFile: join(dir, 'p'), allowAnonymous: false, upstreamCredentials: 'passthrough',
     bruteForce: { maxFailures: 5, windowMs: 60000, blockMs: 300000, maxKeys: 100000 }, watch: true, redisTimeoutMs: 1000, certificateUser: 'off'
   })
-  t.same(validateOptions({ redisUsers: { cacheMs: 0 }, bruteForce: false, upstreamCredentials: { username: 'proxy', password: 'x' } }).redisUsers, { cacheMs: 0 })
-  t.throws(() => validateOptions({ passwordFile: 'p', redisTimeoutMs: 0 }), /^redisTimeoutMs: expected an integer >= 1/)
-  t.throws(() => validateOptions({ redisUsers: { timeoutMs: 5 } }), /^redisUsers.timeoutMs: unknown option/)
-  t.throws(() => validateOptions({}), /^passwordFile: required unless/)
-  t.throws(() => validateOptions({ passwordFile: 'p', upstreamCredentials: 'drop' }), /^upstreamCredentials: expected one of/)
-  t.throws(() => validateOptions({ passwordFile: 'p', upstreamCredentials: { username: '' } }), /^upstreamCredentials.username:/)
-  t.throws(() => validateOptions({ passwordFile: 'p', bruteForce: { maxFailures: 0 } }), /^bruteForce.maxFailures: expected an integer >= 1/)
-  t.throws(() => validateOptions({ passwordFile: 'p', allowAnonymous: 'yes' }), /^allowAnonymous: expected true or false/)
-  t.throws(() => validateOptions({ passwordFile: 'p', pasword: 'x' }), /^pasword: unknown option/)
+  t.throws(() => validateOptions({ passwordFile: 'absent' }, ctx), { code: 'GUARD_ERR_CONFIG', message: `passwordFile: file ${join(dir, 'absent')} does not exist` })
+  t.same(validateOptions({ redisUsers: { cacheMs: 0 }, bruteForce: false, upstreamCredentials: { username: 'proxy', password: 'x' } }, ctx).redisUsers, { cacheMs: 0 })
+  t.throws(() => validateOptions({ redisUsers: true }, { configDir: dir, redis: false }), /^redisUsers: needs the top-level redis setting/)
+  t.throws(() => validateOptions({ passwordFile: 'p', redisTimeoutMs: 0 }, ctx), /^redisTimeoutMs: expected an integer >= 1, got 0/)
+  t.throws(() => validateOptions({ redisUsers: { timeoutMs: 5 } }, ctx), /^redisUsers.timeoutMs: unknown key \(expected one of cacheMs\)/)
+  t.throws(() => validateOptions({}, ctx), /^passwordFile: required unless/)
+  t.throws(() => validateOptions({ passwordFile: 'p', upstreamCredentials: 'drop' }, ctx), /^upstreamCredentials: expected one of passthrough, strip, or \{ username, password \}, got "drop"/)
+  t.throws(() => validateOptions({ passwordFile: 'p', upstreamCredentials: { username: '' } }, ctx), /^upstreamCredentials.username:/)
+  t.throws(() => validateOptions({ passwordFile: 'p', bruteForce: { maxFailures: 0 } }, ctx), /^bruteForce.maxFailures: expected an integer >= 1/)
+  t.throws(() => validateOptions({ passwordFile: 'p', allowAnonymous: 'yes' }, ctx), /^allowAnonymous: expected true or false, got "yes"/)
+  t.throws(() => validateOptions({ passwordFile: 'p', pasword: 'x' }, ctx), /^pasword: unknown key \(expected one of passwordFile, /)
 })
 
 t.test('editLines keeps other lines and comments, replaces in place', async (t) => {
