@@ -126,7 +126,7 @@ async function openClient (clientId: string): Promise<void> {
   $('client-page').hidden = false
   text('cp-title', page.clientId)
   text('cp-message', '')
-  rows('cp-live', page.connections.map((c) => [c.address, c.since, c.subscriptions.map((s) => s.filter).join(', ')]))
+  rows('cp-live', page.connections.map((c) => [c.address, c.since.replace('T', ' ').slice(0, 19), c.subscriptions.map((s) => s.filter).join(', ')]))
   rows('cp-history', page.history.map((e) => [e.at.replace('T', ' ').slice(0, 19), e.address, e.admitted ? 'yes' : 'refused', e.words]))
 }
 

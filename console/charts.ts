@@ -28,11 +28,11 @@ interface ChartSpec {
   title: string
   unit: string
   /** Series labels, colours and columns, from the window; `raw` is shown in the legend when drawn stacked. */
-  series: (s: Series) => Array<{ label: string, colour: string, data: Column, raw?: Column, bars?: boolean, fill?: string, points?: boolean }>
+  series: (s: Series) => Array<{ label: string, colour: string, data: Column, raw?: Column, bars?: boolean, stepped?: boolean, fill?: string, points?: boolean }>
 }
 
 const SPECS: ChartSpec[] = [
-  { el: 'chart-connections', title: 'Connections open', unit: 'connections', series: (s) => [{ label: 'open', colour: '#2f6fb0', fill: 'rgba(47, 111, 176, 0.12)', data: s.connections }] },
+  { el: 'chart-connections', title: 'Connections open', unit: 'connections', series: (s) => [{ label: 'open', colour: '#2f6fb0', fill: 'rgba(47, 111, 176, 0.12)', data: s.connections, stepped: true }] },
   { el: 'chart-connects', title: 'CONNECTs and refusals per second', unit: 'per second', series: connectsAndRefusals },
   {
     el: 'chart-publish',
@@ -77,7 +77,8 @@ function xRange (t: ArrayLike<number>): { from: number, to: number, young: boole
   const start = (t[0] ?? to) - 1
   return { from: Math.min(to - MIN_SPAN, Math.max(start, to - span)), to, young: start > to - span }
 }
-const charts = new Map<string, { chart: UPlot, labels: string }>()
+interface Made { chart: UPlot, labels: string, destroy: () => void }
+const charts = new Map<string, Made>()
 
 /** A new window replaces what the page holds; a part is appended to it. */
 export function updateCharts (part: Series): void {
@@ -143,21 +144,22 @@ function draw (): void {
       continue
     }
     // A new refusal code is a new series: made again (rare, and simpler than adding one).
-    have?.chart.destroy()
-    charts.set(spec.el, { chart: make(spec, series, data), labels })
+    have?.destroy()
+    charts.set(spec.el, { ...make(spec, series, data), labels })
   }
 }
 
 const last = <T>(column: ArrayLike<T>): T | undefined => column[column.length - 1]
 const count = (v: number | null | undefined): string => v === null || v === undefined ? '–' : v >= 1e4 ? `${(v / 1e3).toFixed(1)}k` : String(Math.round(v * 100) / 100)
 
-function make (spec: ChartSpec, series: ReturnType<ChartSpec['series']>, data: UPlot.AlignedData): UPlot {
+function make (spec: ChartSpec, series: ReturnType<ChartSpec['series']>, data: UPlot.AlignedData): Omit<Made, 'labels'> {
   const el = document.getElementById(spec.el) as HTMLElement
   const ms = spec.unit === 'ms'
   const opts: UPlot.Options = {
     title: spec.title,
     width: Math.max(el.clientWidth, 300),
     height: HEIGHT,
+    padding: [10, 16, 0, 4],
     // With the cursor away, the legend shows the newest point.
     legend: { live: true },
     cursor: { drag: { x: false, y: false } },
@@ -165,40 +167,48 @@ function make (spec: ChartSpec, series: ReturnType<ChartSpec['series']>, data: U
       x: { time: true, range: (u) => { const { from, to } = xRange(u.data[0]); return [from, to] } },
       y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : ms ? 1 : 2] }
     },
-    axes: [
-      {
-        stroke: MUTED, font: FONT, grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 },
-        // 24-hour local time; seconds only when the ticks are less than a minute apart.
-        values: (_u, splits, _a, _space, incr) => splits.map((v) => clock(v).slice(0, incr < 60 ? 8 : 5))
-      },
-      {
-        label: spec.unit, labelFont: FONT, labelSize: 20, font: FONT, stroke: MUTED, size: 50,
-        grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 },
-        ...(ms ? {} : { incrs: COUNT_INCRS }),
-        values: (_u, splits) => splits.map((v) => ms ? `${Math.round(v * 100) / 100}` : count(v))
-      }
-    ],
-    series: [
-      { label: 'time', value: (u, v, _s, idx) => clock(idx === null ? last(u.data[0]) : v) },
-      ...series.map((s, i): UPlot.Series => ({
-        label: s.label,
-        stroke: s.colour,
-        width: s.bars === true ? 0 : 1.5,
-        fill: s.bars === true ? s.colour : s.fill,
-        ...(s.bars === true ? { paths: uPlot.paths.bars?.({ size: [0.8, 12, 2] }) } : {}),
-        points: s.points === true ? { show: true, size: 4, fill: s.colour } : { show: false },
-        value: (u, v, _s, idx) => {
-          const column = s.raw ?? u.data[i + 1] as Column
-          const shown = idx === null ? last(column) : s.raw === undefined ? v : s.raw[idx]
-          return ms ? (shown === null || shown === undefined ? '–' : `${shown} ms`) : count(shown)
-        }
-      }))
-    ],
+    axes: axes(spec.unit),
+    series: [{ label: 'time', value: (u, v, _s, idx) => clock(idx === null ? last(u.data[0]) : v) }, ...series.map((s, i) => seriesOptions(s, i + 1, ms))],
     hooks: { drawClear: [shadeBeforeStart] }
   }
   const chart = new uPlot(opts, data, el)
-  new ResizeObserver(() => { if (el.clientWidth > 0) chart.setSize({ width: el.clientWidth, height: HEIGHT }) }).observe(el)
-  return chart
+  const resize = new ResizeObserver(() => { if (el.clientWidth > 0) chart.setSize({ width: el.clientWidth, height: HEIGHT }) })
+  resize.observe(el)
+  return { chart, destroy: () => { resize.disconnect(); chart.destroy() } }
+}
+
+function axes (unit: string): UPlot.Axis[] {
+  const ms = unit === 'ms'
+  const lines = { grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 }, stroke: MUTED, font: FONT }
+  return [
+    // 24-hour local time; seconds only when the ticks are less than a minute apart.
+    { ...lines, values: (_u, splits, _a, _space, incr) => splits.map((v) => clock(v).slice(0, incr < 60 ? 8 : 5)) },
+    {
+      ...lines, label: unit, labelFont: FONT, labelSize: 20, size: 50,
+      ...(ms ? {} : { incrs: COUNT_INCRS }),
+      values: (_u, splits) => splits.map((v) => ms ? `${Math.round(v * 100) / 100}` : count(v))
+    }
+  ]
+}
+
+/** One series: a line, steps or stacked bars; its legend shows the newest point, or the hovered one. */
+function seriesOptions (s: ReturnType<ChartSpec['series']>[number], index: number, ms: boolean): UPlot.Series {
+  const paths = s.bars === true ? uPlot.paths.bars?.({ size: [0.8, 12, 2] }) : s.stepped === true ? uPlot.paths.stepped?.({ align: 1 }) : undefined
+  return {
+    label: s.label,
+    stroke: s.colour,
+    width: s.bars === true ? 0 : 1.5,
+    fill: s.bars === true ? s.colour : s.fill,
+    // A level holds until the next second's reading: steps, not slopes.
+    ...(paths === undefined ? {} : { paths }),
+    points: s.points === true ? { show: true, size: 4, fill: s.colour } : { show: false },
+    value: (u, v, _s, idx) => {
+      // Stacked bars are drawn at their sums; the legend says each one's own count.
+      const column = s.raw ?? u.data[index] as Column
+      const shown = idx === null ? last(column) : s.raw === undefined ? v : s.raw[idx]
+      return ms ? (shown === null || shown === undefined ? '–' : `${shown} ms`) : count(shown)
+    }
+  }
 }
 
 function clock (t: number | null | undefined): string {

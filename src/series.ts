@@ -12,9 +12,11 @@
 // every consumer merge two. The 1 h chart still has about three points per pixel.
 //
 // A sample is taken just after each whole second of the wall clock, so a point's time is a
-// whole second, unique and increasing, and two instances' charts line up. Measured cost: a
-// sample (the counters read plus one push per column) takes about 15 µs; building the whole
-// window for a snapshot about 30 µs (done once a second while a console page is open).
+// whole second, unique and increasing, and two instances' charts line up. Measured (idle
+// proxy, this machine): a sample, counters read and one push and shift per column, about 5 µs
+// a second (counting the open connections walks them: about 20 µs more per 1000); building the
+// whole window about 25 µs, once a second while a console page is open. The whole window is
+// about 110 KB of JSON, sent once per page; a second's part about 200 bytes.
 
 import type { Series, SeriesColumns } from './admin-api.js'
 import type { Leg } from './metrics.js'
