@@ -1,10 +1,10 @@
 // The web console in a real browser (playwright-core driving Debian's chromium, headless; no
 // browser download) against a proxy in front of a real Mosquitto: the token login, overview
 // numbers that match known traffic, charts whose points add up to that traffic (read from the
-// uPlot instances the page made) with axes, units and a range switch, a client in the table,
-// its page, and a kick that closes it; the findings; the live badge going "disconnected" while
-// the proxy restarts and "live" again after; no script error and nothing the page's CSP
-// blocked. A screenshot of each page is kept as a test artifact; the README's three
+// uPlot instances the page made) with axes, units, a range switch and the window's width, the
+// feed sending the whole window once and then only new points, a client in the table, its
+// page, and a kick that closes it; the findings; the live badge going "disconnected" while the
+// proxy restarts and "live" again after; no script error and nothing the page's CSP blocked. A screenshot of each page is kept as a test artifact; the README's three
 // (docs/images) are checked against the console's sources and retaken with UPDATE_SCREENSHOTS=1.
 
 import t, { type Test } from 'tap'
@@ -20,7 +20,8 @@ import { clientV, refusedCode } from '../helpers/e2e-mqtt.js'
 import { freePort } from '../helpers/ports.js'
 import { pollUntil } from '../helpers/processes.js'
 import { artifactName } from '../helpers/artifacts.js'
-import type { Overview, Series } from '../../src/admin-api.js'
+import type { Overview } from '../../src/admin-api.js'
+import { CHARTS, PROBE, hourOfPoints, total, type Chart } from '../helpers/console-page.js'
 import { HOW_TO_UPDATE, IMAGES, UPDATING, readManifest, sourcesHash, writeManifest } from '../helpers/screenshots.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
@@ -34,59 +35,6 @@ const DENIED = 5
 const BURSTS = UPDATING
   ? Array.from({ length: 60 }, (_, i) => Math.round(14 + 10 * Math.sin(i / 5) + (i * 7) % 5))
   : [6, 14, 9, 20, 4, 16, 11, 7, 18, 12]
-
-/**
- * Runs in the page before its scripts: records CSP violations and the text drawn on canvases
- * (uPlot draws its axes there), and keeps each uPlot instance the page makes, by wrapping the
- * global the library's script defines (`var uPlot = …` assigns through this setter).
- */
-const PROBE = `(() => {
-  const w = window
-  w.__csp = []
-  document.addEventListener('securitypolicyviolation', (e) => { w.__csp.push(e.violatedDirective + ' ' + e.blockedURI) })
-  w.__drawn = new Set()
-  const fillText = CanvasRenderingContext2D.prototype.fillText
-  CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) { w.__drawn.add(String(text)); return fillText.call(this, text, ...rest) }
-  w.__charts = []
-  Object.defineProperty(w, 'uPlot', { configurable: true, set (U) {
-    const made = new Proxy(U, { construct (target, args) { const u = Reflect.construct(target, args); w.__charts.push(u); return u } })
-    Object.defineProperty(w, 'uPlot', { value: made, writable: true, configurable: true })
-  } })
-})()`
-
-/** What one chart on the page holds and shows. */
-interface Chart { title: string, labels: string[], data: Array<Array<number | null>>, x: [number, number], legend: string[] }
-const CHARTS = `window.__charts.filter((u) => u.root.isConnected).map((u) => ({
-  title: u.root.querySelector('.u-title')?.textContent ?? '',
-  labels: u.series.map((s) => String(s.label)),
-  data: u.data.map((c) => Array.from(c)),
-  x: [u.scales.x.min, u.scales.x.max],
-  legend: [...u.root.querySelectorAll('.u-legend .u-value')].map((v) => v.textContent)
-}))`
-const total = (column: Array<number | null> | undefined): number => (column ?? []).reduce<number>((a, b) => a + (b ?? 0), 0)
-
-/** An overview as the feed sends it first, with an hour of made-up points ending at `newest`. */
-function hourOfPoints (newest: number): Overview {
-  const n = 3600
-  const column = <T>(f: (i: number) => T): T[] => Array.from({ length: n }, (_, i) => f(i))
-  const last = (i: number): boolean => i === n - 1
-  const series: Series = {
-    whole: true,
-    t: column((i) => newest - n + 1 + i),
-    connections: column((i) => 20 + (i % 30)),
-    connects: column((i) => i % 5),
-    refusals: column((i) => last(i) ? 3 : 0),
-    refusalsByCode: { GUARD_ERR_BAD_CREDENTIALS: column((i) => last(i) ? 1 : 0), GUARD_ERR_NOT_AUTHORIZED: column((i) => last(i) ? 2 : 0) },
-    publishIn: column((i) => i % 40),
-    publishOut: column((i) => i % 20),
-    rttClient: column((i) => i % 2 === 0 ? null : 1.5),
-    rttBroker: column(() => 0.7)
-  }
-  return {
-    at: new Date(newest * 1000).toISOString(), instance: 'fixture', connections: 49, series, connects: 7200, refusals: [],
-    rates: { in: 39, out: 19 }, verdicts: [], duplicatesRemoved: { in: 0, out: 0 }, roundTrips: { client: 1.5, broker: 0.7 }, health: {}, certificates: []
-  }
-}
 
 if (!existsSync(CHROMIUM)) {
   t.fail(`${CHROMIUM} not found: this test needs Debian's chromium (apt-get install -y chromium); .ci/run installs it`)
@@ -251,6 +199,13 @@ if (!existsSync(CHROMIUM)) {
       t.same(now.map((c) => c.x), now.map(sinceStart), `${range} s chosen: every chart shows all since the proxy started`)
       t.match(await page.textContent('#ov-range-title'), /^Since the proxy started at \d\d:\d\d:\d\d$/)
     }
+    // Narrower window, narrower charts (two columns become one), and back.
+    const wide = (await charts()).map((c) => c.width)
+    await page.setViewportSize({ width: 700, height: 800 })
+    await pollUntil('charts one column wide', 5000, async () => (await charts()).every((c) => c.width > 600 && c.width <= 680) ? true : undefined)
+    await page.setViewportSize({ width: 1280, height: 800 })
+    await pollUntil('charts two columns wide again', 5000, async () => (await charts()).every((c, i) => c.width === wide[i]) ? true : undefined)
+    t.ok(wide.every((w) => w > 500 && w < 640), `they follow the window: ${wide.join(', ')} px at 1280, one column at 700`)
     t.same(await page.evaluate('window.__csp'), [], 'nothing blocked by the Content-Security-Policy')
     // Before the login the page's requests were answered 401: the browser logs those.
     t.same(consoleErrors.filter((e) => !/status of 401/.test(e)), [], 'no error in the browser console')
