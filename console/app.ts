@@ -1,9 +1,11 @@
-// The console page: an overview fed by Server-Sent Events (`/events`), the clients table with
-// one client's page and a kick button, and the findings of `doctor`. Everything shown comes
-// from the network (client IDs, topics), so it is written as text, never as HTML.
+// The console page: an overview fed by Server-Sent Events (`/events`; its charts are in
+// charts.ts), the clients table with one client's page and a kick button, and the findings of
+// `doctor`. Everything shown comes from the network (client IDs, topics), so it is written as
+// text, never as HTML.
 
 import type { ClientPage, ConnectionView, Finding, Overview } from '../src/admin-api.js'
 import type { TraceLine } from '../plugins/trace/format.js'
+import { rangeButtons, updateCharts } from './charts.js'
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const el = document.getElementById(id)
@@ -68,18 +70,14 @@ function renderOverview (o: Overview): void {
   text('ov-dupes', o.duplicatesRemoved.in + o.duplicatesRemoved.out)
   text('ov-rtt-broker', ms(o.roundTrips.broker))
   text('ov-rtt-client', ms(o.roundTrips.client))
-  const max = Math.max(1, ...o.history.map((h) => h.connections), o.connections)
-  $('ov-history').replaceChildren(...[...o.history, { at: o.at, connections: o.connections }].map((h) => {
-    const bar = document.createElement('div')
-    bar.style.height = `${Math.round(h.connections / max * 100)}%`
-    bar.title = `${h.at}: ${h.connections}`
-    return bar
-  }))
+  updateCharts(o.series)
   rows('ov-refusals', o.refusals.map((r) => [r.code, r.reasonCode, r.count]))
   rows('ov-verdicts', o.verdicts.map((v) => [v.plugin, v.action, v.count]))
   rows('ov-health', Object.entries(o.health).map(([k, v]) => [k, v === true ? 'ok' : v === false ? 'DOWN' : v]))
   rows('ov-certs', o.certificates.map((c) => [c.listener, c.subject, c.days]))
 }
+
+rangeButtons(document.querySelectorAll<HTMLButtonElement>('#ov-range button'), $('ov-range-title'))
 
 let source: EventSource | null = null
 
@@ -128,7 +126,7 @@ async function openClient (clientId: string): Promise<void> {
   $('client-page').hidden = false
   text('cp-title', page.clientId)
   text('cp-message', '')
-  rows('cp-live', page.connections.map((c) => [c.address, c.since, c.subscriptions.map((s) => s.filter).join(', ')]))
+  rows('cp-live', page.connections.map((c) => [c.address, c.since.replace('T', ' ').slice(0, 19), c.subscriptions.map((s) => s.filter).join(', ')]))
   rows('cp-history', page.history.map((e) => [e.at.replace('T', ' ').slice(0, 19), e.address, e.admitted ? 'yes' : 'refused', e.words]))
 }
 

@@ -42,11 +42,14 @@ export interface Overview {
   at: string
   instance: string
   connections: number
-  /** Connections at each minute of the last hour, oldest first. */
-  history: Array<{ at: string, connections: number }>
+  /**
+   * The last hour, one point a second (src/series.ts). GET /overview and the feed's first event
+   * carry the whole window; each later event of the feed only the points since the one before.
+   */
+  series: Series
   connects: number
   refusals: Array<{ code: string, reasonCode: string, count: number }>
-  /** PUBLISH packets per second since the previous snapshot: in (client → broker) and out. */
+  /** PUBLISH packets in the last whole second: in (client → broker) and out. */
   rates: { in: number, out: number }
   /** Plugin decisions other than continue. */
   verdicts: Array<{ plugin: string, action: string, count: number }>
@@ -55,6 +58,34 @@ export interface Overview {
   roundTrips: { client: number | null, broker: number | null }
   health: Record<string, boolean | string>
   certificates: Array<{ listener: string, subject: string, days: number }>
+}
+
+/** Columns of equal length, oldest point first; point i is the second ending at t[i]. */
+export interface SeriesColumns {
+  /** Unix time of each point, in whole seconds. */
+  t: number[]
+  /** Connections open (past their CONNACK) at that second. */
+  connections: number[]
+  /** CONNECT packets received in that second. */
+  connects: number[]
+  /** Connections refused in that second, all codes. */
+  refusals: number[]
+  /** PUBLISH packets in that second: in (client → broker) and out (broker → client). */
+  publishIn: number[]
+  publishOut: number[]
+  /** Mean round trip of the samples taken in that second, ms; null when none was taken. */
+  rttClient: Array<number | null>
+  rttBroker: Array<number | null>
+}
+
+export interface Series extends SeriesColumns {
+  /** true: the whole window (replace what you have); false: points to append. */
+  whole: boolean
+  /**
+   * Refusals per second by GUARD_ERR_* code (or `broker`), for the codes that occurred in the
+   * window; a code missing from an appended part had none in its points.
+   */
+  refusalsByCode: Record<string, number[]>
 }
 
 export type Severity = 'info' | 'warning' | 'error'

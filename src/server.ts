@@ -21,9 +21,8 @@ import { Listener, type Peer } from './listeners.js'
 import { limitsPlugin } from './limits.js'
 import { subscribeChannel } from './redis-call.js'
 import { Diagnostics, meanMs } from './diagnostics.js'
-import { History } from './console.js'
+import { SeriesRecorder, type Counters } from './series.js'
 import { FRAME_TYPE } from './codec.js'
-import { performance } from 'node:perf_hooks'
 
 export interface StartOptions {
   log: Logger
@@ -37,9 +36,8 @@ export class GuardServer {
   readonly connections = new Set<Connection>()
   readonly listeners: BoundListener[] = []
   readonly diagnostics = new Diagnostics()
-  /** Connections per minute over the last hour, for the console. */
-  private readonly history = new History(() => this.connections.size)
-  private lastRates = { at: performance.now(), in: 0, out: 0 }
+  /** The console's charts: one point a second for the last hour, recorded always. */
+  private readonly series = new SeriesRecorder(async () => await this.counters()).start()
   admin: AdminServer | undefined
   private readonly servers: Listener[] = []
   private subscriber: Redis | Cluster | undefined
@@ -160,11 +158,6 @@ export class GuardServer {
 
   /** The console's overview, read from the metrics and the live connections. */
   async overview (): Promise<Overview> {
-    const now = performance.now()
-    const counts = { in: this.metrics.packetCount(0, FRAME_TYPE.publish), out: this.metrics.packetCount(1, FRAME_TYPE.publish) }
-    const seconds = (now - this.lastRates.at) / 1000
-    const rates = seconds <= 0 ? { in: 0, out: 0 } : { in: (counts.in - this.lastRates.in) / seconds, out: (counts.out - this.lastRates.out) / seconds }
-    this.lastRates = { at: now, ...counts }
     const legs = await this.roundTripLegs()
     // The dedupe plugin registers its own counter: looked up by name, absent without the plugin.
     const dedupe = this.metrics.registry.getSingleMetric('mqtt_guard_dedupe_removed_total') as Counter<'direction'> | undefined
@@ -173,16 +166,39 @@ export class GuardServer {
       at: new Date().toISOString(),
       instance: this.instanceId,
       connections: this.liveConnections().length,
-      history: this.history.values,
-      connects: [...this.metrics.connects.values()].reduce((a, b) => a + b, 0),
+      series: this.series.window(),
+      connects: this.connectCount(),
       refusals: (await this.metrics.refusals.get()).values.map((v) => ({ code: String(v.labels.code), reasonCode: String(v.labels.reason_code), count: v.value })),
-      rates: { in: Math.round(rates.in * 10) / 10, out: Math.round(rates.out * 10) / 10 },
+      rates: { in: this.series.latest('publishIn'), out: this.series.latest('publishOut') },
       verdicts: (await this.metrics.verdicts.get()).values.map((v) => ({ plugin: String(v.labels.plugin), action: String(v.labels.action), count: v.value })),
       duplicatesRemoved: { in: removed.find((v) => v.labels.direction === 'in')?.value ?? 0, out: removed.find((v) => v.labels.direction === 'out')?.value ?? 0 },
       roundTrips: { client: meanMs(legs.client), broker: meanMs(legs.broker) },
       health: (await this.readiness()).checks,
       certificates: (await this.certificates()).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) }))
     }
+  }
+
+  /** What the time series records each second: counters the core keeps anyway. */
+  private async counters (): Promise<Counters> {
+    const refusals = new Map<string, number>()
+    for (const v of (await this.metrics.refusals.get()).values) {
+      const code = String(v.labels.code)
+      refusals.set(code, (refusals.get(code) ?? 0) + v.value)
+    }
+    return {
+      connections: this.liveConnections().length,
+      connects: this.connectCount(),
+      refusals,
+      publishIn: this.metrics.packetCount(0, FRAME_TYPE.publish),
+      publishOut: this.metrics.packetCount(1, FRAME_TYPE.publish),
+      roundTrips: await this.roundTripLegs()
+    }
+  }
+
+  private connectCount (): number {
+    let n = 0
+    for (const v of this.metrics.connects.values()) n += v
+    return n
   }
 
   /** Connections that got their CONNACK and are still open. */
@@ -343,7 +359,7 @@ export class GuardServer {
     await this.host.close()
     await this.upstream.close()
     await this.admin?.close()
-    this.history.close()
+    this.series.close()
     this.subscriber?.disconnect()
     this.redis?.disconnect()
     this.log.info('mqtt-guard stopped')
