@@ -4,8 +4,13 @@
 
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { observedProxy, namingProblems, valueOf } from '../helpers/metrics-scrape.js'
+import { observedProxy, namingProblems, parseExposition, valueOf } from '../helpers/metrics-scrape.js'
+import net from 'node:net'
+import { once } from 'node:events'
 import { clientV } from '../helpers/e2e-mqtt.js'
+import { pollUntil } from '../helpers/processes.js'
+import { startProxy } from '../helpers/proxy.js'
+import { FLAP_CONNECTS } from '../../src/diagnostics.js'
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -18,6 +23,11 @@ const DEFAULTS = [
 ]
 
 const o = await observedProxy(t)
+
+/** A proxy's own scrape, without the admin endpoint. */
+async function scrapeOf (p: { server: { metrics: { text: () => Promise<string> } } }): Promise<ReturnType<typeof parseExposition>> {
+  return parseExposition(await p.server.metrics.text())
+}
 
 t.test('every name follows the rules, defaults under prom-client\'s names', async (t) => {
   const families = await o.scrape()
@@ -57,4 +67,40 @@ t.test('a client on one listener: that listener counts it, the others stay at ze
   t.equal(valueOf(m, 'mqtt_guard_connects_total', { listener: first as string }), 1)
   for (const listener of others) t.equal(valueOf(m, 'mqtt_guard_connections', { listener }), 0, `${listener}: still 0`)
   t.equal(valueOf(m, 'mqtt_guard_client_id_events_total', { event: 'admitted' }), 1, 'client-id admitted it')
+})
+
+t.test('broker refusing and Redis unreachable: upstream_up, redis_up and ready are 0', async (t) => {
+  const p = await startProxy({ config: { upstream: 'mqtt://127.0.0.1:1', redis: { url: 'redis://127.0.0.1:1', keyPrefix: 'down:' } } })
+  t.teardown(() => p.stop())
+  const m = await scrapeOf(p)
+  t.same({ ready: valueOf(m, 'mqtt_guard_ready'), upstream: valueOf(m, 'mqtt_guard_upstream_up'), redis: valueOf(m, 'mqtt_guard_redis_up') }, { ready: 0, upstream: 0, redis: 0 })
+})
+
+t.test('a broker that accepts and never answers TLS: the scrape ends after 2 s with upstream_up 0', async (t) => {
+  const silent = net.createServer(() => {})
+  const sockets = new Set<net.Socket>()
+  silent.on('connection', (s) => { sockets.add(s) })
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  t.teardown(() => { for (const s of sockets) s.destroy(); silent.close() })
+  const p = await startProxy({ config: { upstream: `mqtts://127.0.0.1:${(silent.address() as net.AddressInfo).port}` } })
+  t.teardown(() => p.stop())
+  const started = performance.now()
+  const m = await scrapeOf(p)
+  const ms = performance.now() - started
+  t.ok(ms >= 1900 && ms < 5000, `answered in ${Math.round(ms)} ms, bounded by the 2 s check`)
+  t.equal(valueOf(m, 'mqtt_guard_upstream_up'), 0)
+  t.equal(valueOf(m, 'mqtt_guard_ready'), 0)
+})
+
+t.test(`a client ID that drops its connection ${FLAP_CONNECTS} times is one flapping client`, async (t) => {
+  for (let i = 0; i < FLAP_CONNECTS; i++) {
+    const c = await clientV(t, o.proxy.url, 4, { clientId: 'names-flapper' })
+    const gone = once(c as unknown as NodeJS.EventEmitter, 'close')
+    c.stream.destroy() // no DISCONNECT: not an end the client asked for
+    await gone
+  }
+  // The proxy records an end when it has closed both sides: wait for the last one.
+  await pollUntil('the flapping gauge', 5000, async () => valueOf(await o.scrape(), 'mqtt_guard_flapping_clients') === 1 ? true : undefined)
+  t.pass('mqtt_guard_flapping_clients is 1')
 })
