@@ -162,13 +162,24 @@ export class Diagnostics {
     return out
   }
 
-  private flapping (now: number): Finding[] {
-    const out: Finding[] = []
+  /** Client IDs flapping now: the `mqtt_guard_flapping_clients` gauge, read at scrape time. */
+  flappingClients (): number {
+    return [...this.flappers(this.now())].length
+  }
+
+  /** Each client ID with FLAP_CONNECTS ends in the window, most of them not asked for by the client. */
+  private * flappers (now: number): Generator<{ clientId: string, ends: End[], unasked: End[] }> {
     for (const [clientId, { list: all }] of this.ends) {
       const ends = all.filter((e) => now - e.at <= WINDOW_MS)
       if (ends.length < FLAP_CONNECTS) continue
       const unasked = ends.filter((e) => e.reason !== 'client-disconnect')
-      if (unasked.length * 2 < ends.length) continue
+      if (unasked.length * 2 >= ends.length) yield { clientId, ends, unasked }
+    }
+  }
+
+  private flapping (now: number): Finding[] {
+    const out: Finding[] = []
+    for (const { clientId, ends, unasked } of this.flappers(now)) {
       const addresses = new Set(ends.map((e) => e.address))
       const why = new Map<string, number>()
       for (const e of unasked) why.set(endWords(e), (why.get(endWords(e)) ?? 0) + 1)

@@ -57,10 +57,18 @@ export class GuardServer {
 
   static async start (config: GuardConfig, options: StartOptions): Promise<GuardServer> {
     const log = options.log
-    // The gauge of open connections reads the server made below.
+    // The gauges read the server made below, when scraped.
     const made: { server?: GuardServer } = {}
-    const metrics = new GuardMetrics(() => made.server === undefined ? new Map() : countByListener(made.server.connections))
+    const metrics = new GuardMetrics({
+      listeners: config.listen.map((spec) => spec.url),
+      connectionsByListener: () => made.server === undefined ? new Map() : countByListener(made.server.connections),
+      health: async () => await (made.server?.readiness() ?? { ready: false, checks: {} }),
+      flappingClients: () => made.server?.diagnostics.flappingClients() ?? 0,
+      maxConnections: () => config.limits.maxConnections
+    })
     const redis = config.redis === undefined ? undefined : new Redis(config.redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true })
+    // Zero from the start, so increase() sees the first error.
+    if (redis !== undefined) metrics.redisErrors.inc({ source: 'connection' }, 0)
     redis?.on('error', (err: NodeJS.ErrnoException) => {
       metrics.redisErrors.inc({ source: 'connection' })
       log.warn({ err: err.code ?? err.message }, 'redis error')

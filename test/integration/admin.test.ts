@@ -89,7 +89,7 @@ t.test('metrics after known traffic', async (t) => {
   t.ok((m.get('mqtt_guard_round_trip_seconds_count{leg="broker"}') ?? 0) >= 1, 'a broker-leg round trip sampled')
   t.ok((m.get('mqtt_guard_round_trip_seconds_count{leg="client"}') ?? 0) >= 1, 'a client-leg round trip sampled')
   t.equal(m.get('mqtt_guard_upstream_dial_seconds_count'), 1, 'one dial (the refused client never reached the broker)')
-  t.ok(m.has('mqtt_guard_process_nodejs_eventloop_lag_p99_seconds'), 'event-loop delay')
+  t.ok(m.has('nodejs_eventloop_lag_p99_seconds'), 'event-loop delay, under prom-client\'s own name')
 })
 
 t.test('/connections lists clients with their subscriptions; DELETE closes one on any instance', async (t) => {
