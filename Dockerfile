@@ -1,6 +1,7 @@
 # The mqtt-guard image: compiled in one stage, run from a slim one as the unprivileged `node`
-# user. Node 24 is the current LTS line (supported until April 2028); package.json's engines
-# stay >= 20, which CI runs, and nothing in the build needs 20.
+# user. Node 24 is an LTS line supported until April 2028 (20 reached its end in April 2026);
+# package.json's engines stay >= 20, which CI runs. On Node 24.21 the listener (client
+# certificates through the handle's verifyError), auth, embedded-broker and codec tests pass.
 
 # Build stage: compile TypeScript with the dev dependencies.
 FROM node:24-bookworm-slim AS build
