@@ -12,6 +12,7 @@ import type { GuardMetrics } from './metrics.js'
 import type { AdminRequest, AdminResponse } from './plugin-api.js'
 import type { ClientPage, ConnectionView, Finding, Overview } from './admin-api.js'
 import { Feed, TOKEN_COOKIE, cookieToken, openEvents, serveStatic } from './console.js'
+import { listenError } from './listeners.js'
 
 
 /** What the admin endpoint asks of the proxy. */
@@ -52,7 +53,8 @@ async function readJson (req: http.IncomingMessage, limit = MAX_BODY): Promise<u
 
 function send (res: http.ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n'
-  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' })
+  // Content-Length also for HEAD, whose body node:http drops: the headers GET would send.
+  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) })
   res.end(text)
 }
 
@@ -62,15 +64,113 @@ function sameToken (given: string, token: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
+// RFC 9110 §11.1: the scheme is case-insensitive; §11.6.2: `credentials = auth-scheme [ 1*SP
+// token68 ]`, so any number of spaces (node:http already trims the ends of the value).
+const BEARER = /^bearer +([^ ].*)$/i
+
 /** The bearer token, or the console's cookie holding it. */
 function authorized (req: http.IncomingMessage, token: string | undefined): boolean {
   if (token === undefined) return true
-  const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1]
+  const bearer = BEARER.exec(req.headers.authorization ?? '')?.[1]
   if (bearer !== undefined) return sameToken(bearer, token)
   const cookie = cookieToken(req)
   return cookie !== undefined && sameToken(cookie, token)
 }
 
+/** What a route's handler is given: `params` are its pattern's groups, decoded. */
+interface Call {
+  req: http.IncomingMessage
+  res: http.ServerResponse
+  url: URL
+  params: string[]
+  spec: AdminSpec
+  target: AdminTarget
+  feed: Feed
+}
+
+type Handler = (call: Call) => Promise<void> | void
+
+interface Route {
+  /** The exact path, or a pattern whose groups become `params`. */
+  path: string | RegExp
+  /** Served without the token: the probes, and the login that sets it. */
+  open?: boolean
+  /** By method; HEAD is served by GET's handler, OPTIONS and 405 answers list these. */
+  methods: Partial<Record<'GET' | 'POST' | 'DELETE', Handler>>
+}
+
+/** The core's routes. A path not here goes to the plugins (e.g. /traces), then 404. */
+const ROUTES: Route[] = [
+  { path: '/healthz', open: true, methods: { GET: ({ res }) => { send(res, 200, { status: 'ok' }) } } },
+  {
+    path: '/readyz',
+    open: true,
+    methods: {
+      GET: async ({ res, target }) => {
+        const r = await target.readiness()
+        send(res, r.ready ? 200 : 503, r)
+      }
+    }
+  },
+  { path: '/login', open: true, methods: { POST: async ({ req, res, spec }) => { await login(req, res, spec) } } },
+  { path: '/metrics', methods: { GET: async ({ res, target }) => { send(res, 200, await target.metrics.text(), target.metrics.contentType) } } },
+  {
+    path: '/connections',
+    methods: {
+      GET: ({ res, url, target }) => {
+        const clientId = url.searchParams.get('clientId')
+        send(res, 200, target.connections().filter((c) => clientId === null || c.clientId === clientId))
+      }
+    }
+  },
+  {
+    path: /^\/connections\/(.+)$/,
+    methods: {
+      DELETE: async ({ res, params: [clientId = ''], target }) => {
+        const result = await target.kick(clientId)
+        send(res, result.closedHere > 0 || result.announced ? 200 : 404, { clientId, ...result })
+      }
+    }
+  },
+  { path: '/diagnostics', methods: { GET: async ({ res, target }) => { send(res, 200, await target.diagnostics()) } } },
+  { path: '/overview', methods: { GET: async ({ res, target }) => { send(res, 200, await target.overview()) } } },
+  { path: '/events', methods: { GET: ({ req, res, feed }) => { if (req.method === 'HEAD') headOfEvents(res); else feed.open(req, res) } } },
+  { path: /^\/clients\/(.+)$/, methods: { GET: ({ res, params: [clientId = ''], target }) => { send(res, 200, target.client(clientId)) } } }
+]
+
+function findRoute (path: string): { route: Route, params: string[] } | undefined {
+  for (const route of ROUTES) {
+    if (route.path === path) return { route, params: [] }
+    const match = typeof route.path === 'string' ? null : route.path.exec(path)
+    if (match !== null) return { route, params: match.slice(1).map((p) => decodeURIComponent(p)) }
+  }
+  return undefined
+}
+
+/** The Allow header's value (RFC 9110 §10.2.1): the route's methods, HEAD with GET, OPTIONS. */
+function allow (route: Route): string {
+  const methods = Object.keys(route.methods)
+  return [...methods, ...(methods.includes('GET') ? ['HEAD'] : []), 'OPTIONS'].join(', ')
+}
+
+/** The route's handler for this method; OPTIONS (204) and 405 answers both carry Allow. */
+async function serve (route: Route, call: Call): Promise<void> {
+  const handler = route.methods[call.req.method === 'HEAD' ? 'GET' : call.req.method as keyof Route['methods']]
+  if (handler !== undefined) return await handler(call)
+  call.res.setHeader('allow', allow(route))
+  if (call.req.method === 'OPTIONS') {
+    call.res.writeHead(204, { 'cache-control': 'no-store' })
+    call.res.end()
+    return
+  }
+  send(call.res, 405, { error: 'method not allowed', allow: allow(route) })
+}
+
+/** An SSE answer's headers for HEAD, which must not stay open as the stream would. */
+function headOfEvents (res: http.ServerResponse): void {
+  openEvents(res)
+  res.end()
+}
 
 export class AdminServer {
   private constructor (private readonly server: http.Server, private readonly feed: Feed, readonly host: string, readonly port: number) {}
@@ -85,8 +185,9 @@ export class AdminServer {
     })
     server.on('clientError', (_err, socket) => { socket.destroy() })
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen({ host: spec.host, port: spec.port }, () => { server.removeListener('error', reject); resolve() })
+      const fail = (err: Error): void => { reject(listenError(err, 'admin', spec.host, spec.port, 'set admin: HOST:PORT, --admin, or MQTT_GUARD_ADMIN; off turns it off')) }
+      server.once('error', fail)
+      server.listen({ host: spec.host, port: spec.port }, () => { server.removeListener('error', fail); resolve() })
     })
     const address = server.address() as { address: string, port: number }
     return new AdminServer(server, feed, address.address, address.port)
@@ -101,49 +202,36 @@ export class AdminServer {
 
 async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec: AdminSpec, target: AdminTarget, feed: Feed): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin')
-  const path = url.pathname
-  if (req.method === 'GET' && path === '/healthz') return send(res, 200, { status: 'ok' })
+  const found = findRoute(url.pathname)
+  const call: Call = { req, res, url, params: found?.params ?? [], spec, target, feed }
+  if (found?.route.open === true) return await serve(found.route, call)
   // The console's files hold no data: the page loads, then asks for the token if it needs one.
-  if (req.method === 'GET' && await serveStatic(path, res)) return
-  if (req.method === 'POST' && path === '/login') return await login(req, res, spec)
-  if (req.method === 'GET' && path === '/readyz') {
-    const r = await target.readiness()
-    return send(res, r.ready ? 200 : 503, r)
-  }
+  if ((req.method === 'GET' || req.method === 'HEAD') && await serveStatic(url.pathname, res)) return
   if (!authorized(req, spec.token)) {
     res.setHeader('www-authenticate', 'Bearer')
     return send(res, 401, { error: 'bearer token required' })
   }
-  if (req.method === 'GET' && path === '/metrics') return send(res, 200, await target.metrics.text(), target.metrics.contentType)
-  if (req.method === 'GET' && path === '/connections') {
-    const clientId = url.searchParams.get('clientId')
-    const list = target.connections().filter((c) => clientId === null || c.clientId === clientId)
-    return send(res, 200, list)
+  if (found !== undefined) return await serve(found.route, call)
+  if (target.plugins !== undefined && await askPlugins(req, res, url, target.plugins)) return
+  send(res, 404, { error: 'not found' })
+}
+
+/** Paths the core does not know, for the plugins (HEAD asked as GET); false when none answered. */
+async function askPlugins (req: http.IncomingMessage, res: http.ServerResponse, url: URL, plugins: NonNullable<AdminTarget['plugins']>): Promise<boolean> {
+  let body: unknown
+  try {
+    body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined
+  } catch (err) {
+    send(res, (err as { status?: number }).status ?? 400, { error: (err as Error).message })
+    return true
   }
-  if (req.method === 'GET' && path === '/diagnostics') return send(res, 200, await target.diagnostics())
-  if (req.method === 'GET' && path === '/overview') return send(res, 200, await target.overview())
-  if (req.method === 'GET' && path === '/events') return feed.open(req, res)
-  const client = /^\/clients\/(.+)$/.exec(path)
-  if (req.method === 'GET' && client !== null) return send(res, 200, target.client(decodeURIComponent(client[1] as string)))
-  const kick = /^\/connections\/(.+)$/.exec(path)
-  if (req.method === 'DELETE' && kick !== null) {
-    const clientId = decodeURIComponent(kick[1] as string)
-    const result = await target.kick(clientId)
-    return send(res, result.closedHere > 0 || result.announced ? 200 : 404, { clientId, ...result })
-  }
-  if (target.plugins !== undefined) {
-    let body: unknown
-    try {
-      body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined
-    } catch (err) {
-      return send(res, (err as { status?: number }).status ?? 400, { error: (err as Error).message })
-    }
-    const answer = await target.plugins({ method: req.method ?? 'GET', path, query: url.searchParams, body })
-    if (answer?.events !== undefined) return stream(req, res, answer.events)
-    if (answer !== undefined) return send(res, answer.status, answer.body)
-  }
-  const known = ['/healthz', '/readyz', '/metrics', '/connections', '/diagnostics', '/overview', '/events', '/login'].includes(path) || kick !== null || client !== null
-  return send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found' })
+  const method = req.method === 'HEAD' ? 'GET' : req.method ?? 'GET'
+  const answer = await plugins({ method, path: url.pathname, query: url.searchParams, body })
+  if (answer === undefined) return false
+  if (answer.events === undefined) send(res, answer.status, answer.body)
+  else if (req.method === 'HEAD') headOfEvents(res)
+  else stream(req, res, answer.events)
+  return true
 }
 
 /** A plugin's live feed as Server-Sent Events, until the client goes away. */

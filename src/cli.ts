@@ -1,7 +1,9 @@
-// `mqtt-guard start|check-config|--help`. Flags override MQTT_GUARD_* variables, which
-// override the config file, which overrides the defaults.
+// `mqtt-guard start|check-config|…|--help|--version`: the command line's entry. Flags override
+// MQTT_GUARD_* variables, which override the config file, which overrides the defaults. Every
+// command follows src/commands/args.ts: --help exits 0, a usage error 2, a config error 78.
 
-import { parseArgs } from 'node:util'
+import { readFileSync } from 'node:fs'
+import { EXIT, parseCommand, usageError, type Command } from './commands/args.js'
 import { envOverrides, loadConfig, type GuardConfig, type Overrides } from './config.js'
 import { isGuardError } from './errors.js'
 import { createLogger } from './log.js'
@@ -25,6 +27,9 @@ Commands:
                         subscribe and QoS 0/1/2 round trips (mqtt-guard probe --help)
   doctor [--admin URL] [--token T] [--json]
                         ask a running proxy what it noticed: findings, evidence, fixes
+  version               mqtt-guard's version and Node's (also --version)
+
+mqtt-guard COMMAND --help tells more about each.
 
 Options for start:
   --config FILE         YAML config (env MQTT_GUARD_CONFIG)
@@ -36,7 +41,27 @@ Options for start:
                         from MQTT_GUARD_ADMIN_TOKEN or admin.token in the file)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env MQTT_GUARD_LOG_LEVEL)
   -h, --help            this text
+
+Exit status, every command:
+  0   done. acl-check: allow; probe: every step passed; doctor: nothing worse than info
+  1   failed while running (say, an address in use). acl-check: deny; probe: a step
+      failed; doctor: a warning or an error
+  2   usage error: unknown command or flag, missing argument, bad value
+  3   no answer to give: doctor could not ask the proxy, acl-check could not read the rules
+  78  config error (EX_CONFIG): the message names the key and the accepted forms
+A reader that stops early (mqtt-guard doctor | head -1) ends the command quietly, exit 0.
 `
+
+const START: Command = { name: 'mqtt-guard start', usage: USAGE }
+const CHECK: Command = {
+  name: 'mqtt-guard check-config',
+  usage: `Usage: mqtt-guard check-config FILE
+
+Validates FILE and its plugins' options as start would, and exits without listening.
+Exit 0 valid, 1 a plugin cannot be loaded, 2 usage error, 78 config error (the message names
+the key and the accepted forms).
+`
+}
 
 const START_OPTIONS = {
   config: { type: 'string' },
@@ -44,9 +69,14 @@ const START_OPTIONS = {
   upstream: { type: 'string' },
   redis: { type: 'string' },
   admin: { type: 'string' },
-  'log-level': { type: 'string' },
-  help: { type: 'boolean', short: 'h' }
+  'log-level': { type: 'string' }
 } as const
+
+/** `mqtt-guard 0.1.0 (node v20.x)`: package.json is two folders above dist/src/. */
+function version (): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+  return `mqtt-guard ${pkg.version} (node ${process.version})\n`
+}
 
 export async function main (argv: string[]): Promise<number> {
   const [command, ...rest] = argv
@@ -59,26 +89,30 @@ export async function main (argv: string[]): Promise<number> {
       case 'trace': return await (await import('./commands/trace.js')).traceCommand(rest)
       case 'probe': return await (await import('./commands/probe.js')).probeCommand(rest)
       case 'doctor': return await (await import('./commands/doctor.js')).doctorCommand(rest)
-      case undefined:
+      case 'version':
+      case '--version':
+        process.stdout.write(version())
+        return EXIT.ok
       case 'help':
       case '--help':
       case '-h':
         process.stdout.write(USAGE)
-        return command === undefined ? 1 : 0
-      default:
-        process.stderr.write(`mqtt-guard: unknown command "${command}"\n\n${USAGE}`)
-        return 2
+        return EXIT.ok
+      case undefined: return usageError({ name: 'mqtt-guard', usage: USAGE }, 'a command is required')
+      default: return usageError({ name: 'mqtt-guard', usage: USAGE }, `unknown command "${command}"`)
     }
   } catch (err) {
     process.stderr.write(`mqtt-guard: ${isGuardError(err) ? `${err.message} (${err.code})` : (err as Error).message}\n`)
-    return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? 78 : 1
+    return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? EXIT.config : EXIT.failed
   }
 }
 
-function parse (args: string[]): { flags: Overrides, help: boolean, positionals: string[] } {
-  const { values, positionals } = parseArgs({ args, options: START_OPTIONS, allowPositionals: true, strict: true })
+/** start's and check-config's flags, or the exit code of --help or a usage error. */
+function parse (args: string[], command: Command): { flags: Overrides, positionals: string[] } | number {
+  const parsed = parseCommand(args, command, START_OPTIONS)
+  if (typeof parsed === 'number') return parsed
+  const { values, positionals } = parsed
   return {
-    help: values.help === true,
     positionals,
     flags: { config: values.config, listen: values.listen, upstream: values.upstream, redis: values.redis, admin: values.admin, logLevel: values['log-level'] }
   }
@@ -90,8 +124,10 @@ async function validatePlugins (config: GuardConfig): Promise<void> {
 }
 
 async function start (args: string[]): Promise<number> {
-  const { flags, help } = parse(args)
-  if (help) { process.stdout.write(USAGE); return 0 }
+  const parsed = parse(args, START)
+  if (typeof parsed === 'number') return parsed
+  const { flags, positionals } = parsed
+  if (positionals.length > 0) return usageError(START, `unexpected ${positionals.join(' ')} (a config file goes after --config)`)
   const config = loadConfig(flags, envOverrides(process.env))
   await validatePlugins(config)
   const log = createLogger(config.log.level)
@@ -128,14 +164,12 @@ async function start (args: string[]): Promise<number> {
 }
 
 async function checkConfig (args: string[]): Promise<number> {
-  const { positionals, help, flags } = parse(args)
-  if (help) { process.stdout.write('Usage: mqtt-guard check-config FILE\n'); return 0 }
+  const parsed = parse(args, CHECK)
+  if (typeof parsed === 'number') return parsed
+  const { positionals, flags } = parsed
   const env = envOverrides(process.env)
   const file = positionals[0] ?? flags.config ?? env.config
-  if (file === undefined || file === '') {
-    process.stderr.write('Usage: mqtt-guard check-config FILE\n')
-    return 2
-  }
+  if (file === undefined || file === '' || positionals.length > 1) return usageError(CHECK, 'expected one FILE')
   // As `start` would load it: MQTT_GUARD_* variables and flags over the file.
   const config = loadConfig({ ...flags, config: file }, env)
   await validatePlugins(config)

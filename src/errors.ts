@@ -5,6 +5,7 @@
 export const ERRORS = {
   GUARD_ERR_CONFIG: { reason: undefined, connack: undefined, summary: 'configuration invalid' },
   GUARD_ERR_PLUGIN_LOAD: { reason: undefined, connack: undefined, summary: 'a plugin could not be loaded' },
+  GUARD_ERR_LISTEN: { reason: undefined, connack: undefined, summary: 'a listener or the admin endpoint could not listen (address in use, not on this machine, or privileged)' },
   GUARD_ERR_MALFORMED: { reason: 0x81, connack: undefined, summary: 'malformed packet' },
   GUARD_ERR_PROTOCOL: { reason: 0x82, connack: undefined, summary: 'protocol error' },
   GUARD_ERR_ENCODE: { reason: 0x83, connack: undefined, summary: 'a packet could not be encoded' },

@@ -12,6 +12,7 @@ import type { ListenSpec } from './config-listen.js'
 import type { GuardMetrics } from './metrics.js'
 import { parseProxyHeader } from './proxy-protocol.js'
 import { ListenerCertificate } from './listen-tls.js'
+import { GuardError } from './errors.js'
 
 export interface Peer {
   address: string
@@ -50,6 +51,24 @@ function startingWith (socket: net.Socket, head: Buffer): Duplex {
   return duplex
 }
 
+const BIND_PROBLEMS: Record<string, string> = {
+  EADDRINUSE: 'is in use',
+  EADDRNOTAVAIL: 'is not an address of this machine',
+  EACCES: 'needs privileges (ports below 1024 want root or CAP_NET_BIND_SERVICE)'
+}
+
+/**
+ * Why a server could not listen, naming the setting that chose the address (`listen`, `admin`)
+ * and how to change it: a bare "EADDRINUSE 127.0.0.1:9884" does not say which of the two it
+ * was. Errors other than the address's own are returned as they are.
+ */
+export function listenError (err: unknown, key: string, host: string, port: number, change: string): unknown {
+  const problem = BIND_PROBLEMS[(err as NodeJS.ErrnoException).code ?? '']
+  if (problem === undefined) return err
+  const address = `${host.includes(':') ? `[${host}]` : host}:${port}`
+  return new GuardError('GUARD_ERR_LISTEN', `${key}: ${address} ${problem} (${change})`, { cause: err })
+}
+
 export class Listener {
   private readonly peers = new WeakMap<object, Peer>()
   private readonly certificate: ListenerCertificate | undefined
@@ -79,9 +98,11 @@ export class Listener {
     const server = net.createServer({ noDelay: true }, (socket) => { this.connection(socket) })
     this.server = server
     server.on('error', (err) => { this.log.error({ err, listener: this.spec.url }, 'listener error') })
+    const { host, port } = this.spec
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen({ host: this.spec.host, port: this.spec.port }, () => { server.removeListener('error', reject); resolve() })
+      const fail = (err: Error): void => { reject(listenError(err, 'listen', host, port, 'set listen: HOST:PORT, --listen, or MQTT_GUARD_LISTEN')) }
+      server.once('error', fail)
+      server.listen({ host, port }, () => { server.removeListener('error', fail); resolve() })
     })
     const address = server.address() as net.AddressInfo
     return { host: address.address, port: address.port }

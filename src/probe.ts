@@ -70,17 +70,25 @@ const SCHEMES: Record<string, { port: number, tls: boolean, ws: boolean }> = {
   'wss:': { port: 443, tls: true, ws: true }
 }
 
-/** Why a URL cannot be probed, or undefined. */
-export function urlProblem (url: string): string | undefined {
+const ACCEPTED = 'mqtt://HOST[:PORT], mqtts://, ws://HOST[:PORT]/PATH, wss://, or HOST[:PORT]'
+
+/**
+ * What `probe ARG` dials, as a URL: ARG itself when it names a scheme, else HOST, HOST:PORT,
+ * [IPV6]:PORT or a bare IPv6 address, meaning mqtt:// (mqtts:// when `tls`: the --cafile and
+ * --cert habit of mosquitto_pub, which then also defaults to 8883). Or why it cannot be probed.
+ */
+export function probeUrl (arg: string, tls = false): { url: string } | { problem: string } {
+  // A scheme is letters then "://": `localhost:1884` is a host and a port, not scheme "localhost:".
+  const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(arg) ? arg : `${tls ? 'mqtts' : 'mqtt'}://${net.isIPv6(arg) ? `[${arg}]` : arg}`
   let parsed: URL
   try {
     parsed = new URL(url)
   } catch {
-    return `not a URL: ${url} (expected mqtt://HOST[:PORT], mqtts://, ws:// or wss://)`
+    return { problem: `not a URL or HOST[:PORT]: ${arg} (expected ${ACCEPTED})` }
   }
-  if (SCHEMES[parsed.protocol] === undefined) return `unsupported scheme ${parsed.protocol} (mqtt, mqtts, ws, wss)`
-  if (parsed.hostname === '') return 'the URL names no host'
-  return undefined
+  if (SCHEMES[parsed.protocol] === undefined) return { problem: `unsupported scheme ${parsed.protocol} in ${arg} (expected ${ACCEPTED}; tcp:// and ssl:// also work)` }
+  if (parsed.hostname === '') return { problem: `${arg} names no host (expected ${ACCEPTED})` }
+  return { url }
 }
 
 class StepFailed extends Error {}

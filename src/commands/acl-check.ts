@@ -1,6 +1,7 @@
 // `mqtt-guard acl-check --config FILE --user U --client C [--group G] [--qos N] [--retain]
 //  publish|subscribe|receive TOPIC`: what the acl plugin of that config decides, and which
-// rule decided. Exit 0 allow, 1 deny, 2 usage error (78 config error, as `start`).
+// rule decided. Exit 0 allow, 1 deny, 2 usage error, 78 config error (as `start`), 3 when the
+// rules cannot be read: never 1, which a script takes for "deny".
 
 import { readFileSync } from 'node:fs'
 import { loadConfig } from '../config.js'
@@ -11,14 +12,19 @@ import acl, { buildPolicy, resolveAclFile, type AclOptions } from '../../plugins
 import { parseMosquittoAcl } from '../../plugins/acl/mosquitto-acl.js'
 import { ACTIONS, type Action } from '../../plugins/acl/rules.js'
 import { filterProblem, topicNameProblem } from '../../plugins/acl/topic.js'
-import { commandArgs } from './args.js'
+import { EXIT, parseCommand, usageError, type Command } from './args.js'
 
 const USAGE = `Usage: mqtt-guard acl-check --config FILE [--user U] [--client C] [--group G]... [--qos 0|1|2] [--retain] publish|subscribe|receive TOPIC
 
 Prints "allow" or "deny" and the rule that decided (rules[i], FILE:LINE or default deny).
 Without --user the client is anonymous. --group adds U to a group for this check.
-Exit status: 0 allow, 1 deny, 2 usage error.
+  -h, --help   this text
+Exit status: 0 allow, 1 deny, 2 usage error, 3 the rules cannot be read, 78 config error.
 `
+
+const COMMAND: Command = { name: 'mqtt-guard acl-check', usage: USAGE }
+/** Neither allow nor deny: the question could not be answered. */
+const UNDECIDED = 3
 
 const OPTIONS = {
   config: { type: 'string' },
@@ -26,20 +32,15 @@ const OPTIONS = {
   client: { type: 'string' },
   group: { type: 'string', multiple: true },
   qos: { type: 'string' },
-  retain: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' }
+  retain: { type: 'boolean' }
 } as const
 
-function usage (problem: string): number {
-  process.stderr.write(`mqtt-guard acl-check: ${problem}\n\n${USAGE}`)
-  return 2
-}
+const usage = (problem: string): number => usageError(COMMAND, problem)
 
 export async function aclCheckCommand (args: string[]): Promise<number> {
-  const parsed = commandArgs(args, OPTIONS, usage)
+  const parsed = parseCommand(args, COMMAND, OPTIONS)
   if (typeof parsed === 'number') return parsed
   const { values, positionals } = parsed
-  if (values.help === true) { process.stdout.write(USAGE); return 0 }
   if (values.config === undefined) return usage('--config FILE is required')
   const [action, topic, ...extra] = positionals
   if (action === undefined || topic === undefined || extra.length > 0) return usage('expected ACTION TOPIC')
@@ -52,8 +53,8 @@ export async function aclCheckCommand (args: string[]): Promise<number> {
     const config = loadConfig({ config: values.config })
     const entry = config.plugins.find((p) => p.name === 'acl')
     if (entry === undefined) {
-      process.stderr.write(`mqtt-guard acl-check: ${values.config} has no acl plugin (plugins: [{ name: acl, ... }])\n`)
-      return 2
+      process.stderr.write(`mqtt-guard acl-check: plugins: ${values.config} has no acl plugin (plugins: [{ name: acl, ... }])\n`)
+      return EXIT.config
     }
     const options = validateWithKey(acl as PluginDefinition, entry) as AclOptions
     const file = resolveAclFile(options, config.configDir)
@@ -65,6 +66,6 @@ export async function aclCheckCommand (args: string[]): Promise<number> {
     return decision.allow ? 0 : 1
   } catch (err) {
     process.stderr.write(`mqtt-guard acl-check: ${isGuardError(err) ? `${err.message} (${err.code})` : (err as Error).message}\n`)
-    return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? 78 : 2
+    return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? EXIT.config : UNDECIDED
   }
 }

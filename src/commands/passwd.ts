@@ -3,10 +3,10 @@
 // are kept; the file is replaced atomically (temp file + rename). The default hash is `$7$`
 // (PBKDF2-SHA512, what `mosquitto_passwd` writes), so Mosquitto can still read the file.
 
-import { parseArgs } from 'node:util'
 import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
+import { EXIT, parseCommand, usageError, type Command } from './args.js'
 import { formatHash, hashPbkdf2, hashScrypt, MOSQUITTO_ITERATIONS, splitLine } from '../../plugins/auth/password-file.js'
 
 const USAGE = `Usage: mqtt-guard passwd FILE USER [--password P] [--delete] [--scrypt] [--iterations N]
@@ -15,11 +15,18 @@ const USAGE = `Usage: mqtt-guard passwd FILE USER [--password P] [--delete] [--s
   --delete        remove USER
   --scrypt        store a $scrypt$ hash (mqtt-guard only; Mosquitto cannot read it)
   --iterations N  PBKDF2 iterations for $7$ (default ${MOSQUITTO_ITERATIONS}, as mosquitto_passwd)
+  -h, --help      this text
+Exit status: 0 done, 1 failed (USER not found for --delete, an empty password, a file error),
+2 usage error.
 `
 
-function fail (message: string, code = 2): number {
+const COMMAND: Command = { name: 'mqtt-guard passwd', usage: USAGE }
+const OPTIONS = { password: { type: 'string' }, delete: { type: 'boolean' }, scrypt: { type: 'boolean' }, iterations: { type: 'string' } } as const
+
+/** A run-time failure: the message alone, exit 1 (usage errors go through usageError). */
+function fail (message: string): number {
   process.stderr.write(`mqtt-guard passwd: ${message}\n`)
-  return code
+  return EXIT.failed
 }
 
 /** Reads a line from a terminal without echo. */
@@ -107,40 +114,31 @@ async function writeAtomically (file: string, text: string): Promise<void> {
 }
 
 export async function passwdCommand (args: string[]): Promise<number> {
-  let parsed
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { password: { type: 'string' }, delete: { type: 'boolean' }, scrypt: { type: 'boolean' }, iterations: { type: 'string' }, help: { type: 'boolean', short: 'h' } }
-    })
-  } catch (err) {
-    return fail(`${(err as Error).message}\n\n${USAGE}`)
-  }
+  const parsed = parseCommand(args, COMMAND, OPTIONS)
+  if (typeof parsed === 'number') return parsed
   const { values, positionals } = parsed
-  if (values.help === true) { process.stdout.write(USAGE); return 0 }
   const [file, user, ...extra] = positionals
-  if (file === undefined || user === undefined || extra.length > 0) return fail(`expected FILE and USER\n\n${USAGE}`)
+  if (file === undefined || user === undefined || extra.length > 0) return usageError(COMMAND, 'expected FILE and USER')
   // Mosquitto splits at the first ':'; a line break would start a new entry.
-  if (user === '' || /[:\r\n]/.test(user) || user.trim() !== user || user.startsWith('#')) return fail(`invalid user name "${user}"`)
+  if (user === '' || /[:\r\n]/.test(user) || user.trim() !== user || user.startsWith('#')) return usageError(COMMAND, `invalid user name "${user}"`)
   const iterations = values.iterations === undefined ? MOSQUITTO_ITERATIONS : Number(values.iterations)
-  if (!Number.isInteger(iterations) || iterations < 1) return fail(`--iterations: expected a positive integer, got "${values.iterations ?? ''}"`)
+  if (!Number.isInteger(iterations) || iterations < 1) return usageError(COMMAND, `--iterations: expected a positive integer, got "${values.iterations ?? ''}"`)
   try {
     const lines = await readLines(file)
     if (values.delete === true) {
       const edited = editLines(lines, user, undefined)
-      if (!edited.found) return fail(`user "${user}" not found in ${file}`, 1)
+      if (!edited.found) return fail(`user "${user}" not found in ${file}`)
       await writeAtomically(file, edited.lines.map((l) => `${l}\n`).join(''))
       return 0
     }
     const password = values.password ?? await askPassword()
-    if (password === '') return fail('empty password', 1)
-    if (/[\r\n]/.test(password)) return fail('password contains a line break', 1)
+    if (password === '') return fail('empty password')
+    if (/[\r\n]/.test(password)) return fail('password contains a line break')
     const hash = values.scrypt === true ? await hashScrypt(password) : await hashPbkdf2(password, iterations)
     const edited = editLines(lines, user, `${user}:${formatHash(hash)}`)
     await writeAtomically(file, edited.lines.map((l) => `${l}\n`).join(''))
     return 0
   } catch (err) {
-    return fail((err as Error).message, 1)
+    return fail((err as Error).message)
   }
 }

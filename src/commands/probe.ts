@@ -1,10 +1,10 @@
 // `mqtt-guard probe URL`: the connection checklist as one command (src/probe.ts does the
 // work). Options are named as mosquitto_pub names them, so habits carry over.
 
-import { commandArgs } from './args.js'
-import { runProbe, urlProblem, type ProbeStep, type ProbeVersion } from '../probe.js'
+import { EXIT, parseCommand, usageError, type Command } from './args.js'
+import { probeUrl, runProbe, type ProbeStep, type ProbeVersion } from '../probe.js'
 
-const USAGE = `Usage: mqtt-guard probe URL [options]
+const USAGE = `Usage: mqtt-guard probe URL|HOST[:PORT] [options]
 
 Walks one connection step by step and times each: name resolution, TCP, TLS (chain, host name,
 days to expiry), WebSocket upgrade, CONNECT → CONNACK (what a refusal means and the likely fix),
@@ -12,6 +12,8 @@ then a subscription and a round trip at QoS 0, 1 and 2 on a probe topic. Stops a
 step that fails. Exit 0 when every step passed, 1 when one failed, 2 for bad arguments.
 
 URL: mqtt://HOST[:PORT] (1883), mqtts:// (8883), ws://HOST[:PORT]/PATH, wss://
+HOST[:PORT] (or [IPV6]:PORT) is mqtt://HOST[:PORT]; with --cafile or --cert, as for
+mosquitto_pub, mqtts://HOST[:PORT] (8883).
 
 Options (as mosquitto_pub names them):
   -u, --username USER
@@ -24,8 +26,10 @@ Options (as mosquitto_pub names them):
       --insecure                go on when the server's certificate does not verify
       --timeout SECONDS         per step (default 5)
       --json                    the report as JSON
-      --help
+  -h, --help                    this text (the host is the argument, not -h)
 `
+
+const COMMAND: Command = { name: 'mqtt-guard probe', usage: USAGE }
 
 const OPTIONS = {
   username: { type: 'string', short: 'u' },
@@ -38,27 +42,22 @@ const OPTIONS = {
   key: { type: 'string' },
   insecure: { type: 'boolean' },
   timeout: { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean' }
+  json: { type: 'boolean' }
 } as const
 
 const VERSIONS: Record<string, ProbeVersion> = { 31: 3, 311: 4, 5: 5, mqttv31: 3, mqttv311: 4, mqttv5: 5 }
 const NAMES: Record<ProbeVersion, string> = { 3: 'MQTT 3.1', 4: 'MQTT 3.1.1', 5: 'MQTT 5' }
 
-function usage (problem: string): number {
-  process.stderr.write(`mqtt-guard probe: ${problem}\n\n${USAGE}`)
-  return 2
-}
-
 export async function probeCommand (args: string[]): Promise<number> {
-  const parsed = commandArgs(args, OPTIONS, usage)
+  const parsed = parseCommand(args, COMMAND, OPTIONS)
   if (typeof parsed === 'number') return parsed
   const { values, positionals } = parsed
-  if (values.help === true) { process.stdout.write(USAGE); return 0 }
-  const url = positionals[0]
-  if (url === undefined || positionals.length > 1) return usage('expected one URL')
-  const problem = urlProblem(url)
-  if (problem !== undefined) return usage(problem)
+  const arg = positionals[0]
+  if (arg === undefined || positionals.length > 1) return usageError(COMMAND, 'expected one URL or HOST[:PORT]')
+  const target = probeUrl(arg, values.cafile !== undefined || values.cert !== undefined)
+  if ('problem' in target) return usageError(COMMAND, target.problem)
+  const { url } = target
+  const usage = (problem: string): number => usageError(COMMAND, problem)
   const version = VERSIONS[values['protocol-version'] ?? '311']
   if (version === undefined) return usage(`-V: expected 31, 311 or 5, got ${String(values['protocol-version'])}`)
   const timeout = Number(values.timeout ?? '5')
@@ -82,7 +81,7 @@ export async function probeCommand (args: string[]): Promise<number> {
   })
   if (json) process.stdout.write(JSON.stringify(report, null, 2) + '\n')
   else process.stdout.write(report.ok ? `ok: every step passed (client ID ${report.clientId})\n` : `FAILED at ${String(report.steps.at(-1)?.step)}\n`)
-  return report.ok ? 0 : 1
+  return report.ok ? EXIT.ok : EXIT.failed
 }
 
 /** One step as a line: mark, name, time, what was found; a fix on the next line when there is one. */
