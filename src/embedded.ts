@@ -7,6 +7,7 @@ import { Aedes } from 'aedes'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import { createRequire } from 'node:module'
+import { applyEmbeddedWorkarounds } from './embedded-workarounds.js'
 
 const require = createRequire(import.meta.url)
 
@@ -46,7 +47,10 @@ function redisParts (url: string, keyPrefix: string, log: Logger): RedisParts {
 export async function createEmbeddedBroker (redis: { url: string, keyPrefix: string } | undefined, log: Logger): Promise<EmbeddedBroker> {
   const parts = redis === undefined ? undefined : redisParts(redis.url, redis.keyPrefix, log)
   const broker = await Aedes.createBroker(parts === undefined ? {} : { persistence: parts.persistence, mq: parts.mq })
-  broker.on('clientError', (client, err) => { log.debug({ clientId: client.id, err: err.message }, 'embedded broker: client error') })
+  applyEmbeddedWorkarounds(broker)
+  // The broker's own reason for closing a client, at info: without it the operator sees only
+  // the proxy's `broker-closed` and cannot tell a broker fault from a client's.
+  broker.on('clientError', (client, err) => { log.info({ clientId: client.id, err: err.message }, 'embedded broker closed a client') })
   broker.on('connectionError', (_client, err) => { log.debug({ err: err.message }, 'embedded broker: connection error') })
   log.info({ persistence: redis === undefined ? 'memory' : 'redis' }, 'embedded broker started')
   return {

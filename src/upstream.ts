@@ -93,11 +93,25 @@ function proxyHeader (version: 1 | 2, conn: ConnectionInfo, socket: net.Socket):
   return version === 1 ? encodeProxyV1(address) : encodeProxyV2(address)
 }
 
+/**
+ * What aedes accepts but the protocol refuses with CONNACK 2, as Mosquitto does: an empty
+ * client ID asks the server to assign one, which MQTT 3.1.1 allows only with clean session 1
+ * [MQTT-3.1.3-8] and MQTT 3.1 not at all (1 to 23 characters). MQTT 5 allows it either way.
+ */
+function emptyClientIdProblem (connect: IConnectPacket): string | undefined {
+  if (connect.clientId !== '' || connect.protocolVersion === 5) return undefined
+  if (connect.protocolVersion === 3) return 'MQTT 3.1 needs a client ID of 1 to 23 characters'
+  if (connect.clean === false) return 'an empty client ID needs clean session 1 [MQTT-3.1.3-8]'
+  return undefined
+}
+
 export function embeddedUpstream (embedded: EmbeddedBroker): Upstream {
   return {
     description: 'embedded',
     dial: async (connect) => {
       if (embedded.broker.closed) throw new GuardError('GUARD_ERR_UPSTREAM_UNAVAILABLE', 'embedded broker is closed')
+      const idProblem = emptyClientIdProblem(connect)
+      if (idProblem !== undefined) throw new GuardError('GUARD_ERR_CLIENT_ID_REJECTED', idProblem)
       const [ours, theirs] = duplexPair()
       embedded.broker.handle(theirs)
       // aedes 1.x speaks MQTT 3.1/3.1.1 only: MQTT 5 clients go through a translation.

@@ -151,10 +151,13 @@ export function remainingLength (n: number): number[] {
   return out
 }
 
-/** A CONNECT made by hand: protocol name, any level, clean session, keepalive 60, a client ID. */
-export function handMadeConnect (level: number, clientId: string, name = 'MQTT'): Buffer {
+/**
+ * A CONNECT made by hand: protocol name, any level, connect flags (clean session by default),
+ * keepalive 60, a client ID. mqtt-packet's generator refuses what these tests must send.
+ */
+export function handMadeConnect (level: number, clientId: string, name = 'MQTT', flags = 0x02): Buffer {
   const str = (s: string): number[] => [s.length >> 8, s.length & 0xff, ...Buffer.from(s)]
   const props = level === 5 ? [0] : []
-  const body = [...str(name), level, 0x02, 0, 60, ...props, ...str(clientId)]
+  const body = [...str(name), level, flags, 0, 60, ...props, ...str(clientId)]
   return Buffer.from([0x10, ...remainingLength(body.length), ...body])
 }
