@@ -37,8 +37,19 @@ export class TokenBucket {
 
 const MAX_TRACKED_ADDRESSES = 100_000
 
+/**
+ * Trims a Map kept in least-recently-used order down to `keep` entries. A sweep of source
+ * addresses then evicts only the addresses that have been quiet longest, never the table at once.
+ */
+export function evictOldest<K, V> (map: Map<K, V>, keep: number): void {
+  for (const key of map.keys()) {
+    if (map.size <= keep) return
+    map.delete(key)
+  }
+}
+
 /** The core plugin `limits`: first in the chain, so a refused CONNECT costs nothing else. */
-export function limitsPlugin (settings: () => LimitSettings): Plugin {
+export function limitsPlugin (settings: () => LimitSettings, maxTrackedAddresses = MAX_TRACKED_ADDRESSES): Plugin {
   const open = new Map<string, number>()
   const rates = new Map<string, TokenBucket>()
   const counted = new WeakSet<ConnectionInfo>()
@@ -49,10 +60,13 @@ export function limitsPlugin (settings: () => LimitSettings): Plugin {
     if (s.maxConnectsPerSecondPerAddress > 0) {
       let bucket = rates.get(conn.address)
       if (bucket === undefined) {
-        if (rates.size >= MAX_TRACKED_ADDRESSES) rates.clear()
         bucket = new TokenBucket(s.maxConnectsPerSecondPerAddress)
-        rates.set(conn.address, bucket)
+        evictOldest(rates, maxTrackedAddresses - 1)
+      } else {
+        rates.delete(conn.address)
       }
+      // Re-inserted on every use, so the Map's order is least recently used first.
+      rates.set(conn.address, bucket)
       if (bucket.take() > 0) return { action: 'reject', code: 'GUARD_ERR_CONNECT_RATE', reason: `more than ${s.maxConnectsPerSecondPerAddress} connects per second from ${conn.address}` }
     }
     if (s.maxConnectionsPerAddress > 0) {
