@@ -23,6 +23,7 @@ import { Sides, CLOSE_GRACE_MS } from './sides.js'
 import type { GuardMetrics } from './metrics.js'
 import { Telemetry } from './telemetry.js'
 import type { ConnectionView } from './admin-api.js'
+import { ConnectionLog, type Who } from './connection-log.js'
 import type { Peer } from './listeners.js'
 
 let connections = 0
@@ -65,7 +66,7 @@ export class Connection implements ConnectionInfo {
   readonly listener: string
   readonly certificate: Peer['certificate']
   clientId = ''
-  username: string | undefined
+  private user: string | undefined
   /** From CONNECT: its keepalive, and whether the session outlives the connection. */
   keepalive = 0
   persistentSession = false
@@ -74,7 +75,7 @@ export class Connection implements ConnectionInfo {
   /** A successful CONNACK reached the client. */
   accepted = false
   protocolVersion: ProtocolVersion = 4
-  private logger: Logger | null = null
+  private readonly logs: ConnectionLog
   state: ConnectionState = 'awaiting-connect'
   private readonly sides: Sides
   /** Counts, sampled round trips and subscriptions, for /metrics and /connections. */
@@ -98,13 +99,25 @@ export class Connection implements ConnectionInfo {
   /** Set while a plugin traces this connection; undefined otherwise (one check per packet). */
   private tap: PacketTap | undefined
 
-  /**
-   * The connection's logger: bound to its ID, and to its client ID once CONNECT is read. Made
-   * on first use, so a connection that logs nothing (level warn, all well) never makes one.
-   */
+  /** The connection's logger, bound to who it is, with its log budget (connection-log.ts). */
   get log (): Logger {
-    this.logger ??= this.deps.log.child(this.state === 'awaiting-connect' ? { conn: this.id } : { conn: this.id, clientId: this.clientId })
-    return this.logger
+    return this.logs.log
+  }
+
+  private who (): Who {
+    if (!this.identified) return { conn: this.id, address: this.address }
+    return { conn: this.id, address: this.address, clientId: this.clientId, username: this.user }
+  }
+
+  /** From CONNECT; a plugin may set it (auth: a certificate's user name), and the log follows. */
+  get username (): string | undefined {
+    return this.user
+  }
+
+  set username (name: string | undefined) {
+    if (name === this.user) return
+    this.user = name
+    this.logs.rebind()
   }
 
   constructor (client: Duplex, remote: Peer, private readonly deps: ConnectionDeps) {
@@ -112,6 +125,7 @@ export class Connection implements ConnectionInfo {
     this.port = remote.port
     this.certificate = remote.certificate
     this.listener = deps.listener
+    this.logs = new ConnectionLog(deps.log, () => this.who())
     this.sides = new Sides(client)
     this.telemetry = new Telemetry(deps.metrics)
     this.inLane = new Lane((f) => this.fromClient(f), (e) => { this.failed(e) }, this.sides.clientValve, deps.limits.maxQueuedPackets)
@@ -120,7 +134,7 @@ export class Connection implements ConnectionInfo {
     client.on('close', () => { this.clientGone() })
     client.on('error', (err: NodeJS.ErrnoException) => { this.close('client-error', err.code ?? err.message) })
     this.startTimer(deps.limits.connectTimeoutMs, 'GUARD_ERR_CONNECT_TIMEOUT', 'no CONNECT within connectTimeoutMs')
-    if (deps.log.isLevelEnabled('debug')) this.log.debug({ address: this.address, port: this.port, listener: this.listener }, 'connection opened')
+    if (deps.log.isLevelEnabled('debug')) this.log.debug({ port: this.port, listener: this.listener }, 'connection opened')
   }
 
   // ---- client → broker -------------------------------------------------------------------
@@ -179,7 +193,7 @@ export class Connection implements ConnectionInfo {
     this.tap = this.deps.host.tapFor(this)
     this.clearTimer()
     this.state = 'admitting'
-    this.logger = null // the next log line binds the client ID
+    this.logs.rebind() // the next line binds the client ID and user name
     if (this.deps.refuse !== undefined) return this.refuseConnect(this.deps.refuse, 'refused by the proxy')
     const outcome = this.deps.host.run('in', this, packet, type)
     if (outcome instanceof Promise) return outcome.then((o) => { this.admitted(frame, o) })
@@ -298,12 +312,12 @@ export class Connection implements ConnectionInfo {
     const assigned = packet.properties?.assignedClientIdentifier
     if (assigned !== undefined) {
       this.clientId = assigned
-      this.logger = null
+      this.logs.rebind()
     }
     this.setUpAliases(packet)
     this.state = 'relaying'
     this.accepted = true
-    if (this.deps.log.isLevelEnabled('info')) this.log.info({ address: this.address, username: this.username, protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
+    if (this.deps.log.isLevelEnabled('info')) this.log.info({ protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
     const early = this.early
     this.early = []
     for (const f of early) this.inLane.push(f)
@@ -501,7 +515,8 @@ export class Connection implements ConnectionInfo {
     this.sides.end()
     // A socket that closed before CONNECT (a health check, a port scan) is not news at info.
     const level = code !== undefined && wasRelaying ? 'warn' : code === undefined && neverConnected ? 'debug' : 'info'
-    if (this.deps.log.isLevelEnabled(level)) this.log[level]({ address: this.address, username: this.username, reason, detail }, 'connection closed')
+    this.logs.flush()
+    if (this.deps.log.isLevelEnabled(level)) this.log[level]({ reason, detail }, 'connection closed')
     this.deps.onClosed(this, { reason, detail, clientIdleMs: Date.now() - this.sides.clientDataAt })
   }
 

@@ -32,6 +32,11 @@ export interface ConnectionInfo {
   clientId: string
   username: string | undefined
   protocolVersion: ProtocolVersion
+  /**
+   * This connection's logger: it binds `conn`, `address`, `clientId` and `username`, so a line
+   * names them once (give `plugin` and the rest). Its lines count against the connection's
+   * log budget (src/log-budget.ts): a line per packet is cut to 20 a minute plus a summary.
+   */
   readonly log: Logger
   /** Closes the connection; MQTT 5 clients get DISCONNECT with the error's reason code. */
   close (code: ErrorCode, reason: string): void

@@ -8,6 +8,7 @@ import type { AclPolicy, AclRequest, Action, Decision } from './rules.js'
 import { SubackMerger } from './suback.js'
 import { DenialCounts } from './denials.js'
 import type { Finding } from '../../src/diagnostics.js'
+import { cutFields } from '../../src/log.js'
 
 interface ConnState {
   readonly subs: SubackMerger
@@ -19,6 +20,8 @@ interface ConnState {
 
 const ask = (action: Action, topic: string, qos: number, retain: boolean): AclRequest => ({ action, topic, qos, retain })
 const NOT_AUTHORIZED = 'GUARD_ERR_NOT_AUTHORIZED'
+/** Denied filters a SUBSCRIBE's one `acl denied` line names; the rest are only counted. */
+export const DENIED_EXAMPLES = 5
 
 export class AclHooks {
   private readonly states = new WeakMap<ConnectionInfo, ConnState>()
@@ -33,13 +36,17 @@ export class AclHooks {
     return s
   }
 
-  /** Decides, and logs a denial once with what decided it. */
+  /** Decides, and logs a denial once with what decided it (the connection's logger names who). */
   check (conn: ConnectionInfo, req: AclRequest): Decision {
+    const decision = this.decide(conn, req)
+    if (!decision.allow) conn.log.info({ plugin: 'acl', action: req.action, topic: req.topic, qos: req.qos, rule: decision.rule, ruleText: decision.text }, 'acl denied')
+    return decision
+  }
+
+  /** Decides and counts a denial for `doctor`; logs nothing. */
+  private decide (conn: ConnectionInfo, req: AclRequest): Decision {
     const decision = this.policy.decide(this.policy.principal({ user: conn.username, clientId: conn.clientId }), req)
-    if (!decision.allow) {
-      conn.log.info({ clientId: conn.clientId, user: conn.username, action: req.action, topic: req.topic, qos: req.qos, rule: decision.rule, ruleText: decision.text }, 'acl denied')
-      this.denials.count(decision, req, conn.clientId)
-    }
+    if (!decision.allow) this.denials.count(decision, req, conn.clientId)
     return decision
   }
 
@@ -90,10 +97,16 @@ export class AclHooks {
 
   subscribe (conn: ConnectionInfo, packet: ISubscribePacket): HookResult {
     const denied: number[] = []
+    const examples: Array<Record<string, unknown>> = []
     packet.subscriptions.forEach((s, i) => {
-      if (!this.check(conn, ask('subscribe', s.topic, s.qos, false)).allow) denied.push(i)
+      const decision = this.decide(conn, ask('subscribe', s.topic, s.qos, false))
+      if (decision.allow) return
+      denied.push(i)
+      if (examples.length < DENIED_EXAMPLES) examples.push(cutFields({ filter: s.topic, qos: s.qos, rule: decision.rule, ruleText: decision.text }))
     })
     if (denied.length === 0) return undefined
+    // One line per SUBSCRIBE, however many filters it denies: a client cannot multiply lines.
+    conn.log.info({ plugin: 'acl', action: 'subscribe', filterCount: packet.subscriptions.length, deniedCount: denied.length, denied: examples }, 'acl denied')
     const failure = conn.protocolVersion === 5 ? 0x87 : 0x80 // [MQTT-3.9.3-1] one code per filter
     const messageId = packet.messageId as number
     if (denied.length === packet.subscriptions.length) {
@@ -101,7 +114,8 @@ export class AclHooks {
       return { action: 'answer', packets: [suback], reason: 'acl: every filter denied' }
     }
     this.stateOf(conn).subs.remember(messageId, packet.subscriptions.length, denied, failure)
-    return { action: 'continue', packet: { ...packet, subscriptions: packet.subscriptions.filter((_s, i) => !denied.includes(i)) } }
+    const refused = new Set(denied)
+    return { action: 'continue', packet: { ...packet, subscriptions: packet.subscriptions.filter((_s, i) => !refused.has(i)) } }
   }
 
   suback (conn: ConnectionInfo, packet: ISubackPacket): HookResult {

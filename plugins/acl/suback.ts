@@ -6,7 +6,7 @@ import type { ISubackPacket } from 'mqtt-packet'
 
 interface Pending {
   readonly total: number
-  readonly denied: readonly number[]
+  readonly denied: ReadonlySet<number>
   readonly failure: number
 }
 
@@ -15,7 +15,8 @@ export class SubackMerger {
   private readonly pending = new Map<number, Pending>()
 
   remember (messageId: number, total: number, denied: readonly number[], failure: number): void {
-    this.pending.set(messageId, { total, denied, failure })
+    // A Set: a SUBSCRIBE may carry thousands of filters, and merge looks each position up.
+    this.pending.set(messageId, { total, denied: new Set(denied), failure })
   }
 
   /** The merged SUBACK, or undefined when this SUBACK needs no merge. */
@@ -24,13 +25,14 @@ export class SubackMerger {
     const p = this.pending.get(id)
     if (p === undefined) return undefined
     this.pending.delete(id)
-    const fromBroker = [...suback.granted]
+    const fromBroker = suback.granted
+    let next = 0
     const granted: number[] = []
     for (let i = 0; i < p.total; i++) {
-      if (p.denied.includes(i)) granted.push(p.failure)
+      if (p.denied.has(i)) granted.push(p.failure)
       // A broker that answers with too few codes: the missing ones are failures, never grants.
       else {
-        const code = fromBroker.shift()
+        const code = fromBroker[next++]
         granted.push(typeof code === 'number' ? code : p.failure)
       }
     }

@@ -7,7 +7,7 @@ import type { IConnectPacket, IPublishPacket, ISubscribePacket, ISubscription, P
 import type { ConnectionInfo, HookResult } from '../../src/plugin-api.js'
 import type { ErrorCode } from '../../src/errors.js'
 import { andThen, callHook, styleOf, type Settled } from './call.js'
-import { decisionFrom, Subacks, type FilterDecision } from './subscribe.js'
+import { decisionFrom, deniedFilters, Subacks, type FilterDecision } from './subscribe.js'
 
 type Cb = (error?: unknown, value?: unknown) => void
 export interface AedesFunctions {
@@ -79,7 +79,7 @@ export class Hooks {
 
   private denied (conn: ConnectionInfo, hook: string, code: ErrorCode, detail: Record<string, unknown>): HookResult {
     // Never the password, never the hook's error text (it may quote credentials).
-    conn.log.info({ plugin: this.plugin, hook, clientId: conn.clientId, username: conn.username, code, ...detail }, 'denied by aedes hook')
+    conn.log.info({ plugin: this.plugin, hook, code, ...detail }, 'denied by aedes hook')
     return { action: 'reject', code, reason: `refused by ${hook}` }
   }
 
@@ -112,7 +112,7 @@ export class Hooks {
     const s = await callHook<unknown>('authorizePublish', this.timeoutMs, styleOf(fn, 2), (cb) => fn(client, copy, cb))
     if (s.kind === 'failed') return this.failed(conn, 'authorizePublish', s.error)
     if (s.kind === 'denied') {
-      conn.log.info({ plugin: this.plugin, hook: 'authorizePublish', clientId: conn.clientId, username: conn.username, topic: will.topic }, 'will denied by aedes hook; removed')
+      conn.log.info({ plugin: this.plugin, hook: 'authorizePublish', topic: will.topic }, 'will denied by aedes hook; removed')
       const { will: _removed, ...rest } = packet
       return { action: 'continue', packet: rest }
     }
@@ -143,14 +143,16 @@ export class Hooks {
     const errored = settled.findIndex((s) => s.kind === 'denied')
     if (errored >= 0) {
       // aedes closes a client whose authorizeSubscribe answered with an error.
-      this.denied(conn, 'authorizeSubscribe', 'GUARD_ERR_NOT_AUTHORIZED', { topic: packet.subscriptions[errored]?.topic, closing: true })
+      this.denied(conn, 'authorizeSubscribe', 'GUARD_ERR_NOT_AUTHORIZED', { filter: packet.subscriptions[errored]?.topic, closing: true })
       conn.close('GUARD_ERR_NOT_AUTHORIZED', 'authorizeSubscribe answered with an error')
       return { action: 'drop', reason: 'authorizeSubscribe answered with an error' }
     }
     const decisions: FilterDecision[] = settled.map((s, i) =>
       decisionFrom(packet.subscriptions[i] as ISubscription, s.kind === 'value' ? s.value : null))
-    for (const [i, d] of decisions.entries()) {
-      if (d === null) this.denied(conn, 'authorizeSubscribe', 'GUARD_ERR_NOT_AUTHORIZED', { topic: packet.subscriptions[i]?.topic })
+    const denied = deniedFilters(packet, decisions)
+    if (denied.count > 0) {
+      // One line per SUBSCRIBE, however many filters it denies: a client cannot multiply lines.
+      this.denied(conn, 'authorizeSubscribe', 'GUARD_ERR_NOT_AUTHORIZED', { filterCount: decisions.length, deniedCount: denied.count, denied: denied.examples })
     }
     return this.subacks.verdict(conn, packet, decisions)
   }

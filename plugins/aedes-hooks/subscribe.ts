@@ -5,6 +5,23 @@
 
 import type { ISubackPacket, ISubscribePacket, ISubscription } from 'mqtt-packet'
 import type { ConnectionInfo, HookResult } from '../../src/plugin-api.js'
+import { cutFields } from '../../src/log.js'
+
+/** Denied filters a SUBSCRIBE's one log line names; the rest are only counted. */
+export const DENIED_EXAMPLES = 5
+
+/** How many filters were denied, and the first few (cut for the log line). */
+export function deniedFilters (packet: ISubscribePacket, decisions: FilterDecision[]): { count: number, examples: Array<{ filter: string }> } {
+  let count = 0
+  const examples: Array<{ filter: string }> = []
+  decisions.forEach((d, i) => {
+    if (d !== null) return
+    count++
+    const filter = packet.subscriptions[i]?.topic
+    if (filter !== undefined && examples.length < DENIED_EXAMPLES) examples.push(cutFields({ filter }))
+  })
+  return { count, examples }
+}
 
 /** 3.1.1 has one failure code, 0x80 [MQTT-3.9.3-2]; MQTT 5 says "not authorized", 0x87. */
 export function failureCode (conn: ConnectionInfo): number {

@@ -84,12 +84,12 @@ class Auth {
     const result = await this.check(conn, packet)
     if (!result.ok) {
       // Logged once, here; the password never is. The client only learns the generic reason,
-      // so it cannot tell an unknown user from a wrong password.
-      conn.log.warn({ clientId: packet.clientId, username: packet.username, address: conn.address, reason: result.reason, ...(result.detail !== undefined && { detail: result.detail }) }, 'auth refused')
+      // so it cannot tell an unknown user from a wrong password. Who: the connection's logger.
+      conn.log.warn({ plugin: 'auth', reason: result.reason, detail: result.detail }, 'auth refused')
       return { action: 'reject', code: result.code, reason: result.code === 'GUARD_ERR_BAD_CREDENTIALS' ? GENERIC : result.reason }
     }
     admitted.set(conn, result.info)
-    conn.log.debug({ username: result.info.username, source: result.info.source }, 'auth ok')
+    conn.log.debug({ plugin: 'auth', source: result.info.source }, 'auth ok')
     return this.upstream(packet)
   }
 
@@ -124,7 +124,7 @@ class Auth {
         await this.shared?.succeeded(`user:${username}`)
       }
     } else if (result.count) {
-      await this.failed(conn, packet, keys)
+      await this.failed(conn, keys)
     }
     return result
   }
@@ -156,7 +156,7 @@ class Auth {
     return bad('unknown-user')
   }
 
-  private async failed (conn: ConnectionInfo, packet: IConnectPacket, keys: string[]): Promise<void> {
+  private async failed (conn: ConnectionInfo, keys: string[]): Promise<void> {
     if (this.bruteForce === undefined) return
     const local = this.bruteForce.failed(keys).blocked
     const shared = (await this.shared?.failed(keys))?.blocked ?? []
@@ -168,8 +168,7 @@ class Auth {
     for (const block of blocks) {
       const { maxFailures, windowMs, blockMs } = this.ctx.options.bruteForce as NonNullable<AuthOptions['bruteForce']>
       conn.log.warn({
-        key: block.key, scope: block.scope, failures: block.failures, maxFailures, windowMs, blockMs, until: new Date(block.until).toISOString(),
-        clientId: packet.clientId, username: packet.username, address: conn.address
+        plugin: 'auth', key: block.key, scope: block.scope, failures: block.failures, maxFailures, windowMs, blockMs, until: new Date(block.until).toISOString()
       }, 'brute force: blocked')
     }
   }

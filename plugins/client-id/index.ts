@@ -11,6 +11,7 @@ import { decide, MemoryStore, sameIdentity, type Admission, type Claim, type His
 import { RedisStore } from './redis-store.js'
 import { statsCounter } from '../../src/metrics.js'
 import { subscribeChannel } from '../../src/redis-call.js'
+import { cutFields } from '../../src/log.js'
 
 /** What the plugin keeps per connection that reached its CONNECT hook. */
 interface Entry {
@@ -102,7 +103,7 @@ export class ClientIds {
     const invalid = this.invalid(conn, packet)
     if (invalid !== undefined) {
       this.stats.refusedInvalid++
-      conn.log.info({ clientId: packet.clientId, reason: invalid }, 'client-id: refused')
+      conn.log.info({ plugin: 'client-id', reason: invalid }, 'client-id: refused')
       return { action: 'reject', code: 'GUARD_ERR_CLIENT_ID_REJECTED', reason: invalid }
     }
     const o = this.ctx.options
@@ -158,7 +159,7 @@ export class ClientIds {
       case 'held': {
         this.stats.refusedHeld++
         const reason = `client ID in use by ${describe(admission.holder)}`
-        conn.log.info({ clientId: entry.clientId, policy: this.ctx.options.policy, holder: admission.holder }, 'client-id: refused, ID in use')
+        conn.log.info({ plugin: 'client-id', policy: this.ctx.options.policy, holder: cutFields(admission.holder) }, 'client-id: refused, ID in use')
         return { action: 'reject', code: 'GUARD_ERR_CLIENT_ID_REJECTED', reason }
       }
       case 'banned': {
@@ -170,10 +171,11 @@ export class ClientIds {
         this.stats.bans++
         const f = this.ctx.options.flapping
         const ev = evidence(admission.history)
+        // The evidence as fields (`ends[0].why` is the likeliest cause), not built into msg.
         conn.log.warn({
-          key: admission.key, connects: admission.connects, windowMs: f?.windowMs, banMs: f?.banMs, until: new Date(admission.until).toISOString(),
+          plugin: 'client-id', key: admission.key, connects: admission.connects, windowMs: f?.windowMs, banMs: f?.banMs, until: new Date(admission.until).toISOString(),
           addresses: ev.addresses, ends: ev.ends
-        }, `client-id: flapping: ${admission.key} banned: ${admission.connects} connects within ${(f?.windowMs ?? 0) / 1000} s; ${ev.ends[0]?.why ?? 'no connection ended yet'}`)
+        }, 'client-id: flapping, banned')
         return { action: 'reject', code: 'GUARD_ERR_BANNED', reason: `flapping: ${admission.key} connected ${admission.connects} times within flapping.windowMs` }
       }
     }
@@ -211,7 +213,7 @@ export class ClientIds {
   private tookOver (entry: Entry, old: Holder, previous: Entry | undefined): void {
     this.stats.takeovers++
     const same = sameIdentity(old, entry.holder)
-    entry.conn.log.info({ clientId: entry.clientId, previous: old, sameIdentity: same }, 'client-id: took over the ID')
+    entry.conn.log.info({ plugin: 'client-id', previous: cutFields(old), sameIdentity: same }, 'client-id: took over the ID')
     // Another instance's connection hears it over Redis (onTakeoverNotice).
     if (previous !== undefined && previous !== entry && previous.holder.owner === old.owner) this.kick(previous, entry.holder.address, same)
   }
@@ -243,7 +245,7 @@ export class ClientIds {
     // Assigned IDs are unique at the broker; the lease only makes them visible to the fleet.
     const claim: Claim = { clientId: assigned, holder: entry.holder, policy: 'reject-new', flapKeys: [] }
     Promise.resolve(this.store.admit(claim)).then((a) => {
-      if (a.kind === 'held') conn.log.warn({ clientId: assigned, holder: a.holder }, 'client-id: the broker assigned an ID that another connection holds')
+      if (a.kind === 'held') conn.log.warn({ plugin: 'client-id', holder: cutFields(a.holder) }, 'client-id: the broker assigned an ID that another connection holds')
     }, () => {})
     return undefined
   }
@@ -292,7 +294,7 @@ export class ClientIds {
         this.stats.leasesLost++
         this.owned.delete(entry.clientId as string)
         entry.owns = false
-        entry.conn.log.warn({ clientId: entry.clientId }, 'client-id: lease lost to another connection while Redis was unreachable; closing')
+        entry.conn.log.warn({ plugin: 'client-id' }, 'client-id: lease lost to another connection while Redis was unreachable; closing')
         entry.conn.close('GUARD_ERR_SESSION_TAKEN_OVER', 'client ID lease lost to another connection')
       })
     } catch {

@@ -107,7 +107,7 @@ export class Dedupe {
       this.stats.byClient.set(conn.clientId, counts)
     }
     counts[direction]++
-    conn.log.info({ direction, messageId: packet.messageId, topic: packet.topic, why }, 'dedupe: duplicate removed')
+    conn.log.info({ plugin: 'dedupe', direction, messageId: packet.messageId, topic: packet.topic, reason: why }, 'dedupe: duplicate removed')
     const puback: IPubackPacket = { cmd: 'puback', messageId: packet.messageId as number }
     if (conn.protocolVersion === 5) puback.reasonCode = 0
     // Answered towards where it came from: the client (in) or the broker (out).

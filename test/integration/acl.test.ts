@@ -47,8 +47,10 @@ async function publishCode (client: MqttClient, topic: string, qos: 0 | 1 | 2): 
   return await client.publishAsync(topic, 'x', { qos }).then(() => 0, (err: Error & { code?: number }) => err.code ?? -1)
 }
 
+/** [topic or filter, rule] of each denial logged; a SUBSCRIBE's one line lists its denied filters. */
 const denials = (proxy: TestProxy, action: string): unknown[] =>
-  proxy.logs.lines.filter((l) => l.msg === 'acl denied' && l.action === action).map((l) => [l.topic, l.rule])
+  proxy.logs.lines.filter((l) => l.msg === 'acl denied' && l.action === action).flatMap((l) =>
+    Array.isArray(l.denied) ? (l.denied as Array<{ filter: string, rule: string }>).map((d) => [d.filter, d.rule]) : [[l.topic, l.rule]])
 
 for (const version of [4, 5] as const) {
   const v = `v${version}`
@@ -61,6 +63,7 @@ for (const version of [4, 5] as const) {
     t.same(await suback(client, [`${v}/a/#`, `${v}/b/#`, `${v}/c/#`]), [1, fail, 1])
     t.same(await suback(client, [`${v}/b/x`, `${v}/d`]), [fail, fail], 'all denied: answered by the proxy')
     t.same(denials(proxy, 'subscribe'), [`${v}/b/#`, `${v}/b/x`, `${v}/d`].map((f) => [f, 'default deny']), 'each denial logged once')
+    t.same(proxy.logs.lines.filter((l) => l.msg === 'acl denied').map((l) => [l.filterCount, l.deniedCount]), [[3, 1], [2, 2]], 'one line per SUBSCRIBE, with its counts')
     t.match(mosquitto.log(), `\t${v}/a/# (QoS 1)`)
     t.notMatch(mosquitto.log(), `${v}/b/`, 'denied filters never reached the broker')
     t.notMatch(mosquitto.log(), `\t${v}/d `)

@@ -189,7 +189,7 @@ t.test('window mode: the same content with a new packet ID, through another inst
   await again.take('puback')
   await seen.until('reading 21.6')
   t.same(seen.payloads(), ['reading 21.5', 'reading 21.6'], 'the re-publish was removed, new content passed')
-  await f.b.logs.waitFor((l) => l.msg === 'dedupe: duplicate removed' && typeof l.why === 'string' && l.why.endsWith('(window)'))
+  await f.b.logs.waitFor((l) => l.msg === 'dedupe: duplicate removed' && typeof l.reason === 'string' && l.reason.endsWith('(window)'))
 })
 
 t.test('without Redis: records in this process; the same instance removes the resend', async (t) => {

@@ -199,6 +199,10 @@ async function kill (raw: RawMqttClient): Promise<void> {
 const aclDenials = (proxy: TestProxy, action: string): LogLine[] =>
   proxy.logs.lines.filter((l) => l.msg === 'acl denied' && l.action === action)
 
+/** The deciding rules of `acl denied` lines; a SUBSCRIBE's one line names them per denied filter (the first few). */
+const deniedRules = (lines: LogLine[]): unknown[] =>
+  lines.flatMap((l) => Array.isArray(l.denied) ? (l.denied as Array<{ rule: string }>).map((d) => d.rule) : [l.rule])
+
 // ---- 1. injection through user names and client IDs ---------------------------------------
 
 const INJECTION_RULES = [
@@ -263,7 +267,7 @@ for (const version of VERSIONS) {
     t.same(seen.lines(), ['users/alice/hello from alice'], 'the broker got no publish from the injected names')
     await aliceGot.sync(alice, 'users/alice/end2')
     t.same(aliceGot.lines(), ['users/alice/hello from alice'], 'alice got only her own message')
-    const rules = new Set([...aclDenials(proxy, 'subscribe'), ...aclDenials(proxy, 'publish')].map((l) => l.rule))
+    const rules = new Set(deniedRules([...aclDenials(proxy, 'subscribe'), ...aclDenials(proxy, 'publish')]))
     t.same([...rules], ['default deny'], 'no %u/%c rule ever matched an injected name')
     t.notMatch(mosquitto.log(), /'(users\/alice\/inbox|clients\/alice-c\/inbox|dev-alice-c\/alice)'/, 'Mosquitto never received them')
   })
@@ -314,7 +318,7 @@ for (const version of VERSIONS) {
     t.same(got.lines(), [], 'nothing of users/alice/# reaches bob, queued or live')
     // Mosquitto hands alice's session (and subscription) to whoever brings her client ID: the
     // broker delivers, the proxy's receive check refuses.
-    const refused = aclDenials(proxy, 'receive').filter((l) => l.user === 'bob').map((l) => l.topic)
+    const refused = aclDenials(proxy, 'receive').filter((l) => l.username === 'bob').map((l) => l.topic)
     t.same(refused, ['users/alice/queued', 'users/alice/live'], 'the broker delivered both to bob; the receive check refused them')
   })
 }
@@ -416,7 +420,7 @@ for (const version of VERSIONS) {
     t.same(await suback(sysadmin, ['$SYS/#', 'sys-test/#']), [1, 1], 'a rule naming $SYS grants it')
     // Retained $SYS topics come at once; a second uptime is a live one, sent after every subscription above.
     await admin.until((got) => got.filter((m) => m.topic === '$SYS/broker/uptime').length >= 2, 'two $SYS uptimes for sysadmin')
-    const refused = await proxy.logs.waitFor((l) => l.msg === 'acl denied' && l.action === 'receive' && l.user === 'sysub' && String(l.topic).startsWith('$SYS/'))
+    const refused = await proxy.logs.waitFor((l) => l.msg === 'acl denied' && l.action === 'receive' && l.username === 'sysub' && String(l.topic).startsWith('$SYS/'))
     t.equal(refused.rule, 'default deny', 'the broker delivered $SYS to sysub and the proxy refused it: # does not cover $SYS')
 
     // Publishing to $SYS with `publish #` allowed.
