@@ -1,5 +1,6 @@
 // What the admin endpoint may take from the process: at most admin.maxConnections sockets, and
-// never the last admin.reserveDescriptors descriptors, which belong to the MQTT listeners. A
+// beyond its first ALWAYS_SOCKETS never the last admin.reserveDescriptors descriptors, which
+// belong to the MQTT listeners. A
 // socket that has not finished its request (or sits idle between requests) is the first to go
 // when a new one needs its place, so a thousand half-open sockets cannot keep /healthz out.
 // Refusals are counted by reason and logged at most once per LOG_EVERY_MS, as a summary.
@@ -13,6 +14,7 @@ export const REFUSAL_REASONS = ['connections', 'idle_closed', 'descriptors', 'ti
 export type RefusalReason = typeof REFUSAL_REASONS[number]
 
 const LOG_EVERY_MS = 10_000
+const ALWAYS_SOCKETS = 4
 
 /** The soft RLIMIT_NOFILE (`ulimit -n`), from /proc on Linux; undefined elsewhere. */
 export function descriptorLimit (): number | undefined {
@@ -93,10 +95,12 @@ export class AdminSockets {
 
   /** Whether `socket` may stay; closes it (or an idle one in its place) when not. */
   admit (socket: net.Socket): boolean {
-    if (this.descriptorsLeft() <= this.spec.reserveDescriptors) return this.refuse(socket, 'descriptors')
-    if (this.sockets.size >= this.spec.maxConnections) {
+    // A few sockets whatever the reserve: when descriptors run short, /healthz and doctor are
+    // how the operator finds out.
+    const short = this.sockets.size >= ALWAYS_SOCKETS && this.descriptorsLeft() <= this.spec.reserveDescriptors
+    if (short || this.sockets.size >= this.spec.maxConnections) {
       const idle = this.oldestIdle()
-      if (idle === undefined) return this.refuse(socket, 'connections')
+      if (idle === undefined) return this.refuse(socket, short ? 'descriptors' : 'connections')
       this.refusals.refuse('idle_closed')
       this.sockets.delete(idle)
       idle.destroy()
