@@ -35,8 +35,12 @@ function rows (tableId: string, data: Array<Array<string | number>>, onClick?: (
 const VERSIONS: Record<number, string> = { 3: '3.1', 4: '3.1.1', 5: '5' }
 const ms = (v: number | null): string => v === null ? '–' : `${v} ms`
 
-async function api (path: string, init?: RequestInit): Promise<Response> {
-  const res = await fetch(path, { credentials: 'same-origin', ...init })
+// A header no cross-origin page can send without a preflight: the server's proof, with the
+// Origin, that a POST or DELETE carrying the cookie comes from this page.
+const SAME_ORIGIN = { 'x-requested-with': 'mqtt-guard-console' }
+
+async function api (path: string, init: RequestInit = {}): Promise<Response> {
+  const res = await fetch(path, { credentials: 'same-origin', ...init, headers: { ...SAME_ORIGIN, ...init.headers as Record<string, string> | undefined } })
   if (res.status === 401) showLogin()
   return res
 }
@@ -51,7 +55,7 @@ function showLogin (): void {
 $('login').addEventListener('submit', (event) => {
   event.preventDefault()
   const token = $<HTMLInputElement>('token').value
-  void fetch('/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) }).then((res) => {
+  void fetch('/login', { method: 'POST', headers: { 'content-type': 'application/json', ...SAME_ORIGIN }, body: JSON.stringify({ token }) }).then((res) => {
     if (!res.ok) { text('login-error', 'wrong token'); return }
     $('login').hidden = true
     text('login-error', '')
@@ -212,6 +216,10 @@ function watchTrace (id: string): void {
     const line = (event as MessageEvent<string>).data
     if (paused) { held.push(line); return }
     addLine(line)
+  })
+  traceSource.addEventListener('dropped', (event) => {
+    const { dropped } = JSON.parse((event as MessageEvent<string>).data) as { dropped: number }
+    traceState(`trace ${id} running; ${dropped} lines not shown: this page fell behind`)
   })
   traceSource.addEventListener('error', () => { traceState(`trace ${id}: disconnected, reconnecting…`) })
   traceSource.addEventListener('open', () => { traceState(`trace ${id} running`) })

@@ -5,14 +5,20 @@
 // admin address without one.
 
 import http from 'node:http'
+import type net from 'node:net'
+import type { Duplex } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AdminSpec } from './config.js'
 import type { GuardMetrics } from './metrics.js'
 import type { AdminRequest, AdminResponse } from './plugin-api.js'
 import type { ClientPage, ConnectionView, Finding, Overview } from './admin-api.js'
-import { Feed, TOKEN_COOKIE, cookieToken, openEvents, serveStatic } from './console.js'
+import { Feed, TOKEN_COOKIE, cookieToken, serveStatic } from './console.js'
 import { listenError } from './listeners.js'
+import { RequestError, checkSameOrigin, decodePart, readJson, requestUrl, send } from './admin-http.js'
+import { AdminSockets, RefusalLog } from './admin-sockets.js'
+import { Viewers, openEvents } from './admin-stream.js'
+import { adminMetrics } from './admin-metrics.js'
 
 
 /** What the admin endpoint asks of the proxy. */
@@ -30,32 +36,8 @@ export interface AdminTarget {
   diagnostics: () => Promise<{ instance: string, at: string, findings: Finding[] }>
   /** Paths the core does not know go to the plugins (e.g. /traces). */
   plugins?: (req: AdminRequest) => Promise<AdminResponse | undefined>
-}
-
-// Authenticated callers only (read after the token check): a console sends a trace's lines for pcapng.
-const MAX_BODY = 16 * 1024 * 1024
-
-async function readJson (req: http.IncomingMessage, limit = MAX_BODY): Promise<unknown> {
-  let size = 0
-  const chunks: Buffer[] = []
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limit) throw Object.assign(new Error('body too large'), { status: 413 })
-    chunks.push(chunk as Buffer)
-  }
-  if (chunks.length === 0) return undefined
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
-  } catch {
-    throw Object.assign(new Error('body is not JSON'), { status: 400 })
-  }
-}
-
-function send (res: http.ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
-  const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n'
-  // Content-Length also for HEAD, whose body node:http drops: the headers GET would send.
-  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
+  /** MQTT connections open now, for the descriptors the admin endpoint leaves them. */
+  openConnections?: () => number
 }
 
 function sameToken (given: string, token: string): boolean {
@@ -68,13 +50,13 @@ function sameToken (given: string, token: string): boolean {
 // token68 ]`, so any number of spaces (node:http already trims the ends of the value).
 const BEARER = /^bearer +([^ ].*)$/i
 
-/** The bearer token, or the console's cookie holding it. */
-function authorized (req: http.IncomingMessage, token: string | undefined): boolean {
-  if (token === undefined) return true
+/** The bearer token, or the console's cookie holding it: 'bearer', 'cookie' or undefined. */
+function authorized (req: http.IncomingMessage, token: string | undefined): 'bearer' | 'cookie' | 'open' | undefined {
   const bearer = BEARER.exec(req.headers.authorization ?? '')?.[1]
-  if (bearer !== undefined) return sameToken(bearer, token)
+  if (token === undefined) return bearer === undefined ? 'open' : 'bearer'
+  if (bearer !== undefined) return sameToken(bearer, token) ? 'bearer' : undefined
   const cookie = cookieToken(req)
-  return cookie !== undefined && sameToken(cookie, token)
+  return cookie !== undefined && sameToken(cookie, token) ? 'cookie' : undefined
 }
 
 /** What a route's handler is given: `params` are its pattern's groups, decoded. */
@@ -86,6 +68,7 @@ interface Call {
   spec: AdminSpec
   target: AdminTarget
   feed: Feed
+  viewers: Viewers
 }
 
 type Handler = (call: Call) => Promise<void> | void
@@ -134,7 +117,7 @@ const ROUTES: Route[] = [
   },
   { path: '/diagnostics', methods: { GET: async ({ res, target }) => { send(res, 200, await target.diagnostics()) } } },
   { path: '/overview', methods: { GET: async ({ res, target }) => { send(res, 200, await target.overview()) } } },
-  { path: '/events', methods: { GET: ({ req, res, feed }) => { if (req.method === 'HEAD') headOfEvents(res); else feed.open(req, res) } } },
+  { path: '/events', methods: { GET: ({ req, res, feed, viewers }) => { if (req.method === 'HEAD') headOfEvents(res); else if (roomFor(viewers, 'events')) feed.open(res) } } },
   { path: /^\/clients\/(.+)$/, methods: { GET: ({ res, params: [clientId = ''], target }) => { send(res, 200, target.client(clientId)) } } }
 ]
 
@@ -142,7 +125,7 @@ function findRoute (path: string): { route: Route, params: string[] } | undefine
   for (const route of ROUTES) {
     if (route.path === path) return { route, params: [] }
     const match = typeof route.path === 'string' ? null : route.path.exec(path)
-    if (match !== null) return { route, params: match.slice(1).map((p) => decodeURIComponent(p)) }
+    if (match !== null) return { route, params: match.slice(1).map((p) => decodePart(p, 'path')) }
   }
   return undefined
 }
@@ -172,83 +155,129 @@ function headOfEvents (res: http.ServerResponse): void {
   res.end()
 }
 
+/** True when a stream can take another viewer; else a 503 (counted) by the caller's catch. */
+function roomFor (viewers: Viewers, stream: string): true {
+  const full = viewers.full(stream)
+  if (full !== undefined) throw new RequestError(503, `too many viewers: ${full}`, 'viewers')
+  return true
+}
+
+/** What one admin server holds besides node's: shared by every request it serves. */
+interface State { spec: AdminSpec, target: AdminTarget, feed: Feed, viewers: Viewers, sockets: AdminSockets, refusals: RefusalLog, log: Logger }
+
 export class AdminServer {
-  private constructor (private readonly server: http.Server, private readonly feed: Feed, readonly host: string, readonly port: number) {}
+  private constructor (private readonly server: http.Server, private readonly state: State, readonly host: string, readonly port: number) {}
 
   static async start (spec: AdminSpec, target: AdminTarget, log: Logger): Promise<AdminServer> {
-    const feed = new Feed(target.overview)
-    const server = http.createServer((req, res) => {
-      handle(req, res, spec, target, feed).catch((err: unknown) => {
-        log.error({ err, url: req.url }, 'admin request failed')
-        if (!res.headersSent) send(res, 500, { error: 'internal error' })
-      })
-    })
-    server.on('clientError', (_err, socket) => { socket.destroy() })
+    const refusals = new RefusalLog(log)
+    const viewers = new Viewers(spec)
+    const sockets = new AdminSockets(spec, refusals, target.openConnections ?? (() => 0))
+    const state: State = { spec, target, feed: new Feed(target.overview, viewers), viewers, sockets, refusals, log }
+    adminMetrics(target.metrics.registry, { refusals, viewers, sockets })
+    const server = http.createServer({
+      // Node checks these every connectionsCheckingInterval (30 s by default): too coarse.
+      headersTimeout: spec.timeoutMs,
+      requestTimeout: 2 * spec.timeoutMs,
+      keepAliveTimeout: spec.timeoutMs,
+      connectionsCheckingInterval: Math.min(1000, spec.timeoutMs / 2)
+    }, (req, res) => { onRequest(req, res, state) })
+    // A response that stops moving (a reader gone quiet) is cut; live streams write a heartbeat.
+    server.timeout = 60_000
+    server.on('connection', (socket: net.Socket) => { sockets.admit(socket) })
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => { clientError(err, socket, refusals) })
+    sockets.checkLimit(log)
     await new Promise<void>((resolve, reject) => {
       const fail = (err: Error): void => { reject(listenError(err, 'admin', spec.host, spec.port, 'set admin: HOST:PORT, --admin, or MQTT_GUARD_ADMIN; off turns it off')) }
       server.once('error', fail)
       server.listen({ host: spec.host, port: spec.port }, () => { server.removeListener('error', fail); resolve() })
     })
     const address = server.address() as { address: string, port: number }
-    return new AdminServer(server, feed, address.address, address.port)
+    return new AdminServer(server, state, address.address, address.port)
   }
 
   async close (): Promise<void> {
-    this.feed.close()
+    this.state.feed.close()
+    this.state.viewers.close()
+    this.state.refusals.close()
     this.server.closeAllConnections()
     await new Promise<void>((resolve) => { this.server.close(() => { resolve() }) })
   }
 }
 
-async function handle (req: http.IncomingMessage, res: http.ServerResponse, spec: AdminSpec, target: AdminTarget, feed: Feed): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://admin')
+function onRequest (req: http.IncomingMessage, res: http.ServerResponse, state: State): void {
+  state.sockets.busy(req.socket, res)
+  handle(req, res, state).catch((err: unknown) => {
+    if (err instanceof RequestError) {
+      // The client's mistake: one line back, no stack in the log.
+      state.refusals.refuse(err.reason)
+      state.log.debug({ url: req.url, status: err.status, reason: err.message }, 'admin request refused')
+      if (!res.headersSent) send(res, err.status, { error: err.message })
+      else res.destroy()
+      return
+    }
+    state.log.error({ err, url: req.url }, 'admin request failed')
+    if (!res.headersSent) send(res, 500, { error: 'internal error' })
+  })
+}
+
+/** Bad HTTP or a request too slow to arrive: a short answer when the socket can take one. */
+function clientError (err: NodeJS.ErrnoException, socket: Duplex, refusals: RefusalLog): void {
+  const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+  refusals.refuse(timeout ? 'timeout' : 'bad_request')
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy()
+    return
+  }
+  const [status, text] = timeout ? ['408 Request Timeout', 'request not received in time'] : ['400 Bad Request', 'malformed HTTP request']
+  const body = JSON.stringify({ error: text }) + '\n'
+  socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`)
+}
+
+async function handle (req: http.IncomingMessage, res: http.ServerResponse, state: State): Promise<void> {
+  const { spec, target } = state
+  const url = requestUrl(req)
   const found = findRoute(url.pathname)
-  const call: Call = { req, res, url, params: found?.params ?? [], spec, target, feed }
-  if (found?.route.open === true) return await serve(found.route, call)
+  const call: Call = { req, res, url, params: found?.params ?? [], spec, target, feed: state.feed, viewers: state.viewers }
+  if (found?.route.open === true) {
+    checkSameOrigin(req, false)
+    return await serve(found.route, call)
+  }
   // The console's files hold no data: the page loads, then asks for the token if it needs one.
   if ((req.method === 'GET' || req.method === 'HEAD') && await serveStatic(url.pathname, res)) return
-  if (!authorized(req, spec.token)) {
+  const by = authorized(req, spec.token)
+  if (by === undefined) {
     res.setHeader('www-authenticate', 'Bearer')
     return send(res, 401, { error: 'bearer token required' })
   }
+  checkSameOrigin(req, by === 'bearer')
   if (found !== undefined) return await serve(found.route, call)
-  if (target.plugins !== undefined && await askPlugins(req, res, url, target.plugins)) return
+  if (target.plugins !== undefined && await askPlugins(call, target.plugins)) return
   send(res, 404, { error: 'not found' })
 }
 
 /** Paths the core does not know, for the plugins (HEAD asked as GET); false when none answered. */
-async function askPlugins (req: http.IncomingMessage, res: http.ServerResponse, url: URL, plugins: NonNullable<AdminTarget['plugins']>): Promise<boolean> {
-  let body: unknown
-  try {
-    body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined
-  } catch (err) {
-    send(res, (err as { status?: number }).status ?? 400, { error: (err as Error).message })
-    return true
-  }
+async function askPlugins ({ req, res, url, spec, viewers }: Call, plugins: NonNullable<AdminTarget['plugins']>): Promise<boolean> {
+  const body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req, spec.maxBodyBytes) : undefined
   const method = req.method === 'HEAD' ? 'GET' : req.method ?? 'GET'
   const answer = await plugins({ method, path: url.pathname, query: url.searchParams, body })
   if (answer === undefined) return false
   if (answer.events === undefined) send(res, answer.status, answer.body)
   else if (req.method === 'HEAD') headOfEvents(res)
-  else stream(req, res, answer.events)
+  else stream(res, url.pathname, viewers, answer.events)
   return true
 }
 
-/** A plugin's live feed as Server-Sent Events, until the client goes away. */
-function stream (req: http.IncomingMessage, res: http.ServerResponse, events: NonNullable<AdminResponse['events']>): void {
-  openEvents(res)
-  const stop = events((event, data) => { res.write(`event: ${event}\ndata: ${data.replace(/\n/g, '\ndata: ')}\n\n`) })
-  req.on('close', stop)
+/** A plugin's live feed as Server-Sent Events, until the client goes away; 503 when full. */
+function stream (res: http.ServerResponse, path: string, viewers: Viewers, events: NonNullable<AdminResponse['events']>): void {
+  roomFor(viewers, path)
+  const viewer = viewers.open(path, path.startsWith('/traces/') ? 'trace' : 'plugin', res)
+  const stop = events((event, data) => { viewer.send(event, data) })
+  res.once('close', stop)
 }
 
 /** POST /login {token}: the console's cookie, so the browser's own requests carry the token. */
 async function login (req: http.IncomingMessage, res: http.ServerResponse, spec: AdminSpec): Promise<void> {
-  let body: unknown
-  try {
-    body = await readJson(req, 4096) // before any token check: small
-  } catch (err) {
-    return send(res, (err as { status?: number }).status ?? 400, { error: (err as Error).message })
-  }
+  const body = await readJson(req, 4096) // before any token check: small
   const given = (body as { token?: unknown } | undefined)?.token
   if (spec.token === undefined) return send(res, 200, { ok: true, tokenRequired: false })
   if (typeof given !== 'string' || !sameToken(given, spec.token)) return send(res, 401, { error: 'wrong token' })

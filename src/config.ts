@@ -11,6 +11,7 @@ import { listenEntry, parseHostPort, parseListen, type ListenSpec } from './conf
 import { bool, expected, int, oneOf, parseWith, strictOptions, text } from './config-zod.js'
 import { inputFile } from './config-paths.js'
 import type { OptionsContext } from './plugin-api.js'
+import { ADMIN_DEFAULTS, LOOPBACK, adminSchema, parseAdmin, type AdminSpec } from './config-admin.js'
 
 export type { ListenSpec } from './config-listen.js'
 export { zodToConfigError } from './config-zod.js'
@@ -32,8 +33,7 @@ export interface PluginEntry {
   context: OptionsContext
 }
 
-/** The admin HTTP endpoint (health, metrics, connections); undefined when turned off. */
-export interface AdminSpec { host: string, port: number, token: string | undefined }
+export type { AdminSpec } from './config-admin.js'
 
 export interface GuardConfig {
   configFile: string | undefined
@@ -65,7 +65,7 @@ export interface Overrides {
 
 export const DEFAULTS = {
   listen: '127.0.0.1:1884',
-  admin: '127.0.0.1:9884',
+  admin: ADMIN_DEFAULTS.listen,
   upstream: 'embedded',
   limits: {
     maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000, drainTimeoutMs: 10_000,
@@ -91,8 +91,7 @@ const URLS = 'embedded, mqtt://HOST:PORT, mqtts://HOST:PORT or { url, ca, cert, 
 export const fileSchema = strictOptions({
   listen: z.union([z.string(), z.array(listenEntry, expected('a non-empty list of listeners')).min(1)], expected('HOST:PORT, a URL, or a non-empty list of them or of { url, cert, key, ... }'))
     .optional().describe('Where clients connect: HOST:PORT, mqtt://, mqtts://, ws://, wss:// URLs, or a list (default 127.0.0.1:1884)'),
-  admin: z.union([z.literal(false), z.string(), strictOptions({ listen: text('HOST:PORT'), token: z.string(expected('a string of at least 16 characters')).min(16).optional() })],
-    expected('HOST:PORT, false, or { listen, token }')).optional().describe('The admin HTTP endpoint (default 127.0.0.1:9884); a token is required off loopback'),
+  admin: adminSchema,
   upstream: z.union([z.string(), strictOptions({ url: text('a URL'), proxyProtocol: z.union([z.literal(1), z.literal(2)], expected('1 or 2')).optional(), ...tlsOptions })], expected(URLS))
     .optional().describe('The broker: embedded, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS file paths relative to this file)'),
   redis: z.union([z.string(), strictOptions({ url: text('redis://HOST:PORT'), keyPrefix: z.string(expected('a string')).optional() })], expected('redis://HOST:PORT or { url, keyPrefix }'))
@@ -138,20 +137,6 @@ function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: 
   if (host === '') throw configError('upstream', `no host in "${spec.url}"`)
   const proxyProtocol = 'proxyProtocol' in spec ? spec.proxyProtocol : undefined
   return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls, proxyProtocol }
-}
-
-function parseAdmin (raw: z.infer<typeof fileSchema>['admin'], override: string | undefined, token: string | undefined): AdminSpec | undefined {
-  if (override === 'false' || override === 'off' || (override === undefined && raw === false)) return undefined
-  const fromFile = typeof raw === 'object' ? raw.listen : raw === false ? undefined : raw
-  const listen = override ?? fromFile ?? DEFAULTS.admin
-  const { host, port } = parseHostPort(listen, 'admin')
-  const spec: AdminSpec = { host, port, token: token ?? (typeof raw === 'object' ? raw.token : undefined) }
-  if (spec.token !== undefined && spec.token.length < 16) throw configError('admin.token', 'must be at least 16 characters')
-  // Metrics and kicks are not for everyone who can reach the port.
-  if (spec.token === undefined && !LOOPBACK.test(host)) {
-    throw configError('admin.token', `required when admin listens on ${host}, not loopback (or set MQTT_GUARD_ADMIN_TOKEN)`)
-  }
-  return spec
 }
 
 function parseRedis (raw: z.infer<typeof fileSchema>['redis']): GuardConfig['redis'] {
@@ -227,8 +212,6 @@ function pluginEntry (entry: Record<string, unknown>, key: string, context: Opti
   if (name !== undefined && !/^[a-z][a-z0-9-]*$/.test(name)) throw configError(`${key}.name`, `"${name}" is not a plugin folder name`)
   return { key, name, module, options, context }
 }
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/
 
 /** A listener others can reach must not be an open door by accident. */
 function checkExposure (config: GuardConfig): void {

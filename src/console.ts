@@ -2,8 +2,8 @@
 // user: HTML and CSS ship in console/, the script is compiled by `npm ci`, the chart library is
 // the uplot package's own build), a login that turns the admin token into an HttpOnly cookie (a
 // browser cannot send a bearer header when it navigates or opens an EventSource), and the live
-// feed: an overview snapshot every second over Server-Sent Events, computed once per tick for
-// every open page, with the whole time-series window only in a page's first event.
+// feed: an overview snapshot every second over Server-Sent Events, on each page's own schedule,
+// with the whole time-series window only in a page's first event.
 
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -11,6 +11,8 @@ import { pathToFileURL } from 'node:url'
 import type http from 'node:http'
 import type { Overview } from './admin-api.js'
 import { seriesAfter } from './series.js'
+import { decodePart } from './admin-http.js'
+import type { Viewer, Viewers } from './admin-stream.js'
 
 const ROOT = new URL('../../', import.meta.url)
 // Resolved like an import (a dependency, so `npm ci --omit=dev` installs it too).
@@ -31,7 +33,7 @@ export const TOKEN_COOKIE = 'mqtt_guard_token'
 export function cookieToken (req: http.IncomingMessage): string | undefined {
   for (const part of (req.headers.cookie ?? '').split(';')) {
     const [name, ...value] = part.trim().split('=')
-    if (name === TOKEN_COOKIE) return decodeURIComponent(value.join('='))
+    if (name === TOKEN_COOKIE) return decodePart(value.join('='), `cookie ${TOKEN_COOKIE}`)
   }
   return undefined
 }
@@ -57,60 +59,53 @@ export async function serveStatic (path: string, res: http.ServerResponse): Prom
   return true
 }
 
-/** Starts a Server-Sent Events response; the browser reconnects by itself 1 s after it ends. */
-export function openEvents (res: http.ServerResponse): void {
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
-  res.write('retry: 1000\n\n')
-}
-
 /**
- * The SSE feed: one snapshot a second while at least one page listens. A page gets the whole
- * time-series window in its first event and then only the points it does not have, so a
- * second costs a few hundred bytes per page, not the hour.
+ * The SSE feed: one snapshot a second per page, on each page's own timer, so a page gets one a
+ * second however many others open or close. Pages that ask within the same half second share
+ * one snapshot. A page gets the whole time-series window in its first event and then only the
+ * points it does not have, so a second costs a few hundred bytes per page, not the hour; a page
+ * too far behind skips a second and gets the points it missed in the next event.
  */
 export class Feed {
   /** Each open page, with the time of the newest point it was sent (null: none yet). */
-  private readonly listeners = new Map<http.ServerResponse, number | null>()
-  private timer: NodeJS.Timeout | null = null
+  private readonly pages = new Map<Viewer, { has: number | null, timer: NodeJS.Timeout }>()
+  private latest: { at: number, overview: Promise<Overview> } | undefined
 
-  constructor (private readonly snapshot: () => Promise<Overview>, private readonly everyMs = 1000) {}
+  constructor (private readonly snapshot: () => Promise<Overview>, private readonly viewers: Viewers, private readonly everyMs = 1000) {}
 
-  open (req: http.IncomingMessage, res: http.ServerResponse): void {
-    openEvents(res)
-    this.listeners.set(res, null)
-    req.on('close', () => {
-      this.listeners.delete(res)
-      if (this.listeners.size === 0 && this.timer !== null) {
-        clearInterval(this.timer)
-        this.timer = null
-      }
+  /** A new page; the caller checked that the viewers have room. */
+  open (res: http.ServerResponse): void {
+    const viewer = this.viewers.open('events', 'events', res)
+    const timer = setInterval(() => { void this.send(viewer) }, this.everyMs)
+    this.pages.set(viewer, { has: null, timer })
+    res.once('close', () => {
+      clearInterval(timer)
+      this.pages.delete(viewer)
     })
-    void this.send([res])
-    this.timer ??= setInterval(() => { void this.send([...this.listeners.keys()]) }, this.everyMs)
+    void this.send(viewer)
   }
 
-  private async send (pages: http.ServerResponse[]): Promise<void> {
-    if (pages.length === 0) return
-    const overview = await this.snapshot()
+  private async overview (): Promise<Overview> {
+    const now = Date.now()
+    if (this.latest === undefined || now - this.latest.at >= this.everyMs / 2) this.latest = { at: now, overview: this.snapshot() }
+    return await this.latest.overview
+  }
+
+  private async send (viewer: Viewer): Promise<void> {
+    const overview = await this.overview()
+    const page = this.pages.get(viewer)
+    if (page === undefined) return
     const newest = overview.series.t.at(-1) ?? null
-    // Pages that have the same points get the same text.
-    const texts = new Map<number | null, string>()
-    for (const res of pages) {
-      if (!this.listeners.has(res)) continue
-      const has = this.listeners.get(res) ?? null
-      let text = texts.get(has)
-      if (text === undefined) {
-        const series = has === null ? overview.series : seriesAfter(overview.series, has)
-        texts.set(has, text = `event: overview\ndata: ${JSON.stringify({ ...overview, series })}\n\n`)
-      }
-      res.write(text)
-      if (newest !== null && (has === null || newest > has)) this.listeners.set(res, newest)
-    }
+    const series = page.has === null ? overview.series : seriesAfter(overview.series, page.has)
+    if (!viewer.send('overview', JSON.stringify({ ...overview, series }))) return
+    if (newest !== null && (page.has === null || newest > page.has)) page.has = newest
   }
 
   close (): void {
-    if (this.timer !== null) clearInterval(this.timer)
-    for (const res of this.listeners.keys()) res.end()
-    this.listeners.clear()
+    for (const [viewer, page] of this.pages) {
+      clearInterval(page.timer)
+      viewer.end()
+    }
+    this.pages.clear()
   }
 }

@@ -105,7 +105,8 @@ export class GuardServer {
           diagnostics: async () => await server.diagnose(),
           overview: async () => await server.overview(),
           client: (id) => ({ clientId: id, connections: server.connectionViews().filter((c) => c.clientId === id), history: server.diagnostics.history(id) }),
-          plugins: async (req) => await server.pluginAdmin(req)
+          plugins: async (req) => await server.pluginAdmin(req),
+          openConnections: () => server.connections.size
         }, log)
       }
       server.listenForKicks()

@@ -20,16 +20,30 @@ export interface TraceSpec { id: string, filters: TraceFilters, startedAt: strin
 
 interface Active { spec: TraceSpec, compiled: CompiledFilters, timer: NodeJS.Timeout | undefined }
 
-const MAX_FOR_MS = 24 * 3600_000
+const DEFAULT_FOR_MS = 600_000
 
-/** `10m`, `90s`, `2h`, or milliseconds as a number. */
-export function parseDuration (raw: unknown): number | undefined {
+/** `10m`, `90s`, `2h`, or milliseconds as a number; above `maxMs` (maxDurationMs) is an error. */
+export function parseDuration (raw: unknown, maxMs: number): number | undefined {
   if (raw === undefined) return undefined
-  if (typeof raw === 'number' && Number.isInteger(raw) && raw > 0) return Math.min(raw, MAX_FOR_MS)
-  const m = typeof raw === 'string' ? /^(\d+)(ms|s|m|h)$/.exec(raw) : null
-  if (m === null) throw new Error(`for: expected a duration like 90s, 10m or 2h, got ${JSON.stringify(raw)}`)
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
-  return Math.min(Number(m[1]) * unit, MAX_FOR_MS)
+  let ms: number
+  if (typeof raw === 'number' && Number.isInteger(raw) && raw > 0) {
+    ms = raw
+  } else {
+    const m = typeof raw === 'string' ? /^(\d+)(ms|s|m|h)$/.exec(raw) : null
+    if (m === null) throw new Error(`for: expected a duration like 90s, 10m or 2h, got ${JSON.stringify(raw)}`)
+    ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
+  }
+  if (ms > maxMs) throw new Error(`for: at most ${maxMs / 1000} s (the trace plugin's maxDurationMs), got ${JSON.stringify(raw)}`)
+  return ms
+}
+
+/** An ID from the path, or undefined when its percent-encoding is malformed. */
+function pathId (raw: string): string | undefined {
+  try {
+    return decodeURIComponent(raw)
+  } catch {
+    return undefined
+  }
 }
 
 export class Tracing {
@@ -81,12 +95,14 @@ export class Tracing {
       writeText: (text) => {
         this.sink.writeText(text)
         const watchers = this.watchers.get(id)
-        if (watchers !== undefined) for (const w of watchers) w(text)
+        if (watchers === undefined) return
+        const line = text.trimEnd() // once, not once per viewer
+        for (const w of watchers) w(line)
       }
     }
   }
 
-  /** Calls `onLine` with each line of trace `id` this instance writes, until the returned stop. */
+  /** Calls `onLine` with each line of trace `id` this instance writes (no newline), until the returned stop. */
   watch (id: string, onLine: (text: string) => void): () => void {
     let set = this.watchers.get(id)
     if (set === undefined) this.watchers.set(id, set = new Set())
@@ -101,7 +117,10 @@ export class Tracing {
   private apply (spec: TraceSpec): boolean {
     const left = spec.until === undefined ? undefined : Date.parse(spec.until) - Date.now()
     if (left !== undefined && left <= 0) return false
-    this.add(spec)
+    // Whatever another instance (or whoever writes to Redis) says, no longer than this one allows.
+    const latest = Date.now() + this.options.maxDurationMs
+    const until = left === undefined || Number.isNaN(left) || left > this.options.maxDurationMs ? new Date(latest).toISOString() : spec.until
+    this.add({ ...spec, until })
     return true
   }
 
@@ -126,7 +145,7 @@ export class Tracing {
   /** Starts a trace on every instance; returns its spec. Throws on bad filters. */
   async begin (rawFilters: unknown, rawFor: unknown): Promise<TraceSpec> {
     const filters = validateFilters(rawFilters)
-    const forMs = parseDuration(rawFor) ?? 600_000
+    const forMs = parseDuration(rawFor, this.options.maxDurationMs) ?? Math.min(DEFAULT_FOR_MS, this.options.maxDurationMs)
     const spec: TraceSpec = { id: randomBytes(4).toString('hex'), filters, startedAt: new Date().toISOString(), until: new Date(Date.now() + forMs).toISOString() }
     this.add(spec)
     await this.announce({ op: 'start', spec }, async (r) => { await r.hset(this.registry, spec.id, JSON.stringify(spec)) })
@@ -180,6 +199,8 @@ export class Tracing {
     if (req.path === '/traces' && req.method === 'GET') return { status: 200, body: this.list() }
     if (req.path === '/traces' && req.method === 'POST') {
       const body = (req.body ?? {}) as { filters?: unknown, for?: unknown }
+      const unknown = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body).find((k) => k !== 'filters' && k !== 'for') : 'body'
+      if (unknown !== undefined) return { status: 400, body: { error: `${unknown}: unknown (expected a body { filters, for }; payloads follow the plugin's payload option)` } }
       try {
         return { status: 201, body: await this.begin(body.filters, body.for) }
       } catch (err) {
@@ -188,9 +209,10 @@ export class Tracing {
     }
     const live = /^\/traces\/([^/]+)\/live$/.exec(req.path)
     if (live !== null && req.method === 'GET') {
-      const id = decodeURIComponent(live[1] as string)
+      const id = pathId(live[1] as string)
+      if (id === undefined) return { status: 400, body: { error: 'trace ID: malformed percent-encoding' } }
       if (!this.active.has(id)) return { status: 404, body: { error: `no trace ${id}` } }
-      return { status: 200, body: undefined, events: (send) => this.watch(id, (text) => { send('line', text.trimEnd()) }) }
+      return { status: 200, body: undefined, events: (send) => this.watch(id, (line) => { send('line', line) }) }
     }
     if (req.path === '/traces/pcapng' && req.method === 'POST') {
       const lines = (req.body as { lines?: unknown } | undefined)?.lines
@@ -200,7 +222,8 @@ export class Tracing {
     }
     const one = /^\/traces\/([^/]+)$/.exec(req.path)
     if (one !== null && req.method === 'DELETE') {
-      const id = decodeURIComponent(one[1] as string)
+      const id = pathId(one[1] as string)
+      if (id === undefined) return { status: 400, body: { error: 'trace ID: malformed percent-encoding' } }
       return await this.end(id) ? { status: 200, body: { id, stopped: true } } : { status: 404, body: { error: `no trace ${id}` } }
     }
     return undefined

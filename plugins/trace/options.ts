@@ -38,6 +38,8 @@ export interface TraceOptions {
   maxLinesPerSecond: number
   /** Trace from the start with `filters`; false: only traces started at run time. */
   enabled: boolean
+  /** The longest a trace started at run time (admin API, CLI, console) may run. */
+  maxDurationMs: number
 }
 
 const packetType = z.enum(PACKET_TYPES, { error: (issue) => `unknown packet type ${JSON.stringify(issue.input)} (expected ${PACKET_TYPES.join(', ')})` })
@@ -67,7 +69,8 @@ export const traceOptions: z.ZodType<TraceOptions> = strictOptions({
   rotateBytes: int(0).default(100 * 1024 * 1024),
   keepFiles: int(1).default(5),
   maxLinesPerSecond: int(1).default(2000),
-  enabled: bool().default(true)
+  enabled: bool().default(true),
+  maxDurationMs: int(1000).default(3_600_000)
 })
 
 /** Also used for filters given at run time (admin API, CLI): same checks, same messages. */

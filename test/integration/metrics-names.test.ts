@@ -51,6 +51,15 @@ t.test('at idle: zeros for every listener, leg and plugin event; health and buil
   t.equal(valueOf(m, 'mqtt_guard_trace_lines_total', { outcome: 'written' }), 0)
   t.equal(valueOf(m, 'mqtt_guard_redis_errors_total', { source: 'connection' }), 0)
   t.equal(valueOf(m, 'mqtt_guard_flapping_clients'), 0)
+  for (const reason of ['connections', 'idle_closed', 'descriptors', 'timeout', 'viewers', 'cross_origin', 'bad_request', 'body_too_large']) {
+    t.equal(valueOf(m, 'mqtt_guard_admin_refusals_total', { reason }), 0, `admin refusals (${reason}): 0`)
+  }
+  for (const stream of ['events', 'trace', 'plugin']) {
+    t.equal(valueOf(m, 'mqtt_guard_admin_stream_dropped_total', { stream }), 0)
+    t.equal(valueOf(m, 'mqtt_guard_admin_viewers_closed_total', { stream }), 0)
+    t.equal(valueOf(m, 'mqtt_guard_admin_viewers', { stream }), 0)
+  }
+  t.ok((valueOf(m, 'mqtt_guard_admin_connections') ?? 0) >= 1, 'the scrape\'s own admin socket')
   t.equal(valueOf(m, 'mqtt_guard_max_connections'), 100_000, 'limits.maxConnections (the default)')
   t.same({ ready: valueOf(m, 'mqtt_guard_ready'), upstream: valueOf(m, 'mqtt_guard_upstream_up'), redis: valueOf(m, 'mqtt_guard_redis_up') }, { ready: 1, upstream: 1, redis: 1 })
   t.equal(valueOf(m, 'mqtt_guard_build_info', { version: VERSION, node_version: process.versions.node }), 1, 'build info: package.json version, Node.js version')
