@@ -77,10 +77,8 @@ async function slowViewers (t: Test, port: number, n: number, urlPath: string): 
   }
 }
 
-const python = spawn('python3', ['--version'])
-const hasPython = await new Promise<boolean>((resolve) => { python.once('error', () => { resolve(false) }); python.once('exit', (code) => { resolve(code === 0) }) })
-
-t.test('100 live-trace viewers that never read: memory stays within budget, a canary keeps its traffic', { skip: hasPython ? false : 'needs python3 (SO_RCVBUF for the viewers)' }, async (t) => {
+// python3 (for SO_RCVBUF) and prlimit come from test/setup/system-packages.sh, like every tool.
+t.test('100 live-trace viewers that never read: memory stays within budget, a canary keeps its traffic', async (t) => {
   const g = await startGuard(t, {
     upstream: 'embedded',
     admin: { listen: '127.0.0.1:0', maxConnections: 128, maxViewers: 110, maxViewersPerStream: 110 },

@@ -20,6 +20,8 @@ PACKAGES=(
   "tshark                               tshark             the trace's pcapng export, opened by Wireshark's decoder"
   "chromium                             chromium           the web console in a real browser (playwright-core, no download)"
   "promtool                             prometheus         the shipped alert rules, checked by promtool"
+  "python3                              python3            slow admin viewers with a small SO_RCVBUF (Node cannot set it)"
+  "prlimit                              util-linux         a proxy started under a low descriptor limit"
 )
 
 mode=${MQTT_GUARD_SETUP:-auto}
