@@ -62,6 +62,26 @@ t.test('probes: alive, ready; not ready when the broker is unreachable', async (
   t.equal((await fetch(`${p.admin}/metrics`, { method: 'POST' })).status, 405)
 })
 
+t.test('HTTP conventions: Bearer in any case (RFC 9110 §11.1), HEAD for every GET, Allow on 405 and OPTIONS', async (t) => {
+  const token = 'a-long-enough-admin-token'
+  const p = await proxyWithAdmin(t, { admin: { listen: '127.0.0.1:0', token } })
+  for (const scheme of ['bearer', 'BEARER', 'Bearer  ']) {
+    t.equal((await fetch(`${p.admin}/connections`, { headers: { authorization: `${scheme} ${token}` } })).status, 200, `"${scheme}" is the Bearer scheme`)
+  }
+  const auth = { authorization: `Bearer ${token}` }
+  for (const route of ['/healthz', '/metrics', '/connections']) {
+    const res = await fetch(`${p.admin}${route}`, { method: 'HEAD', headers: auth })
+    t.equal(res.status, 200, `HEAD ${route}`)
+    t.equal(await res.text(), '', `HEAD ${route}: no body`)
+  }
+  const post = await fetch(`${p.admin}/metrics`, { method: 'POST', headers: auth })
+  t.equal(post.status, 405)
+  t.equal(post.headers.get('allow'), 'GET, HEAD, OPTIONS', '405 says what is allowed')
+  const options = await fetch(`${p.admin}/connections`, { method: 'OPTIONS', headers: auth })
+  t.equal(options.status, 204)
+  t.match(options.headers.get('allow'), /GET, HEAD/, 'OPTIONS lists the methods')
+})
+
 t.test('metrics after known traffic', async (t) => {
   const p = await proxyWithAdmin(t, { plugins: [{ name: 'auth', allowAnonymous: true, bruteForce: false }], allowAnonymous: true })
   const c = await clientV(t, p.url, 4, { clientId: 'metrics-a' })
