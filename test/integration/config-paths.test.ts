@@ -82,9 +82,10 @@ t.test('relative paths resolve against the config file\'s folder, not the workin
   t.ok(secure.connected, 'the TLS listener serves conf/tls/server.pem')
 
   const traceFile = path.join(conf, 'trace.jsonl')
-  const traced = await pollUntil('trace lines in conf/trace.jsonl', 5000, async () => {
+  // The sink writes in batches: wait for the PUBLISH's own line, not for the first batch.
+  const traced = await pollUntil('the PUBLISH traced in conf/trace.jsonl', 5000, async () => {
     const text = await readFile(traceFile, 'utf8').catch(() => '')
-    return text.includes('"paths-plain"') ? text : undefined
+    return /"clientId":"paths-plain"[^\n]*"type":"publish"/.test(text) ? text : undefined
   })
   t.match(traced, /"type":"publish"/, 'the trace lands in the config folder')
   t.notOk(await exists(path.join(cwd, 'trace.jsonl')), 'and not in the working directory')
