@@ -2,7 +2,7 @@
 // Thin launcher: the CLI is compiled to dist/ by `npm ci` (the `prepare` script). It also owns
 // what belongs to the process rather than to a command: the exit code, and a reader that
 // closes our output early.
-import { main } from '../dist/src/cli.js'
+import { main } from '../dist/src/cli/main.js'
 
 // `mqtt-guard doctor | head -1`, `trace view big.jsonl | head`: the reader has what it wanted
 // and closed the pipe; the next write fails with EPIPE (Node ignores SIGPIPE), which unhandled

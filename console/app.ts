@@ -3,7 +3,7 @@
 // `doctor`. Everything shown comes from the network (client IDs, topics), so it is written as
 // text, never as HTML.
 
-import type { ClientPage, ConnectionView, Finding, Overview } from '../src/admin-api.js'
+import type { ClientPage, ConnectionView, Finding, Overview } from '../src/views.js'
 import type { TraceLine } from '../plugins/trace/format.js'
 import { rangeButtons, updateCharts } from './charts.js'
 

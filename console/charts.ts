@@ -7,11 +7,11 @@
 // shown, the part before the first point shaded.
 
 import type UPlot from 'uplot'
-import type { Series } from '../src/admin-api.js'
+import type { Series } from '../src/views.js'
 
 declare const uPlot: typeof UPlot
 
-/** The most a page keeps: the server's window (src/series.ts). */
+/** The most a page keeps: the server's window (src/observe/series.ts). */
 const KEEP = 3600
 const HEIGHT = 190
 const FONT = '12px system-ui, sans-serif'

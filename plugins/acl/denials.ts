@@ -2,8 +2,8 @@
 // "rules[2] refused 40 publishes to secret/# by dev-1, dev-7". Bounded: at most MAX_RULES
 // (rule, action) pairs, a few example clients and topics each.
 
-import type { Finding } from '../../src/diagnostics.js'
-import { WINDOW_MS } from '../../src/diagnostics.js'
+import type { Finding } from '../../src/observe/diagnostics.js'
+import { WINDOW_MS } from '../../src/observe/diagnostics.js'
 import type { AclRequest, Decision } from './rules.js'
 
 const MAX_RULES = 1000

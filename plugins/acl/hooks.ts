@@ -3,12 +3,12 @@
 // itself (3.1.1 `drop` towards the client, refused deliveries towards the broker).
 
 import type { IConnectPacket, IPublishPacket, IPubrelPacket, ISubackPacket, ISubscribePacket, Packet } from 'mqtt-packet'
-import type { ConnectionInfo, HookResult } from '../../src/plugin-api.js'
+import type { ConnectionInfo, HookResult } from '../../src/plugin/api.js'
 import type { AclPolicy, AclRequest, Action, Decision } from './rules.js'
 import { SubackMerger } from './suback.js'
 import { DenialCounts } from './denials.js'
-import type { Finding } from '../../src/diagnostics.js'
-import { cutFields } from '../../src/log.js'
+import type { Finding } from '../../src/observe/diagnostics.js'
+import { cutFields } from '../../src/log/log.js'
 
 interface ConnState {
   readonly subs: SubackMerger

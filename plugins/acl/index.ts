@@ -4,8 +4,8 @@
 // the Mosquitto acl_file, then default deny. Every denial is logged once, with the rule.
 
 import path from 'node:path'
-import { definePlugin } from '../../src/plugin-api.js'
-import { WatchedFile } from '../../src/watched-file.js'
+import { definePlugin } from '../../src/plugin/api.js'
+import { WatchedFile } from '../../src/plugin/watched-file.js'
 import { AclPolicy } from './rules.js'
 import { parseMosquittoAcl, type MosquittoAcl } from './mosquitto-acl.js'
 import { aclOptions, checkAclOptions, compileRules, validateOptions, type AclOptions } from './options.js'

@@ -10,7 +10,7 @@
 
 import { covers, filterProblem, overlaps } from './topic.js'
 import { compilePattern, type Pattern, type Subject } from './pattern.js'
-import type { Action, Decision } from './rules.js'
+import type { Action, Decision } from './decision.js'
 
 const READ = 1
 const WRITE = 2

@@ -5,9 +5,9 @@
 
 import { z } from 'zod'
 import { configError } from '../../src/errors.js'
-import { bool, expected, oneOf, parseWith, strictOptions, strings, text } from '../../src/config-zod.js'
-import { inputFile } from '../../src/config-paths.js'
-import type { OptionsContext } from '../../src/plugin-api.js'
+import { bool, expected, oneOf, parseWith, strictOptions, strings, text } from '../../src/config/zod.js'
+import { inputFile } from '../../src/config/paths.js'
+import type { OptionsContext } from '../../src/plugin/api.js'
 import { ACTIONS, compileRule, type CompiledRule, type RuleSpec } from './rules.js'
 
 export interface AclOptions {

@@ -7,27 +7,9 @@ import { covers, levels, overlaps, unshare } from './topic.js'
 import { compilePattern, type Pattern, type Subject } from './pattern.js'
 import type { MosquittoAcl } from './mosquitto-acl.js'
 import { decideMosquitto } from './mosquitto-acl.js'
+import type { Action, Decision, AclRequest, Effect } from './decision.js'
 
-export const ACTIONS = ['publish', 'subscribe', 'receive'] as const
-export type Action = typeof ACTIONS[number]
-export type Effect = 'allow' | 'deny'
-
-export interface AclRequest {
-  readonly action: Action
-  /** A topic name (publish, receive) or a topic filter (subscribe, `$share/g/` allowed). */
-  readonly topic: string
-  readonly qos: number
-  /** Ignored for subscribe. */
-  readonly retain: boolean
-}
-
-export interface Decision {
-  readonly allow: boolean
-  /** `rules[i]`, `FILE:LINE` or `default deny`: what decided. */
-  readonly rule: string
-  /** The deciding rule as written, for humans. */
-  readonly text: string
-}
+export { ACTIONS, type Action, type Effect, type AclRequest, type Decision } from './decision.js'
 
 export interface RuleSpec {
   allow?: Action[] | Action

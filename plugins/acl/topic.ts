@@ -7,7 +7,7 @@
 // wildcard at the first level never matches a topic whose first level starts with `$`
 // [MQTT-4.7.2-1].
 
-export { filterProblem, unshare } from '../../src/topic-filter.js'
+export { filterProblem, unshare } from '../../src/wire/topic-filter.js'
 
 export type Levels = readonly string[]
 

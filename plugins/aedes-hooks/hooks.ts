@@ -4,7 +4,7 @@
 // whole connection, so what authenticate stores on it (e.g. `client.user`) is there later.
 
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, ISubscription, Packet } from 'mqtt-packet'
-import type { ConnectionInfo, HookResult } from '../../src/plugin-api.js'
+import type { ConnectionInfo, HookResult } from '../../src/plugin/api.js'
 import type { ErrorCode } from '../../src/errors.js'
 import { andThen, callHook, styleOf, type Settled } from './call.js'
 import { decisionFrom, deniedFilters, Subacks, type FilterDecision } from './subscribe.js'

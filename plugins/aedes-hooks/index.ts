@@ -6,7 +6,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import type { IConnectPacket, IPublishPacket, ISubackPacket, ISubscribePacket } from 'mqtt-packet'
-import { definePlugin, type Plugin, type PluginContext } from '../../src/plugin-api.js'
+import { definePlugin, type Plugin, type PluginContext } from '../../src/plugin/api.js'
 import { aedesHooksOptions, checkAedesHooksOptions, type AedesHooksOptions } from './options.js'
 import { HOOK_NAMES, Hooks, type AedesFunctions } from './hooks.js'
 

@@ -3,9 +3,9 @@
 // name is resolved from that folder when the plugin starts).
 
 import { z } from 'zod'
-import { expected, parseWith, strictOptions, text } from '../../src/config-zod.js'
-import { inputFile, isFilePath } from '../../src/config-paths.js'
-import type { OptionsContext } from '../../src/plugin-api.js'
+import { expected, parseWith, strictOptions, text } from '../../src/config/zod.js'
+import { inputFile, isFilePath } from '../../src/config/paths.js'
+import type { OptionsContext } from '../../src/plugin/api.js'
 
 export interface AedesHooksOptions {
   /** Path (absolute once validated) or package name of the module with the functions. */

@@ -4,8 +4,8 @@
 // [MQTT-3.9.3-1], [MQTT-3.8.4-6]. When every filter is denied the proxy answers the SUBACK.
 
 import type { ISubackPacket, ISubscribePacket, ISubscription } from 'mqtt-packet'
-import type { ConnectionInfo, HookResult } from '../../src/plugin-api.js'
-import { cutFields } from '../../src/log.js'
+import type { ConnectionInfo, HookResult } from '../../src/plugin/api.js'
+import { cutFields } from '../../src/log/log.js'
 
 /** Denied filters a SUBSCRIBE's one log line names; the rest are only counted. */
 export const DENIED_EXAMPLES = 5

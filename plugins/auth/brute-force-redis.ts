@@ -6,7 +6,7 @@
 import type { Redis, Cluster } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Block, BruteForceOptions, FailureResult } from './brute-force.js'
-import { redisCall } from '../../src/redis-call.js'
+import { redisCall } from '../../src/redis/call.js'
 
 // KEYS[1] count, KEYS[2] block; ARGV windowMs, maxFailures, until, blockMs.
 // Returns the failure count that started a block, or 0.

@@ -3,9 +3,9 @@
 // guessing, and decides which credentials the broker sees.
 
 import type { IConnectPacket } from 'mqtt-packet'
-import { definePlugin, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin-api.js'
+import { definePlugin, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin/api.js'
 import { configError, type ErrorCode } from '../../src/errors.js'
-import { WatchedFile } from '../../src/watched-file.js'
+import { WatchedFile } from '../../src/plugin/watched-file.js'
 import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
 import { BruteForce } from './brute-force.js'
 import { SharedBruteForce } from './brute-force-redis.js'

@@ -4,9 +4,9 @@
 
 import { z } from 'zod'
 import { configError } from '../../src/errors.js'
-import { bool, counts, expected, int, oneOf, parseWith, strictOptions, text } from '../../src/config-zod.js'
-import { inputFile } from '../../src/config-paths.js'
-import type { OptionsContext } from '../../src/plugin-api.js'
+import { bool, counts, expected, int, oneOf, parseWith, strictOptions, text } from '../../src/config/zod.js'
+import { inputFile } from '../../src/config/paths.js'
+import type { OptionsContext } from '../../src/plugin/api.js'
 import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
 import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
 

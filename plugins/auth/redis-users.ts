@@ -4,7 +4,7 @@
 
 import type { Redis, Cluster } from 'ioredis'
 import { parseHash, type PasswordHash } from './password-file.js'
-import { redisCall } from '../../src/redis-call.js'
+import { redisCall } from '../../src/redis/call.js'
 
 export interface RedisUsersOptions {
   /** How long an answer (found or not) is reused. 0 = ask Redis every time. */

@@ -3,7 +3,7 @@
 // this client ID?", "keepalive timeout: ...". Pure, so it is tested on its own.
 
 import { ERRORS, type ErrorCode } from '../../src/errors.js'
-import type { CloseInfo } from '../../src/plugin-api.js'
+import type { CloseInfo } from '../../src/plugin/api.js'
 
 export interface EndContext {
   /** The client's keepalive from CONNECT, in seconds (0: off). */

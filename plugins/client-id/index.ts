@@ -4,14 +4,14 @@
 
 import type { IConnackPacket, IConnectPacket, IDisconnectPacket } from 'mqtt-packet'
 import type { Redis, Cluster } from 'ioredis'
-import { definePlugin, type CloseInfo, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin-api.js'
+import { definePlugin, type CloseInfo, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin/api.js'
 import { explainEnd } from './explain.js'
 import { clientIdOptions, type ClientIdOptions, type FlapKey } from './options.js'
 import { decide, MemoryStore, sameIdentity, type Admission, type Claim, type HistoryEntry, type Holder, type Store } from './store.js'
 import { RedisStore } from './redis-store.js'
-import { statsCounter } from '../../src/metrics.js'
-import { subscribeChannel } from '../../src/redis-call.js'
-import { cutFields } from '../../src/log.js'
+import { statsCounter } from '../../src/observe/metrics.js'
+import { subscribeChannel } from '../../src/redis/call.js'
+import { cutFields } from '../../src/log/log.js'
 
 /** What the plugin keeps per connection that reached its CONNECT hook. */
 interface Entry {

@@ -2,7 +2,7 @@
 // from); errors start with the option's key and the loader prefixes `plugins[i].`.
 
 import { z } from 'zod'
-import { bool, expected, int, oneOf, parseWith, strictOptions, text } from '../../src/config-zod.js'
+import { bool, expected, int, oneOf, parseWith, strictOptions, text } from '../../src/config/zod.js'
 
 export const POLICIES = ['reject-new', 'takeover', 'takeover-same-identity'] as const
 export type Policy = typeof POLICIES[number]

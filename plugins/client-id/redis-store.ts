@@ -9,7 +9,7 @@
 // channel `<prefix>takeover`; the instance that owns the old connection closes it.
 
 import type { Redis, Cluster } from 'ioredis'
-import { redisCall } from '../../src/redis-call.js'
+import { redisCall } from '../../src/redis/call.js'
 import { HISTORY_MAX, type Admission, type Claim, type FlapLimits, type HistoryEntry, type Holder, type RenewResult, type Store } from './store.js'
 
 // KEYS: lease, then (count, ban, history) per flapping key.

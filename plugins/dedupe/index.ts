@@ -5,11 +5,11 @@
 // client that comes back through another instance is covered too. See README.md.
 
 import type { IPublishPacket, IPubackPacket } from 'mqtt-packet'
-import { definePlugin, type ConnectionInfo, type Direction, type HookResult, type PluginContext, type Verdict } from '../../src/plugin-api.js'
+import { definePlugin, type ConnectionInfo, type Direction, type HookResult, type PluginContext, type Verdict } from '../../src/plugin/api.js'
 import { digest } from './digest.js'
 import { dedupeOptions, type DedupeOptions } from './options.js'
 import { LocalRecords, recordKey, RedisRecords, TOMBSTONE, type RedisStats } from './records.js'
-import { statsCounter } from '../../src/metrics.js'
+import { statsCounter } from '../../src/observe/metrics.js'
 
 /** The QoS 1 PUBLISHes of one connection that wait for their PUBACK, by packet ID: their digests. */
 interface InFlight { in: Map<number, string>, out: Map<number, string> }

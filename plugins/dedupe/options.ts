@@ -2,7 +2,7 @@
 // errors start with the option's key and the loader prefixes `plugins[i].`.
 
 import { z } from 'zod'
-import { expected, int, parseWith, strictOptions } from '../../src/config-zod.js'
+import { expected, int, parseWith, strictOptions } from '../../src/config/zod.js'
 
 export interface DedupeOptions {
   /** How long an acknowledged message is remembered. */

@@ -9,7 +9,7 @@
 // mode; LocalRecords then holds only window-mode records, as a cache.
 
 import type { Redis, Cluster } from 'ioredis'
-import { redisCall } from '../../src/redis-call.js'
+import { redisCall } from '../../src/redis/call.js'
 
 export const TOMBSTONE = '-'
 

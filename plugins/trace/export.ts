@@ -7,7 +7,7 @@ import { writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import type { TraceLine } from './format.js'
 import { tracesToPcapng } from './pcapng.js'
-import { commandArgs } from '../../src/commands/args.js'
+import { commandArgs } from '../../src/plugin/args.js'
 
 const USAGE = `Usage: mqtt-guard trace export FILE --pcap OUT.pcapng
 

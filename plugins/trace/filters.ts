@@ -1,9 +1,9 @@
 // Trace filters, compiled once: which connections a trace covers (client ID glob, user name,
 // address or CIDR) and which of their packets (topic filter, packet types).
 
-import { compileTrusted } from '../../src/proxy-protocol.js'
-import { topicMatches } from '../../src/topic-filter.js'
-import type { ConnectionInfo } from '../../src/plugin-api.js'
+import { compileTrusted } from '../../src/wire/proxy-protocol.js'
+import { topicMatches } from '../../src/wire/topic-filter.js'
+import type { ConnectionInfo } from '../../src/plugin/api.js'
 import type { TraceFilters } from './options.js'
 
 export interface CompiledFilters {

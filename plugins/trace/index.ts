@@ -5,14 +5,14 @@
 
 import { randomBytes } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
-import { definePlugin, type AdminRequest, type AdminResponse, type ConnectionInfo, type PacketTap, type PluginContext } from '../../src/plugin-api.js'
+import { definePlugin, type AdminRequest, type AdminResponse, type ConnectionInfo, type PacketTap, type PluginContext } from '../../src/plugin/api.js'
 import { isGuardError } from '../../src/errors.js'
 import { compileFilters, type CompiledFilters } from './filters.js'
 import { checkTraceOptions, traceOptions, validateFilters, type TraceFilters, type TraceOptions } from './options.js'
 import { TraceSink } from './sink.js'
 import { ConnectionTrace, type TraceCounters } from './tap.js'
-import { statsCounter } from '../../src/metrics.js'
-import { subscribeChannel } from '../../src/redis-call.js'
+import { statsCounter } from '../../src/observe/metrics.js'
+import { subscribeChannel } from '../../src/redis/call.js'
 import { tracesToPcapng } from './pcapng.js'
 import type { TraceLine } from './format.js'
 

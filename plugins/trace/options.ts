@@ -3,10 +3,10 @@
 // with the option's key, the loader adds plugins[i].
 
 import { z } from 'zod'
-import { bool, expected, got, int, oneOf, parseWith, strictOptions, strings, text } from '../../src/config-zod.js'
-import { outputFile } from '../../src/config-paths.js'
-import { compileTrusted } from '../../src/proxy-protocol.js'
-import type { OptionsContext } from '../../src/plugin-api.js'
+import { bool, expected, got, int, oneOf, parseWith, strictOptions, strings, text } from '../../src/config/zod.js'
+import { outputFile } from '../../src/config/paths.js'
+import { compileTrusted } from '../../src/wire/proxy-protocol.js'
+import type { OptionsContext } from '../../src/plugin/api.js'
 
 export const PAYLOAD_MODES = ['none', 'hash', 'hex', 'text'] as const
 export type PayloadMode = typeof PAYLOAD_MODES[number]

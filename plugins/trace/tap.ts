@@ -5,9 +5,9 @@
 
 import { createHash } from 'node:crypto'
 import type { Packet } from 'mqtt-packet'
-import { Codec, frameType } from '../../src/codec.js'
-import type { ConnectionInfo, Leg, PacketTap, ReceivedVerdict } from '../../src/plugin-api.js'
-import { TokenBucket } from '../../src/limits.js'
+import { Codec, frameType } from '../../src/wire/codec.js'
+import type { ConnectionInfo, Leg, PacketTap, ReceivedVerdict } from '../../src/plugin/api.js'
+import { TokenBucket } from '../../src/proxy/limits.js'
 import type { CompiledFilters } from './filters.js'
 import type { TraceOptions } from './options.js'
 import type { TraceDir, TraceLine, TracePayload, TraceVerdict } from './format.js'

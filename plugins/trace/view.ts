@@ -4,8 +4,8 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { TraceLine, TracePayload } from './format.js'
-import { commandArgs } from '../../src/commands/args.js'
-import { CONNACK_V3_NAMES, REASON_NAMES } from '../../src/reason-codes.js'
+import { commandArgs } from '../../src/plugin/args.js'
+import { CONNACK_V3_NAMES, REASON_NAMES } from '../../src/wire/reason-codes.js'
 
 export interface ViewOptions { color: boolean, clientId?: string /* glob with * and ? */ }
 

@@ -2,7 +2,7 @@
 // violations, text drawn on canvases, the uPlot instances the page makes), the charts as data,
 // and an overview with an hour of made-up points to feed a page the range switch is tried on.
 
-import type { Overview, Series } from '../../src/admin-api.js'
+import type { Overview, Series } from '../../src/views.js'
 
 /**
  * Runs in the page before its scripts: records CSP violations and the text drawn on canvases

@@ -4,7 +4,7 @@
 import { Writable } from 'node:stream'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import { createLogger } from '../../src/log.js'
+import { createLogger } from '../../src/log/log.js'
 import { keepText } from './artifacts.js'
 
 export type LogLine = Record<string, unknown> & { msg?: string, level: number }

@@ -1,8 +1,8 @@
 // Starts a proxy in this process on a free port, with its logs in a LogSink.
 
-import { buildConfig, type Overrides } from '../../src/config.js'
+import { buildConfig, type Overrides } from '../../src/config/config.js'
 import { GuardServer } from '../../src/server.js'
-import type { Plugin } from '../../src/plugin-api.js'
+import type { Plugin } from '../../src/plugin/api.js'
 import { LogSink } from './log-sink.js'
 
 export interface TestProxy {

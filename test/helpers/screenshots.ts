@@ -16,7 +16,7 @@ export const HOW_TO_UPDATE = 'run `npm run screenshots` (or `npm run build && UP
 /** What the pages are made of: the console's own files and the server side that feeds them. */
 export function consoleSources (): string[] {
   const pages = readdirSync(path.join(ROOT, 'console')).sort().map((f) => `console/${f}`)
-  return [...pages, 'src/admin-api.ts', 'src/console.ts', 'src/series.ts']
+  return [...pages, 'src/views.ts', 'src/admin/console.ts', 'src/observe/series.ts']
 }
 
 export function sourcesHash (): string {

@@ -2,7 +2,7 @@
 // packets it applies to and which verdict to give, synchronously or after an await.
 
 import type { PacketCmd, Packet } from 'mqtt-packet'
-import type { ConnectionInfo, Direction, Hook, HookResult, PacketHooks, Plugin } from '../../src/plugin-api.js'
+import type { ConnectionInfo, Direction, Hook, HookResult, PacketHooks, Plugin } from '../../src/plugin/api.js'
 
 export interface VerdictRule {
   direction: Direction

@@ -20,7 +20,7 @@ import { RawMqttClient } from '../helpers/raw-client.js'
 import mqttPacket from 'mqtt-packet'
 import { pollUntil } from '../helpers/processes.js'
 import { parseExposition, valueOf } from '../helpers/metrics-scrape.js'
-import { descriptorLimit } from '../../src/admin-sockets.js'
+import { descriptorLimit } from '../../src/admin/sockets.js'
 
 const MiB = 1024 * 1024
 

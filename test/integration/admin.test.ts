@@ -11,7 +11,7 @@ import { handMadeConnect } from '../helpers/raw-client.js'
 import { runCli, runToExit } from '../helpers/cli-process.js'
 import net from 'node:net'
 import { once } from 'node:events'
-import { buildConfig } from '../../src/config.js'
+import { buildConfig } from '../../src/config/config.js'
 import { isGuardError } from '../../src/errors.js'
 import type { IDisconnectPacket } from 'mqtt'
 

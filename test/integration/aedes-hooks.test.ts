@@ -13,7 +13,7 @@ import type { IConnectPacket, Packet } from 'mqtt-packet'
 import { startMosquitto } from '../helpers/mosquitto.js'
 import { clientV, refusedCode } from '../helpers/e2e-mqtt.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
-import type { Plugin } from '../../src/plugin-api.js'
+import type { Plugin } from '../../src/plugin/api.js'
 
 // The fixture is plain JS and is not compiled: from dist/test/integration/ back to test/fixtures/.
 const FIXTURE = fileURLToPath(new URL('../../../test/fixtures/aedes-hooks-example.cjs', import.meta.url))

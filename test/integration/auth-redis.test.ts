@@ -11,8 +11,8 @@ import type { LogLine } from '../helpers/log-sink.js'
 import { assertNoPasswordsLogged, loginCode, tempDir } from '../helpers/auth-clients.js'
 import { formatHash, hashPbkdf2, hashScrypt } from '../../plugins/auth/password-file.js'
 import { authOf } from '../../plugins/auth/index.js'
-import { passwdCommand } from '../../src/commands/passwd.js'
-import type { Plugin } from '../../src/plugin-api.js'
+import { passwdCommand } from '../../src/cli/commands/passwd.js'
+import type { Plugin } from '../../src/plugin/api.js'
 
 const PASSWORDS = { rita: 'pw-Rita-h3s9', sam: 'pw-Sam-scr-5p0d', file: 'pw-FileRita-x2b4', wrong: 'pw-Wrong-q1w8' }
 const mosquitto = await startMosquitto()

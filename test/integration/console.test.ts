@@ -20,7 +20,7 @@ import { clientV, refusedCode } from '../helpers/e2e-mqtt.js'
 import { freePort } from '../helpers/ports.js'
 import { pollUntil } from '../helpers/processes.js'
 import { artifactName } from '../helpers/artifacts.js'
-import type { Overview } from '../../src/admin-api.js'
+import type { Overview } from '../../src/views.js'
 import { CHARTS, PROBE, hourOfPoints, total, type Chart } from '../helpers/console-page.js'
 import { HOW_TO_UPDATE, IMAGES, UPDATING, readManifest, sourcesHash, writeManifest } from '../helpers/screenshots.js'
 

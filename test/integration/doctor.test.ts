@@ -22,7 +22,7 @@ import { BASE, clientV, nextMessage } from '../helpers/e2e-mqtt.js'
 import { hashPbkdf2, formatHash } from '../../plugins/auth/password-file.js'
 import { tempDir } from '../helpers/auth-clients.js'
 import { pollUntil } from '../helpers/processes.js'
-import type { Finding } from '../../src/diagnostics.js'
+import type { Finding } from '../../src/observe/diagnostics.js'
 
 const mosquitto = await startMosquitto()
 t.teardown(() => mosquitto.stop())

@@ -1,5 +1,5 @@
 // The embedded broker with persistent subscribers of retained messages (moscajs/aedes#1003 and
-// the wildcard QoS downgrade, worked around in src/embedded-workarounds.ts), its refusal of an
+// the wildcard QoS downgrade, worked around in src/upstream/embedded-workarounds.ts), its refusal of an
 // empty client ID without clean session (MQTT 3.1.1) and the broker's own close reason at info.
 // Run over both persistences the proxy gives aedes: memory, and Redis.
 

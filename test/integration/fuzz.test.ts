@@ -19,7 +19,7 @@ import type { Packet } from 'mqtt-packet'
 import t from 'tap'
 import type { Test } from 'tap'
 import { ERRORS, type ErrorCode } from '../../src/errors.js'
-import type { Plugin } from '../../src/plugin-api.js'
+import type { Plugin } from '../../src/plugin/api.js'
 import { clientV, nextMessage, uniqueTopic } from '../helpers/e2e-mqtt.js'
 import { Dice, makeCase, mulberry32, type FuzzCase } from '../helpers/fuzz-packets.js'
 import { startMosquitto } from '../helpers/mosquitto.js'
@@ -56,7 +56,7 @@ v8.setFlagsFromString('--no-expose-gc')
  */
 const KNOWN_GAPS: Array<{ todo: string, applies: (c: FuzzCase) => boolean }> = [
   // None open. Fixed: a repeated MQTT 5 property whose first value was 0, false or empty was
-  // not refused (mqtt-packet collects repeats only of truthy values); src/frame-walk.ts.
+  // not refused (mqtt-packet collects repeats only of truthy values); src/wire/frame-walk.ts.
 ]
 
 /**

@@ -13,8 +13,8 @@ import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { BASE, nextMessage, uniqueTopic } from '../helpers/e2e-mqtt.js'
 import { handMadeConnect } from '../helpers/raw-client.js'
 import { makePki } from '../helpers/certs.js'
-import { encodeProxyV1, encodeProxyV2 } from '../../src/proxy-protocol.js'
-import { buildConfig } from '../../src/config.js'
+import { encodeProxyV1, encodeProxyV2 } from '../../src/wire/proxy-protocol.js'
+import { buildConfig } from '../../src/config/config.js'
 import { isGuardError } from '../../src/errors.js'
 
 const mosquitto = await startMosquitto()

@@ -11,8 +11,8 @@ import { startMosquitto } from '../helpers/mosquitto.js'
 import { clientV } from '../helpers/e2e-mqtt.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import type { LogLine } from '../helpers/log-sink.js'
-import { MAX_FIELD_CHARS } from '../../src/log.js'
-import { LOG_BUDGET, SUMMARY_MSG } from '../../src/log-budget.js'
+import { MAX_FIELD_CHARS } from '../../src/log/log.js'
+import { LOG_BUDGET, SUMMARY_MSG } from '../../src/log/budget.js'
 
 const mosquitto = await startMosquitto()
 t.teardown(() => mosquitto.stop())

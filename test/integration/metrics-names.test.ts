@@ -10,7 +10,7 @@ import { once } from 'node:events'
 import { clientV } from '../helpers/e2e-mqtt.js'
 import { pollUntil } from '../helpers/processes.js'
 import { startProxy } from '../helpers/proxy.js'
-import { FLAP_CONNECTS } from '../../src/diagnostics.js'
+import { FLAP_CONNECTS } from '../../src/observe/diagnostics.js'
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 

@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { buildConfig } from '../../src/config.js'
+import { buildConfig } from '../../src/config/config.js'
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 const UNIT = readFileSync(path.join(ROOT, 'deploy/systemd/mqtt-guard.service'), 'utf8')

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Coalescer } from '../../src/coalescer.js'
+import { Coalescer } from '../../src/proxy/coalescer.js'
 
 function recorder (): { writes: string[], coalescer: Coalescer } {
   const writes: string[] = []

@@ -3,7 +3,7 @@
 // against MQTT 3.1.1 §3 and MQTT 5 §3.
 
 import type { Packet } from 'mqtt-packet'
-import type { ProtocolVersion } from '../../src/codec.js'
+import type { ProtocolVersion } from '../../src/wire/codec.js'
 
 export interface Row {
   name: string

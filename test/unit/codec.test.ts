@@ -4,10 +4,10 @@
 import t from 'tap'
 import mqtt from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
-import { Codec, FRAME_TYPE, frameType } from '../../src/codec.js'
-import type { ProtocolVersion } from '../../src/codec.js'
+import { Codec, FRAME_TYPE, frameType } from '../../src/wire/codec.js'
+import type { ProtocolVersion } from '../../src/wire/codec.js'
 import { GuardError } from '../../src/errors.js'
-import { Framer } from '../../src/framer.js'
+import { Framer } from '../../src/wire/framer.js'
 import { MALFORMED, SPEC_LAYOUTS, V4, V5 } from './codec-fixtures.js'
 import type { Row } from './codec-fixtures.js'
 

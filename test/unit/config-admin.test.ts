@@ -2,8 +2,8 @@
 // and the accepted forms.
 
 import t from 'tap'
-import { buildConfig } from '../../src/config.js'
-import { ADMIN_DEFAULTS } from '../../src/config-admin.js'
+import { buildConfig } from '../../src/config/config.js'
+import { ADMIN_DEFAULTS } from '../../src/config/admin.js'
 import { isGuardError } from '../../src/errors.js'
 
 function error (raw: Record<string, unknown>): string {

@@ -7,9 +7,9 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { parse as parseYaml } from 'yaml'
-import { buildConfig, loadConfig, type GuardConfig } from '../../src/config.js'
-import { builtinDefinitions, configJsonSchema, configJsonSchemaText, SCHEMA_FILE } from '../../src/config-schema.js'
-import { loadDefinition, validateOptions } from '../../src/plugin-loader.js'
+import { buildConfig, loadConfig, type GuardConfig } from '../../src/config/config.js'
+import { builtinDefinitions, configJsonSchema, configJsonSchemaText, SCHEMA_FILE } from '../../src/cli/schema.js'
+import { loadDefinition, validateOptions } from '../../src/plugin/loader.js'
 import { isGuardError } from '../../src/errors.js'
 import { check, type Schema } from '../helpers/json-schema-lite.js'
 
@@ -29,7 +29,7 @@ async function proxyRefuses (raw: unknown): Promise<string | undefined> {
 
 t.test('the committed schema is what the zod schemas generate', async (t) => {
   const committed = await readFile(SCHEMA_FILE, 'utf8')
-  t.ok(committed === await configJsonSchemaText(), 'config/mqtt-guard.schema.json is up to date (else: npm run build && node dist/src/config-schema.js)')
+  t.ok(committed === await configJsonSchemaText(), 'config/mqtt-guard.schema.json is up to date (else: npm run build && node dist/src/cli/schema.js)')
 })
 
 t.test('every built-in plugin publishes its options', async (t) => {

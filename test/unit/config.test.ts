@@ -9,7 +9,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import type { Test } from 'tap'
-import { buildConfig, DEFAULTS, envOverrides, loadConfig } from '../../src/config.js'
+import { buildConfig, DEFAULTS, envOverrides, loadConfig } from '../../src/config/config.js'
 import { isGuardError } from '../../src/errors.js'
 
 const CONFIG_DIR = fileURLToPath(new URL('../../../config/', import.meta.url))
@@ -235,7 +235,7 @@ t.test('a missing upstream TLS file is a config error naming the key', async (t)
 })
 
 t.test('path options resolve against the config folder and are checked', async (t) => {
-  const { inputFile, outputFile, isFilePath } = await import('../../src/config-paths.js')
+  const { inputFile, outputFile, isFilePath } = await import('../../src/config/paths.js')
   const dir = await tempDir(t)
   await mkdir(path.join(dir, 'sub'))
   await writeFile(path.join(dir, 'sub', 'f'), 'x')

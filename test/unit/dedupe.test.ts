@@ -11,7 +11,7 @@ import { validateOptions, type DedupeOptions } from '../../plugins/dedupe/option
 import { LocalRecords } from '../../plugins/dedupe/records.js'
 import { digest } from '../../plugins/dedupe/digest.js'
 import { Dedupe } from '../../plugins/dedupe/index.js'
-import type { ConnectionInfo } from '../../src/plugin-api.js'
+import type { ConnectionInfo } from '../../src/plugin/api.js'
 import { isGuardError } from '../../src/errors.js'
 
 function optionError (raw: Record<string, unknown>): string {

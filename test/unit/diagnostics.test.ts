@@ -3,8 +3,8 @@
 // latency placement, certificate expiry, connections and descriptors against their limits.
 
 import t from 'tap'
-import { Diagnostics, FLAP_CONNECTS, WINDOW_MS, limitFindings, type Finding, type LiveState } from '../../src/diagnostics.js'
-import { topicMatches } from '../../src/topic-filter.js'
+import { Diagnostics, FLAP_CONNECTS, WINDOW_MS, limitFindings, type Finding, type LiveState } from '../../src/observe/diagnostics.js'
+import { topicMatches } from '../../src/wire/topic-filter.js'
 
 function live (over: Partial<LiveState> = {}): LiveState {
   return {

@@ -3,7 +3,7 @@
 
 import { createHash } from 'node:crypto'
 import t from 'tap'
-import { Framer, MAX_REMAINING_LENGTH } from '../../src/framer.js'
+import { Framer, MAX_REMAINING_LENGTH } from '../../src/wire/framer.js'
 import { GuardError } from '../../src/errors.js'
 import { mulberry32 } from '../helpers/prng.js'
 import type { ErrorCode } from '../../src/errors.js'

@@ -1,8 +1,8 @@
 import t from 'tap'
 import type { IConnectPacket } from 'mqtt-packet'
-import { evictOldest, limitsPlugin, type LimitSettings } from '../../src/limits.js'
-import type { ConnectionInfo, HookResult } from '../../src/plugin-api.js'
-import { createLogger } from '../../src/log.js'
+import { evictOldest, limitsPlugin, type LimitSettings } from '../../src/proxy/limits.js'
+import type { ConnectionInfo, HookResult } from '../../src/plugin/api.js'
+import { createLogger } from '../../src/log/log.js'
 
 const settings: LimitSettings = { maxConnectionsPerAddress: 0, maxConnectsPerSecondPerAddress: 1, maxKeepaliveSeconds: 0, maxPublishesPerSecond: 0 }
 const connect: IConnectPacket = { cmd: 'connect', clientId: 'c', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60 }

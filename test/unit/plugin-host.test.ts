@@ -1,10 +1,10 @@
 import t from 'tap'
 import type { IPublishPacket, Packet } from 'mqtt-packet'
-import { PluginHost, type Outcome } from '../../src/plugin-host.js'
+import { PluginHost, type Outcome } from '../../src/plugin/host.js'
 import { GuardError } from '../../src/errors.js'
-import { FRAME_TYPE } from '../../src/codec.js'
-import type { ConnectionInfo, PacketEvent, Plugin } from '../../src/plugin-api.js'
-import { createLogger } from '../../src/log.js'
+import { FRAME_TYPE } from '../../src/wire/codec.js'
+import type { ConnectionInfo, PacketEvent, Plugin } from '../../src/plugin/api.js'
+import { createLogger } from '../../src/log/log.js'
 
 const conn: ConnectionInfo = {
   id: 'test', address: '127.0.0.1', port: 1, listener: 'mqtt://127.0.0.1:0', openedAt: 0,

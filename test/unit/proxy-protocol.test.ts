@@ -5,9 +5,9 @@
 // what the encoder must produce; round trips and trusted-proxy rules follow.
 
 import t from 'tap'
-import { compileTrusted, encodeProxyV1, encodeProxyV2, parseProxyHeader } from '../../src/proxy-protocol.js'
+import { compileTrusted, encodeProxyV1, encodeProxyV2, parseProxyHeader } from '../../src/wire/proxy-protocol.js'
 import { mulberry32 } from '../helpers/prng.js'
-import type { ProxyAddress, ProxyParse } from '../../src/proxy-protocol.js'
+import type { ProxyAddress, ProxyParse } from '../../src/wire/proxy-protocol.js'
 
 interface Valid {
   name: string

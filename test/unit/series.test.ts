@@ -1,9 +1,9 @@
-// The console's time series (src/series.ts) on a clock and counters the test moves: a point a
+// The console's time series (src/observe/series.ts) on a clock and counters the test moves: a point a
 // second holding the deltas, round-trip means with gaps, refusals by code aligned with the
 // rest, the window bounded, and the part of a window after a time (what the feed appends).
 
 import t from 'tap'
-import { SeriesRecorder, seriesAfter, type Counters } from '../../src/series.js'
+import { SeriesRecorder, seriesAfter, type Counters } from '../../src/observe/series.js'
 import { pollUntil } from '../helpers/processes.js'
 
 interface Moved { now: number, counters: Counters }

@@ -1,0 +1,178 @@
+// `mqtt-guard start|check-config|…|--help|--version`: the command line's entry. Flags override
+// MQTT_GUARD_* variables, which override the config file, which overrides the defaults. Every
+// command follows src/plugin/args.ts: --help exits 0, a usage error 2, a config error 78.
+
+import { readFileSync } from 'node:fs'
+import { EXIT, parseCommand, usageError, type Command } from '../plugin/args.js'
+import { envOverrides, loadConfig, type GuardConfig, type Overrides } from '../config/config.js'
+import { isGuardError } from '../errors.js'
+import { createLogger } from '../log/log.js'
+import { loadDefinition, validateOptions } from '../plugin/loader.js'
+
+const USAGE = `Usage: mqtt-guard <command> [options]
+
+Commands:
+  start                 run the proxy
+  check-config FILE     validate a config file (and its plugins' options) and exit
+  passwd FILE USER      add, change or delete a user in a Mosquitto password file
+                        ([--password P] [--delete] [--scrypt] [--iterations N])
+  acl-check --config FILE [--user U] [--client C] [--group G]... [--qos N] [--retain]
+            publish|subscribe|receive TOPIC
+                        which ACL rule decides; exit 0 allow, 1 deny
+  trace start|list|stop|view|export
+                        run-time packet traces on every instance, and reading them
+                        (mqtt-guard trace --help)
+  probe URL [-u USER] [-P PASSWORD] [-i ID] [-V 311|5] [--cafile F] ...
+                        check a connection step by step: DNS, TCP, TLS, CONNACK,
+                        subscribe and QoS 0/1/2 round trips (mqtt-guard probe --help)
+  doctor [--admin URL] [--token T] [--json]
+                        ask a running proxy what it noticed: findings, evidence, fixes
+  version               mqtt-guard's version and Node's (also --version)
+
+mqtt-guard COMMAND --help tells more about each.
+
+Options for start:
+  --config FILE         YAML config (env MQTT_GUARD_CONFIG)
+  --listen HOST:PORT    listener(s), comma-separated (env MQTT_GUARD_LISTEN; default 127.0.0.1:1884)
+  --upstream URL        embedded | mqtt://HOST:PORT | mqtts://HOST:PORT (env MQTT_GUARD_UPSTREAM)
+  --redis URL           redis://HOST:PORT for shared state (env MQTT_GUARD_REDIS)
+  --admin HOST:PORT|off admin HTTP endpoint: /healthz /readyz /metrics /connections
+                        (env MQTT_GUARD_ADMIN; default 127.0.0.1:9884; its bearer token
+                        from MQTT_GUARD_ADMIN_TOKEN or admin.token in the file)
+  --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env MQTT_GUARD_LOG_LEVEL)
+  -h, --help            this text
+
+Exit status, every command:
+  0   done. acl-check: allow; probe: every step passed; doctor: nothing worse than info
+  1   failed while running (say, an address in use). acl-check: deny; probe: a step
+      failed; doctor: a warning or an error
+  2   usage error: unknown command or flag, missing argument, bad value
+  3   no answer to give: doctor could not ask the proxy, acl-check could not read the rules
+  78  config error (EX_CONFIG): the message names the key and the accepted forms
+A reader that stops early (mqtt-guard doctor | head -1) ends the command quietly, exit 0.
+`
+
+const START: Command = { name: 'mqtt-guard start', usage: USAGE }
+const CHECK: Command = {
+  name: 'mqtt-guard check-config',
+  usage: `Usage: mqtt-guard check-config FILE
+
+Validates FILE and its plugins' options as start would, and exits without listening.
+Exit 0 valid, 1 a plugin cannot be loaded, 2 usage error, 78 config error (the message names
+the key and the accepted forms).
+`
+}
+
+const START_OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string' },
+  upstream: { type: 'string' },
+  redis: { type: 'string' },
+  admin: { type: 'string' },
+  'log-level': { type: 'string' }
+} as const
+
+/** `mqtt-guard 0.1.0 (node v20.x)`: package.json is three folders above dist/src/cli/. */
+function version (): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
+  return `mqtt-guard ${pkg.version} (node ${process.version})\n`
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  try {
+    switch (command) {
+      case 'start': return await start(rest)
+      case 'check-config': return await checkConfig(rest)
+      case 'passwd': return await (await import('./commands/passwd.js')).passwdCommand(rest)
+      case 'acl-check': return await (await import('./commands/acl-check.js')).aclCheckCommand(rest)
+      case 'trace': return await (await import('./commands/trace.js')).traceCommand(rest)
+      case 'probe': return await (await import('./commands/probe.js')).probeCommand(rest)
+      case 'doctor': return await (await import('./commands/doctor.js')).doctorCommand(rest)
+      case 'version':
+      case '--version':
+        process.stdout.write(version())
+        return EXIT.ok
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE)
+        return EXIT.ok
+      case undefined: return usageError({ name: 'mqtt-guard', usage: USAGE }, 'a command is required')
+      default: return usageError({ name: 'mqtt-guard', usage: USAGE }, `unknown command "${command}"`)
+    }
+  } catch (err) {
+    process.stderr.write(`mqtt-guard: ${isGuardError(err) ? `${err.message} (${err.code})` : (err as Error).message}\n`)
+    return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? EXIT.config : EXIT.failed
+  }
+}
+
+/** start's and check-config's flags, or the exit code of --help or a usage error. */
+function parse (args: string[], command: Command): { flags: Overrides, positionals: string[] } | number {
+  const parsed = parseCommand(args, command, START_OPTIONS)
+  if (typeof parsed === 'number') return parsed
+  const { values, positionals } = parsed
+  return {
+    positionals,
+    flags: { config: values.config, listen: values.listen, upstream: values.upstream, redis: values.redis, admin: values.admin, logLevel: values['log-level'] }
+  }
+}
+
+/** Loads plugins' definitions so their options are validated before anything listens. */
+async function validatePlugins (config: GuardConfig): Promise<void> {
+  for (const entry of config.plugins) validateOptions(await loadDefinition(entry, config.configDir), entry)
+}
+
+async function start (args: string[]): Promise<number> {
+  const parsed = parse(args, START)
+  if (typeof parsed === 'number') return parsed
+  const { flags, positionals } = parsed
+  if (positionals.length > 0) return usageError(START, `unexpected ${positionals.join(' ')} (a config file goes after --config)`)
+  const config = loadConfig(flags, envOverrides(process.env))
+  await validatePlugins(config)
+  const log = createLogger(config.log.level)
+  // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
+  const { GuardServer } = await import('../server.js')
+  // A library that drops a promise's rejection (seen: ioredis's "Connection is closed." from the
+  // embedded broker's Redis persistence while Redis restarts) must not end every client's
+  // connection: log it with its stack and keep serving.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled promise rejection in a library; the proxy keeps running')
+  })
+  const server = await GuardServer.start(config, { log })
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: NodeJS.Signals): void => {
+      log.info({ signal }, 'shutting down')
+      // A second signal while draining means "now".
+      process.once(signal, () => { process.exit(1) })
+      server.stop().then(resolve, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve() })
+    }
+    process.once('SIGTERM', shutdown)
+    process.once('SIGINT', shutdown)
+    process.on('SIGHUP', () => {
+      let next: GuardConfig | undefined
+      try {
+        next = loadConfig(flags, envOverrides(process.env))
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'config file not reloaded: the running settings stay in force')
+      }
+      void server.reload(next)
+    })
+  })
+  log.flush()
+  return 0
+}
+
+async function checkConfig (args: string[]): Promise<number> {
+  const parsed = parse(args, CHECK)
+  if (typeof parsed === 'number') return parsed
+  const { positionals, flags } = parsed
+  const env = envOverrides(process.env)
+  const file = positionals[0] ?? flags.config ?? env.config
+  if (file === undefined || file === '' || positionals.length > 1) return usageError(CHECK, 'expected one FILE')
+  // As `start` would load it: MQTT_GUARD_* variables and flags over the file.
+  const config = loadConfig({ ...flags, config: file }, env)
+  await validatePlugins(config)
+  process.stdout.write(`${file}: ok (listen ${config.listen.map((l) => `${l.host}:${l.port}`).join(', ')}; upstream ${config.upstream.kind === 'embedded' ? 'embedded' : config.upstream.url}; plugins ${config.plugins.map((p) => p.name ?? p.module).join(', ') || 'none'})\n`)
+  return 0
+}

@@ -1,0 +1,224 @@
+// Configuration: defaults < YAML file < MQTT_GUARD_* environment < command-line flags.
+// Validated once at start; every error names the key and what is wrong, and the process exits
+// before it listens. Relative paths resolve against the config file's folder.
+
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import { configError } from '../errors.js'
+import { listenEntry, parseHostPort, parseListen, type ListenSpec } from './listen.js'
+import { bool, expected, int, oneOf, parseWith, strictOptions, text } from './zod.js'
+import { inputFile } from './paths.js'
+import type { OptionsContext } from './paths.js'
+import { ADMIN_DEFAULTS, LOOPBACK, adminSchema, parseAdmin, type AdminSpec } from './admin.js'
+
+export type { ListenSpec } from './listen.js'
+export { zodToConfigError } from './zod.js'
+
+export interface TlsFiles { ca?: string, cert?: string, key?: string, rejectUnauthorized: boolean, servername?: string }
+
+export type UpstreamSpec =
+  | { kind: 'embedded' }
+  | { kind: 'mqtt', url: string, host: string, port: number, tls: TlsFiles | undefined, proxyProtocol: 1 | 2 | undefined }
+
+export interface PluginEntry {
+  /** `plugins[i]`, for error messages. */
+  key: string
+  /** Folder under plugins/ (name) or a path/package (module). */
+  name: string | undefined
+  module: string | undefined
+  options: Record<string, unknown>
+  /** Where its paths start and what else is configured, for its option checks. */
+  context: OptionsContext
+}
+
+export type { AdminSpec } from './admin.js'
+
+export interface GuardConfig {
+  configFile: string | undefined
+  configDir: string
+  listen: ListenSpec[]
+  admin: AdminSpec | undefined
+  upstream: UpstreamSpec
+  redis: { url: string, keyPrefix: string } | undefined
+  limits: {
+    maxPacketSize: number, connectTimeoutMs: number, maxConnections: number, maxQueuedPackets: number, drainTimeoutMs: number
+    maxConnectionsPerAddress: number, maxConnectsPerSecondPerAddress: number, maxKeepaliveSeconds: number, maxPublishesPerSecond: number
+  }
+  log: { level: string }
+  allowAnonymous: boolean
+  plugins: PluginEntry[]
+}
+
+/** Values given on the command line or in the environment; each overrides the file. */
+export interface Overrides {
+  config?: string | undefined
+  listen?: string | undefined
+  upstream?: string | undefined
+  redis?: string | undefined
+  logLevel?: string | undefined
+  /** HOST:PORT, or false/off to turn the admin endpoint off. */
+  admin?: string | undefined
+  adminToken?: string | undefined
+}
+
+export const DEFAULTS = {
+  listen: '127.0.0.1:1884',
+  admin: ADMIN_DEFAULTS.listen,
+  upstream: 'embedded',
+  limits: {
+    maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000, drainTimeoutMs: 10_000,
+    // 0: off
+    maxConnectionsPerAddress: 0, maxConnectsPerSecondPerAddress: 0, maxKeepaliveSeconds: 0, maxPublishesPerSecond: 0
+  },
+  log: { level: 'info' }
+} as const
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+const tlsOptions = {
+  ca: text('a file path').optional(),
+  cert: text('a file path').optional(),
+  key: text('a file path').optional(),
+  rejectUnauthorized: bool().default(true),
+  servername: text('a host name').optional()
+}
+
+const URLS = 'embedded, mqtt://HOST:PORT, mqtts://HOST:PORT or { url, ca, cert, key, rejectUnauthorized, servername, proxyProtocol }'
+
+/** The config file's own keys; each plugin's options have their schema in its folder. */
+export const fileSchema = strictOptions({
+  listen: z.union([z.string(), z.array(listenEntry, expected('a non-empty list of listeners')).min(1)], expected('HOST:PORT, a URL, or a non-empty list of them or of { url, cert, key, ... }'))
+    .optional().describe('Where clients connect: HOST:PORT, mqtt://, mqtts://, ws://, wss:// URLs, or a list (default 127.0.0.1:1884)'),
+  admin: adminSchema,
+  upstream: z.union([z.string(), strictOptions({ url: text('a URL'), proxyProtocol: z.union([z.literal(1), z.literal(2)], expected('1 or 2')).optional(), ...tlsOptions })], expected(URLS))
+    .optional().describe('The broker: embedded, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS file paths relative to this file)'),
+  redis: z.union([z.string(), strictOptions({ url: text('redis://HOST:PORT'), keyPrefix: z.string(expected('a string')).optional() })], expected('redis://HOST:PORT or { url, keyPrefix }'))
+    .optional().describe('Shared state for every instance; without it, state is in memory'),
+  limits: strictOptions({
+    maxPacketSize: int(64, 268_435_460).optional(),
+    connectTimeoutMs: int(100).optional(),
+    maxConnections: int(1).optional(),
+    maxQueuedPackets: int(1).optional(),
+    drainTimeoutMs: int(0).optional(),
+    maxConnectionsPerAddress: int(0).optional(),
+    maxConnectsPerSecondPerAddress: int(0).optional(),
+    maxKeepaliveSeconds: int(0, 65535).optional(),
+    maxPublishesPerSecond: int(0).optional()
+  }).optional().describe('Per-connection and per-address limits (README.md, Configuration)'),
+  log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
+  allowAnonymous: bool().optional().describe('Permit a non-loopback listener without the auth plugin'),
+  // Each entry's other keys are the plugin's options, checked by the plugin's own schema.
+  plugins: z.array(z.looseObject({ name: text('a folder name under plugins/').optional(), module: text('a path or a package name').optional() },
+    expected('a plugin entry { name | module, ...options }')), expected('a list of plugin entries')).optional()
+})
+
+export { parseHostPort }
+
+function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: string): UpstreamSpec {
+  const spec = typeof raw === 'object' ? raw : { url: raw ?? DEFAULTS.upstream, rejectUnauthorized: true }
+  if (spec.url === 'embedded') return { kind: 'embedded' }
+  let url: URL
+  try {
+    url = new URL(spec.url)
+  } catch {
+    throw configError('upstream', `expected "embedded", mqtt://HOST:PORT or mqtts://HOST:PORT, got "${spec.url}"`)
+  }
+  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') {
+    throw configError('upstream', `unsupported scheme "${url.protocol}": expected mqtt: or mqtts:`)
+  }
+  const secure = url.protocol === 'mqtts:'
+  const resolve = (file: string | undefined, key: string): string | undefined => file === undefined ? undefined : inputFile(configDir, file, `upstream.${key}`)
+  const tls = secure
+    ? { ca: resolve(spec.ca, 'ca'), cert: resolve(spec.cert, 'cert'), key: resolve(spec.key, 'key'), rejectUnauthorized: spec.rejectUnauthorized, servername: spec.servername }
+    : undefined
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  if (host === '') throw configError('upstream', `no host in "${spec.url}"`)
+  const proxyProtocol = 'proxyProtocol' in spec ? spec.proxyProtocol : undefined
+  return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls, proxyProtocol }
+}
+
+function parseRedis (raw: z.infer<typeof fileSchema>['redis']): GuardConfig['redis'] {
+  if (raw === undefined || raw === '') return undefined
+  const spec = typeof raw === 'string' ? { url: raw } : raw
+  if (!/^rediss?:\/\//.test(spec.url)) throw configError('redis', `expected redis://HOST:PORT or rediss://..., got "${spec.url}"`)
+  return { url: spec.url, keyPrefix: spec.keyPrefix ?? 'mqtt-guard:' }
+}
+
+function readFile (file: string): unknown {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw configError('', `cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+  }
+  try {
+    return parseYaml(text) ?? {}
+  } catch (err) {
+    throw configError('', `config file ${file} is not valid YAML: ${(err as Error).message}`)
+  }
+}
+
+export function envOverrides (env: NodeJS.ProcessEnv): Overrides {
+  return {
+    config: env.MQTT_GUARD_CONFIG,
+    listen: env.MQTT_GUARD_LISTEN,
+    upstream: env.MQTT_GUARD_UPSTREAM,
+    redis: env.MQTT_GUARD_REDIS,
+    logLevel: env.MQTT_GUARD_LOG_LEVEL,
+    admin: env.MQTT_GUARD_ADMIN,
+    adminToken: env.MQTT_GUARD_ADMIN_TOKEN
+  }
+}
+
+/** Loads and validates. `flags` override `env`, which override the file. */
+export function loadConfig (flags: Overrides, env: Overrides = {}): GuardConfig {
+  const configFile = flags.config ?? env.config
+  const raw = configFile === undefined ? {} : readFile(configFile)
+  return buildConfig(raw, { ...dropUndefined(env), ...dropUndefined(flags) }, configFile)
+}
+
+function dropUndefined (o: Overrides): Overrides {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== ''))
+}
+
+export function buildConfig (raw: unknown, overrides: Overrides, configFile?: string): GuardConfig {
+  const file = parseWith(fileSchema, raw)
+  const configDir = configFile === undefined ? process.cwd() : path.dirname(path.resolve(configFile))
+  const level = overrides.logLevel ?? file.log?.level ?? DEFAULTS.log.level
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw configError('log.level', `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`)
+  const redis = parseRedis(overrides.redis ?? file.redis)
+  const context: OptionsContext = { configDir, redis: redis !== undefined }
+  const config: GuardConfig = {
+    configFile,
+    configDir,
+    listen: parseListen(overrides.listen ?? file.listen ?? DEFAULTS.listen, 'listen', configDir),
+    admin: parseAdmin(file.admin, overrides.admin, overrides.adminToken),
+    upstream: parseUpstream(overrides.upstream ?? file.upstream, configDir),
+    redis,
+    limits: { ...DEFAULTS.limits, ...file.limits },
+    log: { level },
+    allowAnonymous: file.allowAnonymous ?? false,
+    plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`, context))
+  }
+  checkExposure(config)
+  return config
+}
+
+function pluginEntry (entry: Record<string, unknown>, key: string, context: OptionsContext): PluginEntry {
+  const { name, module, ...options } = entry as { name?: string, module?: string }
+  if ((name === undefined) === (module === undefined)) throw configError(key, 'give exactly one of "name" (a folder under plugins/) or "module" (a path or package)')
+  if (name !== undefined && !/^[a-z][a-z0-9-]*$/.test(name)) throw configError(`${key}.name`, `"${name}" is not a plugin folder name`)
+  return { key, name, module, options, context }
+}
+
+/** A listener others can reach must not be an open door by accident. */
+function checkExposure (config: GuardConfig): void {
+  const hasAuth = config.plugins.some((p) => p.name === 'auth' || p.name === 'aedes-hooks')
+  if (hasAuth || config.allowAnonymous) return
+  const exposed = config.listen.find((l) => !LOOPBACK.test(l.host))
+  if (exposed !== undefined) {
+    throw configError('listen', `${exposed.host}:${exposed.port} is not a loopback address and no auth plugin is configured; add the auth plugin or set allowAnonymous: true`)
+  }
+}

@@ -1,0 +1,117 @@
+// What a Connection tells the operator besides logs: packet and byte counts (into GuardMetrics),
+// sampled round trips per leg, and the client's granted subscriptions for /connections.
+// Counting is an array increment per frame; a round trip is sampled at most once a second per
+// leg and connection; SUBSCRIBE, UNSUBSCRIBE and SUBACK (rare) are decoded to track filters.
+
+import type { Packet } from 'mqtt-packet'
+import { fixedHeaderLength, FRAME_TYPE, frameType, type Codec } from '../wire/codec.js'
+import type { GuardMetrics, Leg } from './metrics.js'
+
+const SAMPLE_EVERY_MS = 1000
+
+interface Sample { id: number, startedAt: number, nextAt: number }
+
+function publishId (frame: Buffer): number | undefined {
+  if ((((frame[0] as number) >> 1) & 3) !== 1) return undefined // QoS 1 only: one ack closes it
+  const at = fixedHeaderLength(frame)
+  if (at + 2 > frame.length) return undefined
+  const idAt = at + 2 + frame.readUInt16BE(at)
+  return idAt + 2 <= frame.length ? frame.readUInt16BE(idAt) : undefined
+}
+
+function ackId (frame: Buffer): number | undefined {
+  const at = fixedHeaderLength(frame)
+  return at + 2 <= frame.length ? frame.readUInt16BE(at) : undefined
+}
+
+const PING = -1
+const EMPTY: ReadonlyMap<string, number> = new Map()
+
+export class Telemetry {
+  // Made on first use: an idle connection (most of a large fleet) holds none of them.
+  private granted: Map<string, number> | undefined
+  private requested: Map<number, string[]> | undefined
+  private samples: Record<Leg, Sample> | undefined
+
+  constructor (private readonly metrics: GuardMetrics) {}
+
+  /** A frame read from the client (0) or the broker (1) while relaying. */
+  seen (direction: 0 | 1, type: number, frame: Buffer, codec: Codec | null): void {
+    this.metrics.frame(direction, type, frame.length)
+    switch (type) {
+      case FRAME_TYPE.publish: return this.start(direction === 0 ? 'broker' : 'client', publishId(frame))
+      case FRAME_TYPE.puback: return this.end(direction === 1 ? 'broker' : 'client', ackId(frame))
+      case FRAME_TYPE.pingreq: return direction === 0 ? this.start('broker', PING) : undefined
+      case FRAME_TYPE.pingresp: return direction === 1 ? this.end('broker', PING) : undefined
+      case FRAME_TYPE.subscribe:
+      case FRAME_TYPE.unsubscribe:
+        if (direction === 0 && codec !== null) this.track(decoded(codec, frame))
+    }
+  }
+
+  /** Granted subscriptions: filter → QoS. */
+  get subscriptions (): ReadonlyMap<string, number> {
+    return this.granted ?? EMPTY
+  }
+
+  /** A frame on its way to the client: the SUBACK the client sees (after plugins merged it). */
+  toClient (bytes: Buffer, codec: Codec | null): void {
+    if (frameType(bytes) === FRAME_TYPE.suback && codec !== null) this.track(decoded(codec, bytes))
+  }
+
+  /** Or a SUBACK the proxy made itself (a plugin answered the SUBSCRIBE). */
+  answered (packet: Packet): void {
+    if (packet.cmd === 'suback') this.track(packet)
+  }
+
+  private sample (leg: Leg): Sample {
+    this.samples ??= { broker: { id: 0, startedAt: 0, nextAt: 0 }, client: { id: 0, startedAt: 0, nextAt: 0 } }
+    return this.samples[leg]
+  }
+
+  private start (leg: Leg, id: number | undefined): void {
+    const s = this.sample(leg)
+    if (id === undefined || s.startedAt !== 0) return
+    const now = performance.now()
+    if (now < s.nextAt) return
+    s.id = id
+    s.startedAt = now
+  }
+
+  private end (leg: Leg, id: number | undefined): void {
+    const s = this.sample(leg)
+    if (s.startedAt === 0 || id !== s.id) return
+    const now = performance.now()
+    this.metrics.roundTrip.observe({ leg }, (now - s.startedAt) / 1000)
+    s.startedAt = 0
+    s.nextAt = now + SAMPLE_EVERY_MS
+  }
+
+  private track (packet: Packet | undefined): void {
+    if (packet === undefined) return
+    if (packet.cmd === 'subscribe') {
+      (this.requested ??= new Map()).set(packet.messageId as number, packet.subscriptions.map((s) => s.topic))
+    } else if (packet.cmd === 'suback') {
+      const filters = this.requested?.get(packet.messageId as number)
+      if (filters === undefined) return
+      this.requested?.delete(packet.messageId as number)
+      const granted = this.granted ??= new Map()
+      packet.granted.forEach((code, i) => {
+        const filter = filters[i]
+        const qos = typeof code === 'number' ? code : (code as { qos: number }).qos
+        if (filter !== undefined && qos < 0x80) granted.set(filter, qos)
+      })
+    } else if (packet.cmd === 'unsubscribe') {
+      for (const filter of packet.unsubscriptions) this.granted?.delete(filter)
+    }
+  }
+}
+
+/** Malformed frames are the relay's to refuse; telemetry just skips them. */
+function decoded (codec: Codec, frame: Buffer): Packet | undefined {
+  try {
+    return codec.decode(frame)
+  } catch {
+    return undefined
+  }
+}

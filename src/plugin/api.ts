@@ -1,0 +1,183 @@
+// The contract between the proxy and its plugins. A plugin module's default export is a
+// PluginDefinition; the host validates its options, calls create() once, and runs its hooks
+// for every packet of the types it names, in config order.
+
+import type { Packet, PacketCmd } from 'mqtt-packet'
+import type { Logger } from 'pino'
+import type { Redis, Cluster } from 'ioredis'
+import type { Registry } from 'prom-client'
+import type { z } from 'zod'
+import type { ErrorCode } from '../errors.js'
+import type { ProtocolVersion } from '../wire/codec.js'
+import type { Finding } from '../views.js'
+import type { OptionsContext } from '../config/paths.js'
+
+export type { Finding } from '../views.js'
+
+/** `in`: client → broker. `out`: broker → client. */
+export type Direction = 'in' | 'out'
+
+export type PacketOf<C extends PacketCmd> = Extract<Packet, { cmd: C }>
+
+/** What a plugin sees of one client connection. */
+export interface ConnectionInfo {
+  /** Proxy-local connection ID, unique per process: the key in logs and traces. */
+  readonly id: string
+  readonly address: string
+  readonly port: number
+  readonly listener: string
+  readonly openedAt: number
+  /** A client certificate the TLS listener verified (its CA is configured), if the client sent one. */
+  readonly certificate?: { commonName: string | undefined, subjectAltName: string | undefined } | undefined
+  /** Known from CONNECT on (or from CONNACK when the broker assigns it). */
+  clientId: string
+  username: string | undefined
+  protocolVersion: ProtocolVersion
+  /**
+   * This connection's logger: it binds `conn`, `address`, `clientId` and `username`, so a line
+   * names them once (give `plugin` and the rest). Its lines count against the connection's
+   * log budget (src/log/budget.ts): a line per packet is cut to 20 a minute plus a summary.
+   */
+  readonly log: Logger
+  /** Closes the connection; MQTT 5 clients get DISCONNECT with the error's reason code. */
+  close (code: ErrorCode, reason: string): void
+}
+
+export type Verdict =
+  /** Go on with the next plugin; `packet` replaces the packet (it is then re-encoded). */
+  | { action: 'continue', packet?: Packet }
+  /** Forward nothing, answer nothing. */
+  | { action: 'drop', reason?: string }
+  /** Forward nothing; send `packets` back to where the packet came from (e.g. a PUBACK). */
+  | { action: 'answer', packets: Packet[], reason?: string }
+  /** Refuse: the host turns `code` into the right answer for the packet and protocol version. */
+  | { action: 'reject', code: ErrorCode, reason?: string }
+
+export type HookResult = Verdict | undefined | void
+
+/** A hook may return a value or a promise; the host stays synchronous when it returns a value. */
+export type Hook<P extends Packet> = (conn: ConnectionInfo, packet: P) => HookResult | Promise<HookResult>
+
+export type PacketHooks = { [C in PacketCmd]?: Hook<PacketOf<C>> }
+
+/** What an observer is told about each packet after the chain decided. */
+export interface PacketEvent {
+  readonly conn: ConnectionInfo
+  readonly direction: Direction
+  readonly packet: Packet
+  readonly size: number
+  readonly verdict: Verdict['action']
+  readonly plugin: string | undefined
+}
+
+export interface CloseInfo {
+  /** Stable reason: an error code, or `client-disconnect`, `client-closed`, `broker-closed`. */
+  readonly reason: string
+  readonly detail: string | undefined
+  /** Time since the client last sent anything: a keepalive timeout shows here. */
+  readonly clientIdleMs: number
+}
+
+/** Leg of a connection: `client` is client ↔ proxy, `broker` is proxy ↔ broker. */
+export type Leg = 'client' | 'broker'
+
+/** What became of a packet the proxy read. */
+export type ReceivedVerdict = 'forwarded' | 'dropped' | 'answered' | 'refused'
+
+/**
+ * Sees the bytes of every packet of one connection on both legs (tracing). The proxy asks for
+ * a tap once the CONNECT is read (and again when `retap` is called), and calls nothing when
+ * no plugin returns one: a connection nobody traces pays one null check per packet.
+ */
+export interface PacketTap {
+  /** A packet the proxy read on `leg`, and what became of it (and which plugin decided). */
+  received: (leg: Leg, frame: Buffer, verdict: ReceivedVerdict, plugin: string | undefined, packet: Packet | undefined) => void
+  /** A packet the proxy wrote on `leg`: passed on, or `made` by the proxy itself. */
+  sent: (leg: Leg, frame: Buffer, made: boolean) => void
+}
+
+/** An admin API request a plugin may answer (routes the core does not know). */
+export interface AdminRequest { method: string, path: string, query: URLSearchParams, body: unknown }
+export interface AdminResponse {
+  status: number
+  body: unknown
+  /**
+   * Server-Sent Events instead of a body (a live feed): called once with a sender; returns
+   * the function that stops the feed when the client goes away.
+   */
+  events?: (send: (event: string, data: string) => void) => () => void
+}
+
+export interface Plugin {
+  readonly name: string
+  /** Answers admin API requests under its own paths; undefined: not mine. */
+  admin?: (req: AdminRequest) => Promise<AdminResponse | undefined> | AdminResponse | undefined
+  /** A tap for this connection's packets, or undefined (the usual case: nothing to trace). */
+  tap?: (conn: ConnectionInfo) => PacketTap | undefined
+  readonly in?: PacketHooks
+  readonly out?: PacketHooks
+  /** Sees every packet and the final verdict. Must not throw or block. */
+  observe?: (event: PacketEvent) => void
+  onClose?: (conn: ConnectionInfo, info: CloseInfo) => void
+  /**
+   * A client with a will is going without DISCONNECT: may the broker still publish the will?
+   * false (the rules changed since CONNECT) makes the proxy end its broker session with a
+   * normal DISCONNECT first, so the broker discards the will [MQTT-3.1.2-10]. Synchronous.
+   */
+  willAtClose?: (conn: ConnectionInfo) => boolean
+  /**
+   * Re-read what can change at run time (password and ACL files) on SIGHUP. Must be atomic:
+   * on any error keep the old state in force, log why, and resolve.
+   */
+  reload?: () => void | Promise<void>
+  /**
+   * SIGHUP with a changed entry in the config file: the plugin's new options, validated.
+   * Plugins without it keep their options until a restart (the log says so).
+   */
+  reconfigure?: (options: unknown) => void | Promise<void>
+  /** Findings for `mqtt-guard doctor` (admin `GET /diagnostics`): what this plugin saw lately. */
+  diagnose?: () => Finding[]
+  close?: () => void | Promise<void>
+}
+
+export interface PluginContext<Options> {
+  readonly name: string
+  readonly options: Options
+  readonly log: Logger
+  /** The shared Redis client when `redis` is configured, else undefined (use in-memory state). */
+  readonly redis: Redis | Cluster | undefined
+  /** Key prefix for this plugin's Redis keys. */
+  readonly keyPrefix: string
+  /** Unique per proxy process, e.g. for lease owner tokens. */
+  readonly instanceId: string
+  /** Folder of the config file: path options arrive resolved against it (absolute) after `validate`. */
+  readonly configDir: string
+  /** The proxy's Prometheus registry: a plugin registers its own metrics (`mqtt_guard_<plugin>_…`). */
+  readonly metrics: Registry
+  /** Asks every live connection for its taps again (a trace started or stopped). */
+  readonly retap: () => void
+}
+
+/** What option checks may look at besides the options: where paths start, what else is configured. */
+export type { OptionsContext }
+
+export interface PluginDefinition<Options = unknown> {
+  readonly name: string
+  /**
+   * The options as a user writes them (everything in the entry but `name`/`module`), as a zod
+   * schema whose output is Options. The host parses with it, so errors name `plugins[i].key`
+   * in one style, and config/mqtt-guard.schema.json is generated from it.
+   */
+  readonly options?: z.ZodType<Options>
+  /**
+   * After `options`: what a schema cannot say (paths resolved against ctx.configDir and checked,
+   * checks across options). Without `options` it gets the raw entry and checks it all. Throw
+   * configError(key, problem) with the key relative to the entry.
+   */
+  validate? (options: Options, ctx: OptionsContext): Options
+  create: (ctx: PluginContext<Options>) => Plugin | Promise<Plugin>
+}
+
+export function definePlugin<Options> (definition: PluginDefinition<Options>): PluginDefinition<Options> {
+  return definition
+}

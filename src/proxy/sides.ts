@@ -1,0 +1,114 @@
+// The two sockets of a Connection and the flow between them: every byte to a side goes
+// through that side's Coalescer (one write per read, order kept), and a destination that is
+// full holds the other side's reading until it drains.
+
+import type { Duplex } from 'node:stream'
+import { Coalescer } from './coalescer.js'
+import type { Framer } from '../wire/framer.js'
+import { HOLD, Valve } from './lane.js'
+
+/** Time given to sockets to flush on close before they are destroyed. */
+export const CLOSE_GRACE_MS = 2000
+
+export class Sides {
+  broker: Duplex | null = null
+  readonly clientValve: Valve
+  brokerValve: Valve | null = null
+  bytesIn = 0
+  bytesOut = 0
+  /** When the client last sent anything (ms since epoch): tells a keepalive timeout apart. */
+  clientDataAt = Date.now()
+  /** Times the client could not take what the broker sent (its socket buffer full). */
+  clientStalls = 0
+  private stalledMs = 0
+  private stalledAt = 0
+  private clientFull = false
+  private brokerFull = false
+  private readonly toBrokerBatch = new Coalescer((bytes) => { if (this.broker !== null) this.write(this.broker, bytes) })
+  private readonly toClientBatch = new Coalescer((bytes) => { this.write(this.client, bytes) })
+
+  constructor (readonly client: Duplex) {
+    this.clientValve = new Valve(client)
+  }
+
+  attachBroker (socket: Duplex): Valve {
+    this.broker = socket
+    this.brokerValve = new Valve(socket)
+    return this.brokerValve
+  }
+
+  /** Frames every chunk read from one side; what that produces for the other side is batched. */
+  read (from: 'client' | 'broker', framer: Framer, fail: (err: unknown) => void): void {
+    const socket = from === 'client' ? this.client : this.broker as Duplex
+    const batch = from === 'client' ? this.toBrokerBatch : this.toClientBatch
+    socket.on('data', (chunk: Buffer) => {
+      if (from === 'client') {
+        this.bytesIn += chunk.length
+        this.clientDataAt = Date.now()
+      } else {
+        this.bytesOut += chunk.length
+      }
+      batch.begin(chunk)
+      try {
+        framer.push(chunk)
+      } catch (err) {
+        fail(err)
+      }
+      batch.finish()
+    })
+  }
+
+  /** Milliseconds the broker side was held for the client, the current stall included. */
+  clientStalledMs (): number {
+    return this.stalledMs + (this.clientFull ? Date.now() - this.stalledAt : 0)
+  }
+
+  toClient (bytes: Buffer): void {
+    this.toClientBatch.add(bytes)
+  }
+
+  toBroker (bytes: Buffer): void {
+    this.toBrokerBatch.add(bytes)
+  }
+
+  /** Writes what is pending, ends both sockets, and destroys them if they linger. */
+  end (): void {
+    this.toClientBatch.finish()
+    this.toBrokerBatch.finish()
+    this.client.end()
+    this.broker?.end()
+    const sockets = [this.client, this.broker].filter((s): s is Duplex => s !== null && !s.destroyed)
+    if (sockets.length === 0) return
+    const grace = setTimeout(() => { for (const s of sockets) s.destroy() }, CLOSE_GRACE_MS)
+    let open = sockets.length
+    for (const s of sockets) s.once('close', () => { if (--open === 0) clearTimeout(grace) })
+  }
+
+  destroy (): void {
+    this.client.destroy()
+    this.broker?.destroy()
+  }
+
+  /** Writes with backpressure: a full destination holds the other side's reading. */
+  private write (to: Duplex, bytes: Buffer): void {
+    if (to.destroyed || to.writableEnded) return
+    if (to.write(bytes)) return
+    if (to === this.client) {
+      if (this.clientFull || this.brokerValve === null) return
+      this.clientFull = true
+      this.clientStalls++
+      this.stalledAt = Date.now()
+      this.brokerValve.hold(HOLD.destinationFull)
+      to.once('drain', () => {
+        this.clientFull = false
+        this.stalledMs += Date.now() - this.stalledAt
+        this.brokerValve?.release(HOLD.destinationFull)
+      })
+    } else {
+      if (this.brokerFull) return
+      this.brokerFull = true
+      this.clientValve.hold(HOLD.destinationFull)
+      to.once('drain', () => { this.brokerFull = false; this.clientValve.release(HOLD.destinationFull) })
+    }
+  }
+}
