@@ -30,14 +30,15 @@ const PLUGIN_KEYS: Record<keyof Plugin, true> = {
 }
 
 /**
- * A key the host does not know would be a hook that never runs: `in.publsh`, `onclose`. Like
- * fastify's hook check, it is an error when the plugin is registered, naming what is accepted.
+ * A function under a name the host does not know is a hook that would never run: `in.publsh`,
+ * `onclose`. Like fastify's hook check, it is an error when the plugin is registered, naming
+ * what is accepted. (Data of the plugin's own on the object, say a counter, is left alone.)
  */
 export function checkPlugin (plugin: Plugin): void {
   const unknown = (where: string, key: string, accepted: string[]): GuardError => new GuardError(
     'GUARD_ERR_PLUGIN_LOAD', `plugin ${plugin.name}: unknown hook ${where}${key} (accepted: ${accepted.join(', ')})`, { plugin: plugin.name })
-  for (const key of Object.keys(plugin)) {
-    if (!(key in PLUGIN_KEYS)) throw unknown('', key, Object.keys(PLUGIN_KEYS))
+  for (const [key, value] of Object.entries(plugin)) {
+    if (typeof value === 'function' && !(key in PLUGIN_KEYS)) throw unknown('', key, Object.keys(PLUGIN_KEYS))
   }
   for (const direction of ['in', 'out'] as const) {
     for (const [cmd, hook] of Object.entries(plugin[direction] ?? {})) {
