@@ -3,6 +3,7 @@
 // verbatim, compiled with the rest (so it type-checks against the face) and loaded here from a
 // folder outside the tree that has mqtt-guard in its node_modules, as a user's project would.
 // A misspelt hook or definition key stops the start, naming the plugin and what is accepted.
+// Whether a plugin authenticates is its definition's to say, not a name the core knows.
 
 import { copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -13,6 +14,8 @@ import mqtt from 'mqtt'
 import { once, type EventEmitter } from 'node:events'
 import { startProxy } from '../helpers/proxy.js'
 import { tempDir } from '../helpers/auth-clients.js'
+import { buildConfig } from '../../src/config/config.js'
+import { checkPlugins } from '../../src/plugin/loader.js'
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 const FIXTURE = path.join(ROOT, 'test/fixtures/prefix-only.ts')
@@ -72,4 +75,14 @@ t.test('a misspelt hook or definition key stops the start, naming the plugin and
     { code: 'GUARD_ERR_PLUGIN_LOAD', message: /^plugins\[0\]: plugin typo: unknown hook in\.publsh \(accepted: connect, connack, publish, .*\)$/ })
   await t.rejects(startProxy({ config: { plugins: [{ module: path.join(dir, 'key.js') }] } }),
     { code: 'GUARD_ERR_PLUGIN_LOAD', message: /^plugins\[0\]: plugin key: unknown key validte in its definition \(accepted: name, options, validate, create, authenticates, commands\)$/ })
+})
+
+t.test('an exposed listener needs a plugin whose definition says it authenticates', async (t) => {
+  const exposed = (plugins: unknown[]): ReturnType<typeof buildConfig> => buildConfig({ listen: '0.0.0.0:1883', plugins }, {})
+  const acl = { name: 'acl', rules: [] }
+  await t.rejects(checkPlugins(exposed([acl])), { code: 'GUARD_ERR_CONFIG', message: /^listen: 0\.0\.0\.0:1883 is not a loopback address .*allowAnonymous/ }, 'acl does not authenticate')
+  await t.resolves(checkPlugins(exposed([{ name: 'auth', allowAnonymous: true }, acl])), 'auth does (authenticates: true)')
+  const dir = await project(t)
+  await writeFile(path.join(dir, 'gate.js'), "export default { name: 'gate', authenticates: true, create: () => ({ name: 'gate' }) }\n")
+  await t.resolves(checkPlugins(exposed([{ module: path.join(dir, 'gate.js') }])), 'so does a plugin of your own that says so')
 })
