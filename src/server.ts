@@ -4,7 +4,6 @@
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { Counter } from 'prom-client'
 import { Redis, type Cluster } from 'ioredis'
 import type { GuardConfig, ListenSpec, PluginEntry } from './config/config.js'
 import { Connection } from './proxy/connection.js'
@@ -168,9 +167,8 @@ export class GuardServer {
   /** The console's overview, read from the metrics and the live connections. */
   async overview (): Promise<Overview> {
     const legs = await this.roundTripLegs()
-    // The dedupe plugin registers its own counter: looked up by name, absent without the plugin.
-    const dedupe = this.metrics.registry.getSingleMetric('mqtt_guard_dedupe_removed_total') as Counter<'direction'> | undefined
-    const removed = (await dedupe?.get())?.values ?? []
+    // Figures only plugins count (dedupe's duplicates), zero without such a plugin.
+    const counted = this.host.overview()
     return {
       at: new Date().toISOString(),
       instance: this.instanceId,
@@ -180,7 +178,7 @@ export class GuardServer {
       refusals: (await this.metrics.refusals.get()).values.map((v) => ({ code: String(v.labels.code), reasonCode: String(v.labels.reason_code), count: v.value })),
       rates: { in: this.series.latest('publishIn'), out: this.series.latest('publishOut') },
       verdicts: (await this.metrics.verdicts.get()).values.map((v) => ({ plugin: String(v.labels.plugin), action: String(v.labels.action), count: v.value })),
-      duplicatesRemoved: { in: removed.find((v) => v.labels.direction === 'in')?.value ?? 0, out: removed.find((v) => v.labels.direction === 'out')?.value ?? 0 },
+      duplicatesRemoved: counted.duplicatesRemoved ?? { in: 0, out: 0 },
       roundTrips: { client: meanMs(legs.client), broker: meanMs(legs.broker) },
       health: (await this.readiness()).checks,
       certificates: (await this.certificates()).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) }))

@@ -45,7 +45,9 @@ export class AclHooks {
 
   /** Decides and counts a denial for `doctor`; logs nothing. */
   private decide (conn: ConnectionInfo, req: AclRequest): Decision {
-    const decision = this.policy.decide(this.policy.principal({ user: conn.username, clientId: conn.clientId }), req)
+    // Groups come from the acl's own `groups` map and from whoever authenticated the client
+    // (auth's users in Redis carry theirs).
+    const decision = this.policy.decide(this.policy.principal({ user: conn.username, clientId: conn.clientId }, conn.identity?.groups), req)
     if (!decision.allow) this.denials.count(decision, req, conn.clientId)
     return decision
   }

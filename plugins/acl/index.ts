@@ -3,30 +3,21 @@
 // each delivery from the broker as `receive`; the first YAML rule that matches decides, then
 // the Mosquitto acl_file, then default deny. Every denial is logged once, with the rule.
 
-import path from 'node:path'
 import { definePlugin } from '../../src/plugin/api.js'
 import { WatchedFile } from '../../src/plugin/watched-file.js'
-import { AclPolicy } from './rules.js'
 import { parseMosquittoAcl, type MosquittoAcl } from './mosquitto-acl.js'
-import { aclOptions, checkAclOptions, compileRules, validateOptions, type AclOptions } from './options.js'
+import { aclOptions, checkAclOptions, validateOptions, type AclOptions } from './options.js'
+import { buildPolicy, resolveAclFile } from './policy.js'
 import { AclHooks } from './hooks.js'
+import { aclCheck } from './acl-check.js'
 
-export { validateOptions, type AclOptions }
-
-/** The policy for validated options; `aclFile` yields the file's current rules (watched or read once). */
-export function buildPolicy (options: AclOptions, aclFile: () => MosquittoAcl | undefined): AclPolicy {
-  return new AclPolicy(compileRules(options.rules), options.groups, aclFile)
-}
-
-/** Validated options hold it absolute already; resolving again keeps callers that pass raw ones right. */
-export function resolveAclFile (options: AclOptions, configDir: string): string | undefined {
-  return options.aclFile === undefined ? undefined : path.resolve(configDir, options.aclFile)
-}
+export { validateOptions, buildPolicy, resolveAclFile, type AclOptions }
 
 export default definePlugin<AclOptions>({
   name: 'acl',
   options: aclOptions,
   validate: checkAclOptions,
+  commands: { 'acl-check': aclCheck },
   create (ctx) {
     const file = resolveAclFile(ctx.options, ctx.configDir)
     // Read now (a bad file stops the start); later re-read atomically on change and SIGHUP.

@@ -93,6 +93,8 @@ export class Hooks {
       if (s.kind === 'denied') return this.denied(conn, 'authenticate', refusalCode(s.error), {})
       // aedes admits on any truthy `successful`.
       if (!s.value) return this.denied(conn, 'authenticate', 'GUARD_ERR_NOT_AUTHORIZED', {})
+      // aedes has no groups; plugins after this one still learn who was admitted.
+      conn.identity = { username: packet.username, groups: [], source: 'aedes-hooks' }
     }
     return await this.will(conn, client, packet)
   }

@@ -47,6 +47,8 @@ export default definePlugin<AedesHooksOptions>({
   name: 'aedes-hooks',
   options: aedesHooksOptions,
   validate: checkAedesHooksOptions,
+  // Its `authenticate` decides who may connect.
+  authenticates: true,
   async create (ctx): Promise<Plugin> {
     const fns = await load(ctx)
     const hooks = new Hooks(fns, ctx.options.timeoutMs, ctx.name)

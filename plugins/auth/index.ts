@@ -3,7 +3,7 @@
 // guessing, and decides which credentials the broker sees.
 
 import type { IConnectPacket } from 'mqtt-packet'
-import { definePlugin, type ConnectionInfo, type HookResult, type PluginContext } from '../../src/plugin/api.js'
+import { definePlugin, type ConnectionInfo, type HookResult, type Identity, type PluginContext } from '../../src/plugin/api.js'
 import { configError, type ErrorCode } from '../../src/errors.js'
 import { WatchedFile } from '../../src/plugin/watched-file.js'
 import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
@@ -11,21 +11,13 @@ import { BruteForce } from './brute-force.js'
 import { SharedBruteForce } from './brute-force-redis.js'
 import { RedisUsers } from './redis-users.js'
 import { authOptions, checkAuthOptions, type AuthOptions } from './options.js'
+import { passwd } from './passwd.js'
 
 export type { AuthOptions } from './options.js'
 
-/** Who a connection logged in as; other plugins (acl) read it with `authOf(conn)`. */
-export interface AuthInfo {
-  username: string | undefined
-  anonymous: boolean
-  groups: string[]
-  source: 'file' | 'redis' | 'anonymous' | 'certificate'
-}
-
-const admitted = new WeakMap<ConnectionInfo, AuthInfo>()
-
-export function authOf (conn: ConnectionInfo): AuthInfo | undefined {
-  return admitted.get(conn)
+/** Who a connection logged in as: set as `conn.identity`, where acl reads the groups. */
+interface AuthInfo extends Identity {
+  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate'
 }
 
 type Check =
@@ -88,7 +80,7 @@ class Auth {
       conn.log.warn({ plugin: 'auth', reason: result.reason, detail: result.detail }, 'auth refused')
       return { action: 'reject', code: result.code, reason: result.code === 'GUARD_ERR_BAD_CREDENTIALS' ? GENERIC : result.reason }
     }
-    admitted.set(conn, result.info)
+    conn.identity = result.info
     conn.log.debug({ plugin: 'auth', source: result.info.source }, 'auth ok')
     return this.upstream(packet)
   }
@@ -102,14 +94,14 @@ class Auth {
         return { ok: false, code: 'GUARD_ERR_BAD_CREDENTIALS', reason: 'user-name-differs-from-certificate', count: true, detail: `certificate says ${byCertificate}` }
       }
       conn.username = byCertificate
-      return { ok: true, info: { username: byCertificate, anonymous: false, groups: [], source: 'certificate' } }
+      return { ok: true, info: { username: byCertificate, groups: [], source: 'certificate' } }
     }
     if (packet.properties?.authenticationMethod !== undefined) {
       // Enhanced authentication is not offered by this plugin [MQTT-4.12.0-1]: 0x8C.
       return { ok: false, code: 'GUARD_ERR_BAD_AUTH_METHOD', reason: 'authentication-method-unsupported', count: false, detail: packet.properties.authenticationMethod }
     }
     if (username === undefined && password === undefined) {
-      if (this.ctx.options.allowAnonymous) return { ok: true, info: { username: undefined, anonymous: true, groups: [], source: 'anonymous' } }
+      if (this.ctx.options.allowAnonymous) return { ok: true, info: { username: undefined, groups: [], source: 'anonymous' } }
       return { ok: false, code: 'GUARD_ERR_NOT_AUTHORIZED', reason: 'no-credentials', count: false }
     }
     const keys = [`address:${conn.address}`, ...(username !== undefined ? [`user:${username}`] : [])]
@@ -137,7 +129,7 @@ class Auth {
     }
     const hash = this.file?.value.users.get(username)
     if (hash !== undefined) {
-      if (await verifyPassword(hash, password)) return { ok: true, info: { username, anonymous: false, groups: [], source: 'file' } }
+      if (await verifyPassword(hash, password)) return { ok: true, info: { username, groups: [], source: 'file' } }
       return bad('wrong-password')
     }
     if (this.redisUsers !== undefined) {
@@ -147,7 +139,7 @@ class Auth {
         return { ok: false, code: 'GUARD_ERR_UPSTREAM_UNAVAILABLE', reason: 'user-store-unavailable', count: false, detail: lookup.unavailable }
       }
       if (lookup.found) {
-        if (await verifyPassword(lookup.user.hash, password)) return { ok: true, info: { username, anonymous: false, groups: lookup.user.groups, source: 'redis' } }
+        if (await verifyPassword(lookup.user.hash, password)) return { ok: true, info: { username, groups: lookup.user.groups, source: 'redis' } }
         return bad('wrong-password')
       }
     }
@@ -200,6 +192,8 @@ export default definePlugin<AuthOptions>({
   name: 'auth',
   options: authOptions,
   validate: checkAuthOptions,
+  authenticates: true,
+  commands: { passwd },
   create (ctx) {
     const auth = new Auth(ctx)
     return {

@@ -177,6 +177,8 @@ export default definePlugin<DedupeOptions>({
         publish: (conn: ConnectionInfo, p: IPublishPacket) => dedupe.publish('out', conn, p),
         puback: (conn: ConnectionInfo, p: IPubackPacket) => dedupe.acked('in', conn, p)
       },
+      // The console's "duplicates removed" figure.
+      overview: () => ({ duplicatesRemoved: { ...dedupe.stats.removed } }),
       close: () => { dedupe.close() }
     }
     instances.set(plugin, dedupe)

@@ -7,19 +7,18 @@ import { EXIT, parseCommand, usageError, type Command } from '../plugin/args.js'
 import { envOverrides, loadConfig, type GuardConfig, type Overrides } from '../config/config.js'
 import { isGuardError } from '../errors.js'
 import { createLogger } from '../log/log.js'
-import { loadDefinition, validateOptions } from '../plugin/loader.js'
+import type { PluginCommand } from '../plugin/api.js'
+import { builtinDefinitions, checkPlugins } from '../plugin/loader.js'
 
-const USAGE = `Usage: mqtt-guard <command> [options]
+const COMMANDS_BEFORE = `Usage: mqtt-guard <command> [options]
 
 Commands:
   start                 run the proxy
   check-config FILE     validate a config file (and its plugins' options) and exit
-  passwd FILE USER      add, change or delete a user in a Mosquitto password file
-                        ([--password P] [--delete] [--scrypt] [--iterations N])
-  acl-check --config FILE [--user U] [--client C] [--group G]... [--qos N] [--retain]
-            publish|subscribe|receive TOPIC
-                        which ACL rule decides; exit 0 allow, 1 deny
-  trace start|list|stop|view|export
+`
+
+// The built-in plugins' commands (passwd, acl-check) go between these two.
+const COMMANDS_AFTER = `  trace start|list|stop|view|export
                         run-time packet traces on every instance, and reading them
                         (mqtt-guard trace --help)
   probe URL [-u USER] [-P PASSWORD] [-i ID] [-V 311|5] [--cafile F] ...
@@ -52,7 +51,33 @@ Exit status, every command:
 A reader that stops early (mqtt-guard doctor | head -1) ends the command quietly, exit 0.
 `
 
-const START: Command = { name: 'mqtt-guard start', usage: USAGE }
+/** Where a command's summary starts in the list. */
+const SUMMARY_COLUMN = 24
+
+/** `  NAME SYNOPSIS` (continued lines aligned after the name), then the summary at its column. */
+export function commandHelp (name: string, command: PluginCommand): string {
+  const [first = '', ...rest] = command.synopsis.split('\n')
+  const lines = [`  ${name} ${first}`.trimEnd(), ...rest.map((l) => `${' '.repeat(name.length + 3)}${l}`)]
+  const [summary = '', ...more] = command.summary.split('\n')
+  const pad = ' '.repeat(SUMMARY_COLUMN)
+  const last = lines[lines.length - 1] as string
+  if (last.length <= SUMMARY_COLUMN - 2) lines[lines.length - 1] = `${last.padEnd(SUMMARY_COLUMN)}${summary}`
+  else lines.push(`${pad}${summary}`)
+  return [...lines, ...more.map((l) => `${pad}${l}`)].map((l) => `${l}\n`).join('')
+}
+
+/** The built-in plugins' commands by name (a plugin's folder order), asked of their definitions. */
+async function pluginCommands (): Promise<Map<string, PluginCommand>> {
+  const commands = new Map<string, PluginCommand>()
+  for (const definition of await builtinDefinitions()) {
+    for (const [name, command] of Object.entries(definition.commands ?? {})) commands.set(name, command)
+  }
+  return commands
+}
+
+function usageText (commands: Map<string, PluginCommand>): string {
+  return COMMANDS_BEFORE + [...commands].map(([name, command]) => commandHelp(name, command)).join('') + COMMANDS_AFTER
+}
 const CHECK: Command = {
   name: 'mqtt-guard check-config',
   usage: `Usage: mqtt-guard check-config FILE
@@ -82,10 +107,8 @@ export async function main (argv: string[]): Promise<number> {
   const [command, ...rest] = argv
   try {
     switch (command) {
-      case 'start': return await start(rest)
+      case 'start': return await start(rest, { name: 'mqtt-guard start', usage: usageText(await pluginCommands()) })
       case 'check-config': return await checkConfig(rest)
-      case 'passwd': return await (await import('./commands/passwd.js')).passwdCommand(rest)
-      case 'acl-check': return await (await import('./commands/acl-check.js')).aclCheckCommand(rest)
       case 'trace': return await (await import('./commands/trace.js')).traceCommand(rest)
       case 'probe': return await (await import('./commands/probe.js')).probeCommand(rest)
       case 'doctor': return await (await import('./commands/doctor.js')).doctorCommand(rest)
@@ -93,18 +116,25 @@ export async function main (argv: string[]): Promise<number> {
       case '--version':
         process.stdout.write(version())
         return EXIT.ok
-      case 'help':
-      case '--help':
-      case '-h':
-        process.stdout.write(USAGE)
-        return EXIT.ok
-      case undefined: return usageError({ name: 'mqtt-guard', usage: USAGE }, 'a command is required')
-      default: return usageError({ name: 'mqtt-guard', usage: USAGE }, `unknown command "${command}"`)
+      default: return await pluginOrHelp(command, rest)
     }
   } catch (err) {
     process.stderr.write(`mqtt-guard: ${isGuardError(err) ? `${err.message} (${err.code})` : (err as Error).message}\n`)
     return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? EXIT.config : EXIT.failed
   }
+}
+
+/** A built-in plugin's command (passwd, acl-check), or the overview of them all. */
+async function pluginOrHelp (command: string | undefined, args: string[]): Promise<number> {
+  const commands = await pluginCommands()
+  const found = command === undefined ? undefined : commands.get(command)
+  if (found !== undefined) return await found.run(args)
+  const usage = usageText(commands)
+  if (command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(usage)
+    return EXIT.ok
+  }
+  return usageError({ name: 'mqtt-guard', usage }, command === undefined ? 'a command is required' : `unknown command "${command}"`)
 }
 
 /** start's and check-config's flags, or the exit code of --help or a usage error. */
@@ -118,18 +148,13 @@ function parse (args: string[], command: Command): { flags: Overrides, positiona
   }
 }
 
-/** Loads plugins' definitions so their options are validated before anything listens. */
-async function validatePlugins (config: GuardConfig): Promise<void> {
-  for (const entry of config.plugins) validateOptions(await loadDefinition(entry, config.configDir), entry)
-}
-
-async function start (args: string[]): Promise<number> {
-  const parsed = parse(args, START)
+async function start (args: string[], command: Command): Promise<number> {
+  const parsed = parse(args, command)
   if (typeof parsed === 'number') return parsed
   const { flags, positionals } = parsed
-  if (positionals.length > 0) return usageError(START, `unexpected ${positionals.join(' ')} (a config file goes after --config)`)
+  if (positionals.length > 0) return usageError(command, `unexpected ${positionals.join(' ')} (a config file goes after --config)`)
   const config = loadConfig(flags, envOverrides(process.env))
-  await validatePlugins(config)
+  await checkPlugins(config)
   const log = createLogger(config.log.level)
   // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
   const { GuardServer } = await import('../server.js')
@@ -172,7 +197,7 @@ async function checkConfig (args: string[]): Promise<number> {
   if (file === undefined || file === '' || positionals.length > 1) return usageError(CHECK, 'expected one FILE')
   // As `start` would load it: MQTT_GUARD_* variables and flags over the file.
   const config = loadConfig({ ...flags, config: file }, env)
-  await validatePlugins(config)
+  await checkPlugins(config)
   process.stdout.write(`${file}: ok (listen ${config.listen.map((l) => `${l.host}:${l.port}`).join(', ')}; upstream ${config.upstream.kind === 'embedded' ? 'embedded' : config.upstream.url}; plugins ${config.plugins.map((p) => p.name ?? p.module).join(', ') || 'none'})\n`)
   return 0
 }

@@ -202,7 +202,9 @@ export function buildConfig (raw: unknown, overrides: Overrides, configFile?: st
     allowAnonymous: file.allowAnonymous ?? false,
     plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`, context))
   }
-  checkExposure(config)
+  // Without plugins nothing authenticates: refused here already. With plugins, their definitions
+  // say whether one does, once loaded (src/plugin/loader.ts checkPlugins).
+  if (config.plugins.length === 0) checkExposure(config, false)
   return config
 }
 
@@ -213,9 +215,12 @@ function pluginEntry (entry: Record<string, unknown>, key: string, context: Opti
   return { key, name, module, options, context }
 }
 
-/** A listener others can reach must not be an open door by accident. */
-function checkExposure (config: GuardConfig): void {
-  const hasAuth = config.plugins.some((p) => p.name === 'auth' || p.name === 'aedes-hooks')
+/**
+ * A listener others can reach must not be an open door by accident. Whether a plugin
+ * authenticates is its definition's to say (`authenticates: true`), so with plugins configured
+ * the plugin loader asks them and calls this once they are loaded.
+ */
+export function checkExposure (config: GuardConfig, hasAuth: boolean): void {
   if (hasAuth || config.allowAnonymous) return
   const exposed = config.listen.find((l) => !LOOPBACK.test(l.host))
   if (exposed !== undefined) {

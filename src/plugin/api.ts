@@ -1,6 +1,7 @@
-// The contract between the proxy and its plugins. A plugin module's default export is a
-// PluginDefinition; the host validates its options, calls create() once, and runs its hooks
-// for every packet of the types it names, in config order.
+// The contract between the proxy and its plugins, and the one module plugin authors import:
+// package.json publishes it as `mqtt-guard/plugin` (with its .d.ts). A plugin module's default
+// export is a PluginDefinition; the host validates its options, calls create() once, and runs
+// its hooks for every packet of the types it names, in config order.
 
 import type { Packet, PacketCmd } from 'mqtt-packet'
 import type { Logger } from 'pino'
@@ -9,15 +10,29 @@ import type { Registry } from 'prom-client'
 import type { z } from 'zod'
 import type { ErrorCode } from '../errors.js'
 import type { ProtocolVersion } from '../wire/codec.js'
-import type { Finding } from '../views.js'
+import type { Finding, Overview } from '../views.js'
 import type { OptionsContext } from '../config/paths.js'
 
 export type { Finding } from '../views.js'
+// The argument convention of every command, for a plugin's own (PluginDefinition.commands).
+export { EXIT, commandArgs, parseCommand, usageError, type Command } from './args.js'
 
 /** `in`: client → broker. `out`: broker → client. */
 export type Direction = 'in' | 'out'
 
 export type PacketOf<C extends PacketCmd> = Extract<Packet, { cmd: C }>
+
+/**
+ * Who a connection is, as the plugin that admitted it says (auth: from the password file, Redis
+ * users, a certificate). Set in a `connect` hook; later hooks read it (acl adds `groups` to the
+ * groups of its own `groups` map).
+ */
+export interface Identity {
+  readonly username: string | undefined
+  readonly groups: readonly string[]
+  /** Where the plugin found the user, e.g. `file`, `redis`, `certificate`, `anonymous`. */
+  readonly source: string
+}
 
 /** What a plugin sees of one client connection. */
 export interface ConnectionInfo {
@@ -33,6 +48,8 @@ export interface ConnectionInfo {
   clientId: string
   username: string | undefined
   protocolVersion: ProtocolVersion
+  /** Set by the plugin that authenticated the connection (see Identity); undefined before. */
+  identity?: Identity | undefined
   /**
    * This connection's logger: it binds `conn`, `address`, `clientId` and `username`, so a line
    * names them once (give `plugin` and the rest). Its lines count against the connection's
@@ -137,7 +154,25 @@ export interface Plugin {
   reconfigure?: (options: unknown) => void | Promise<void>
   /** Findings for `mqtt-guard doctor` (admin `GET /diagnostics`): what this plugin saw lately. */
   diagnose?: () => Finding[]
+  /** The console overview's figures that this plugin counts (dedupe: duplicates removed). */
+  overview?: () => OverviewPart
   close?: () => void | Promise<void>
+}
+
+/** The figures of the console's overview (admin `GET /overview`) that plugins, not the core, count. */
+export type OverviewPart = Partial<Pick<Overview, 'duplicatesRemoved'>>
+
+/**
+ * A command of the plugin's own: `mqtt-guard NAME ARGS…` runs `run(ARGS)`, and
+ * `mqtt-guard --help` lists it as `NAME synopsis` and `summary`. Follow the shared convention
+ * (parseCommand, usageError, EXIT): `--help` exits 0, a usage error 2, a config error 78.
+ */
+export interface PluginCommand {
+  /** The arguments after the name; a line break continues them on the next line. */
+  readonly synopsis: string
+  /** What it does, in a line or two (line breaks kept). */
+  readonly summary: string
+  readonly run: (args: string[]) => Promise<number> | number
 }
 
 export interface PluginContext<Options> {
@@ -176,6 +211,13 @@ export interface PluginDefinition<Options = unknown> {
    */
   validate? (options: Options, ctx: OptionsContext): Options
   create: (ctx: PluginContext<Options>) => Plugin | Promise<Plugin>
+  /**
+   * It decides who may connect (and sets `conn.identity`): a listener on a non-loopback address
+   * needs a plugin that says so, or `allowAnonymous: true`.
+   */
+  readonly authenticates?: boolean
+  /** Commands of its own, by name (`passwd`, `acl-check`); the built-in plugins' are listed by `--help`. */
+  readonly commands?: Readonly<Record<string, PluginCommand>>
 }
 
 export function definePlugin<Options> (definition: PluginDefinition<Options>): PluginDefinition<Options> {

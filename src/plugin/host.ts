@@ -8,7 +8,7 @@ import type { Packet } from 'mqtt-packet'
 import { GuardError, isGuardError } from '../errors.js'
 import { FRAME_TYPE } from '../wire/codec.js'
 import type {
-  CloseInfo, ConnectionInfo, Direction, Hook, HookResult, PacketEvent, PacketTap, Plugin, Verdict
+  CloseInfo, ConnectionInfo, Direction, Hook, HookResult, OverviewPart, PacketEvent, PacketTap, Plugin, Verdict
 } from './api.js'
 
 /** The chain's decision: the verdict, the packet as the plugins left it, and who decided. */
@@ -22,6 +22,33 @@ export interface Outcome {
 interface ChainLink { plugin: string, hook: Hook<Packet> }
 
 const CONTINUE: Verdict = { action: 'continue' }
+
+/** Every key a Plugin may have: one missing or extra here fails to compile. */
+const PLUGIN_KEYS: Record<keyof Plugin, true> = {
+  name: true, admin: true, tap: true, in: true, out: true, observe: true, onClose: true, willAtClose: true,
+  reload: true, reconfigure: true, diagnose: true, overview: true, close: true
+}
+
+/**
+ * A function under a name the host does not know is a hook that would never run: `in.publsh`,
+ * `onclose`. Like fastify's hook check, it is an error when the plugin is registered, naming
+ * what is accepted. (Data of the plugin's own on the object, say a counter, is left alone.)
+ */
+export function checkPlugin (plugin: Plugin): void {
+  const unknown = (where: string, key: string, accepted: string[]): GuardError => new GuardError(
+    'GUARD_ERR_PLUGIN_LOAD', `plugin ${plugin.name}: unknown hook ${where}${key} (accepted: ${accepted.join(', ')})`, { plugin: plugin.name })
+  for (const [key, value] of Object.entries(plugin)) {
+    if (typeof value === 'function' && !(key in PLUGIN_KEYS)) throw unknown('', key, Object.keys(PLUGIN_KEYS))
+  }
+  for (const direction of ['in', 'out'] as const) {
+    for (const [cmd, hook] of Object.entries(plugin[direction] ?? {})) {
+      if (!(cmd in FRAME_TYPE)) throw unknown(`${direction}.`, cmd, Object.keys(FRAME_TYPE))
+      if (hook !== undefined && typeof hook !== 'function') {
+        throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `plugin ${plugin.name}: hook ${direction}.${cmd} is not a function`, { plugin: plugin.name })
+      }
+    }
+  }
+}
 
 function isPromise<T> (value: unknown): value is Promise<T> {
   return value !== null && typeof value === 'object' && typeof (value as Promise<T>).then === 'function'
@@ -44,6 +71,7 @@ export class PluginHost {
   }
 
   private register (plugin: Plugin): void {
+    checkPlugin(plugin)
     for (const direction of ['in', 'out'] as const) {
       const hooks = plugin[direction]
       if (hooks === undefined) continue
@@ -171,6 +199,19 @@ export class PluginHost {
       }
     }
     return undefined
+  }
+
+  /** The overview's figures plugins count; a plugin that throws adds nothing. */
+  overview (): OverviewPart {
+    const part: OverviewPart = {}
+    for (const plugin of this.plugins) {
+      try {
+        Object.assign(part, plugin.overview?.())
+      } catch {
+        // The overview is a view: one plugin's bug must not hide the rest of it.
+      }
+    }
+    return part
   }
 
   /** SIGHUP: every plugin re-reads its files; one plugin's failure does not stop the others. */

@@ -3,17 +3,24 @@
 // a package name. Each gets its options validated (its zod schema, then its own checks, with
 // paths resolved against the config file's folder), its own child logger and key prefix.
 
-import { pathToFileURL } from 'node:url'
+import { readdir } from 'node:fs/promises'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
 import type { Registry } from 'prom-client'
 import { configError, GuardError, isGuardError } from '../errors.js'
-import type { PluginEntry } from '../config/config.js'
+import { checkExposure, type GuardConfig, type PluginEntry } from '../config/config.js'
 import { inputFile, isFilePath } from '../config/paths.js'
 import { parseWith } from '../config/zod.js'
 import type { Plugin, PluginDefinition } from './api.js'
+import { checkPlugin } from './host.js'
 
 const BUILTIN_ROOT = new URL('../../plugins/', import.meta.url)
+
+/** Every key a PluginDefinition may have: one missing or extra here fails to compile. */
+const DEFINITION_KEYS: Record<keyof PluginDefinition, true> = {
+  name: true, options: true, validate: true, create: true, authenticates: true, commands: true
+}
 
 export interface LoadContext {
   configDir: string
@@ -46,7 +53,26 @@ export async function loadDefinition (entry: PluginEntry, configDir: string): Pr
   if (definition === undefined || typeof definition.create !== 'function' || typeof definition.name !== 'string') {
     throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: module does not export a plugin definition (default export with name and create)`)
   }
+  checkDefinition(definition, entry.key)
   return definition
+}
+
+/** A misspelt key (`validte`, `command`) would be silently ignored: refuse it, naming what is accepted. */
+function checkDefinition (definition: PluginDefinition, where: string): void {
+  const unknown = Object.keys(definition).find((key) => !(key in DEFINITION_KEYS))
+  if (unknown !== undefined) {
+    throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${where}: plugin ${definition.name}: unknown key ${unknown} in its definition (accepted: ${Object.keys(DEFINITION_KEYS).join(', ')})`, { plugin: definition.name })
+  }
+}
+
+/** The plugins shipped in plugins/, by folder name, for their commands (`mqtt-guard --help`). */
+export async function builtinDefinitions (): Promise<PluginDefinition[]> {
+  const folders = (await readdir(BUILTIN_ROOT, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort()
+  return await Promise.all(folders.map(async (name) => await loadDefinition(builtinEntry(name), fileURLToPath(BUILTIN_ROOT))))
+}
+
+function builtinEntry (name: string): PluginEntry {
+  return { key: `plugins/${name}`, name, module: undefined, options: {}, context: { configDir: process.cwd(), redis: false } }
 }
 
 /** "hooks: expected a string" from a plugin becomes "plugins[0].hooks: expected a string". */
@@ -68,6 +94,20 @@ export function validateOptions (definition: PluginDefinition, entry: PluginEntr
   }
 }
 
+/**
+ * What `start` and `check-config` check before anything listens: every plugin loads, its options
+ * are valid, and a non-loopback listener has a plugin that authenticates (or allowAnonymous).
+ */
+export async function checkPlugins (config: GuardConfig): Promise<void> {
+  const definitions: PluginDefinition[] = []
+  for (const entry of config.plugins) {
+    const definition = await loadDefinition(entry, config.configDir)
+    validateOptions(definition, entry)
+    definitions.push(definition)
+  }
+  checkExposure(config, definitions.some((d) => d.authenticates === true))
+}
+
 export async function loadPlugins (entries: PluginEntry[], ctx: LoadContext): Promise<Plugin[]> {
   const definitions = await Promise.all(entries.map(async (entry) => await loadDefinition(entry, ctx.configDir)))
   const optionsList = definitions.map((definition, i) => validateOptions(definition, entries[i] as PluginEntry))
@@ -75,11 +115,14 @@ export async function loadPlugins (entries: PluginEntry[], ctx: LoadContext): Pr
   for (const [i, definition] of definitions.entries()) {
     const entry = entries[i] as PluginEntry
     try {
-      plugins.push(await createPlugin(definition, optionsList[i], ctx))
+      const plugin = await createPlugin(definition, optionsList[i], ctx)
+      plugins.push(plugin)
+      checkPlugin(plugin)
     } catch (err) {
       await Promise.allSettled(plugins.map(async (p) => await p.close?.()))
       // A check only create() can make (it needs the running context) is still the config's.
       if (isGuardError(err) && err.code === 'GUARD_ERR_CONFIG') throw keyed(entry, err)
+      if (isGuardError(err) && err.code === 'GUARD_ERR_PLUGIN_LOAD') throw new GuardError(err.code, `${entry.key}: ${err.message}`, { cause: err, plugin: definition.name })
       throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: plugin ${definition.name} failed to start: ${(err as Error).message}`, { cause: err, plugin: definition.name })
     }
   }

@@ -12,7 +12,7 @@ import path from 'node:path'
 import { startMosquitto } from '../helpers/mosquitto.js'
 import { clientV } from '../helpers/e2e-mqtt.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
-import { aclCheckCommand } from '../../src/cli/commands/acl-check.js'
+import { aclCheckCommand } from '../../plugins/acl/acl-check.js'
 
 // One in-flight QoS 1/2 message per client: a refused QoS 2 delivery whose flow the proxy did
 // not complete towards the broker would stall every later delivery.

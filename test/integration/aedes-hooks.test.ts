@@ -13,7 +13,7 @@ import type { IConnectPacket, Packet } from 'mqtt-packet'
 import { startMosquitto } from '../helpers/mosquitto.js'
 import { clientV, refusedCode } from '../helpers/e2e-mqtt.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
-import type { Plugin } from '../../src/plugin/api.js'
+import type { ConnectionInfo, Plugin } from '../../src/plugin/api.js'
 
 // The fixture is plain JS and is not compiled: from dist/test/integration/ back to test/fixtures/.
 const FIXTURE = fileURLToPath(new URL('../../../test/fixtures/aedes-hooks-example.cjs', import.meta.url))
@@ -80,6 +80,7 @@ for (const version of [4, 5] as const) {
     t.notOk(proxy.logs.lines.some((l) => JSON.stringify(l).includes('wrong')), 'the password is never logged')
     const client = await clientV(t, proxy.url, version, ALICE)
     t.ok(client.connected, 'alice/secret is admitted')
+    t.same([...proxy.server.connections].map((c) => (c as ConnectionInfo).identity).filter((i) => i !== undefined), [{ username: 'alice', groups: [], source: 'aedes-hooks' }], 'and conn.identity says who')
   })
 
   t.test(`${mode}: authorizePublish denies and rewrites; client.user set by authenticate is kept`, async (t) => {

@@ -1,5 +1,6 @@
 // The auth plugin's users in Redis (a hash per user at <keyPrefix>auth:user:<name>), through the
-// proxy in front of a private Mosquitto, with a private Redis and a key prefix per test.
+// proxy in front of a private Mosquitto, with a private Redis and a key prefix per test. A Redis
+// user's groups reach later plugins as conn.identity, and the acl plugin's group rules with it.
 
 import t, { type Test } from 'tap'
 import { Redis as IORedis } from 'ioredis'
@@ -8,10 +9,9 @@ import { startMosquitto } from '../helpers/mosquitto.js'
 import { startRedis } from '../helpers/redis.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import type { LogLine } from '../helpers/log-sink.js'
-import { assertNoPasswordsLogged, loginCode, tempDir } from '../helpers/auth-clients.js'
+import { assertNoPasswordsLogged, login, loginCode, tempDir } from '../helpers/auth-clients.js'
 import { formatHash, hashPbkdf2, hashScrypt } from '../../plugins/auth/password-file.js'
-import { authOf } from '../../plugins/auth/index.js'
-import { passwdCommand } from '../../src/cli/commands/passwd.js'
+import { passwdCommand } from '../../plugins/auth/passwd.js'
 import type { Plugin } from '../../src/plugin/api.js'
 
 const PASSWORDS = { rita: 'pw-Rita-h3s9', sam: 'pw-Sam-scr-5p0d', file: 'pw-FileRita-x2b4', wrong: 'pw-Wrong-q1w8' }
@@ -27,15 +27,15 @@ let testNo = 0
 
 interface Setup { proxy: TestProxy, prefix: string, groups: Map<string, string[]> }
 
-/** A proxy whose auth plugin keeps users under a fresh prefix; records each login's groups. */
-async function setup (t: Test, options: Record<string, unknown> = {}, redisUrl = redis.url, keyPrefix = `authtest${++testNo}:`): Promise<Setup> {
+/** A proxy whose auth plugin keeps users under a fresh prefix; records each login's groups (conn.identity). */
+async function setup (t: Test, options: Record<string, unknown> = {}, redisUrl = redis.url, keyPrefix = `authtest${++testNo}:`, more: Array<Record<string, unknown>> = []): Promise<Setup> {
   const groups = new Map<string, string[]>()
   const recorder: Plugin = {
     name: 'groups-recorder',
-    out: { connack: (conn) => { const info = authOf(conn); if (info?.username !== undefined) groups.set(info.username, info.groups) } }
+    out: { connack: (conn) => { const who = conn.identity; if (who?.username !== undefined) groups.set(who.username, [...who.groups]) } }
   }
   const proxy = await startProxy({
-    config: { upstream: mosquitto.url, redis: { url: redisUrl, keyPrefix }, plugins: [{ name: 'auth', redisUsers: { cacheMs: 0 }, redisTimeoutMs: 300, ...options }] },
+    config: { upstream: mosquitto.url, redis: { url: redisUrl, keyPrefix }, plugins: [{ name: 'auth', redisUsers: { cacheMs: 0 }, redisTimeoutMs: 300, ...options }, ...more] },
     extraPlugins: [recorder]
   })
   t.teardown(() => proxy.stop())
@@ -59,6 +59,27 @@ for (const version of [4, 5] as const) {
     await proxy.logs.waitFor((l) => l.msg === 'auth refused' && l.reason === 'unknown-user' && l.username === 'nobody')
   })
 }
+
+t.test("a Redis user's group grants an acl rule, end to end", async (t) => {
+  // ops has no members in the acl's own map: declared, so a typo in a rule is still caught.
+  const acl = { name: 'acl', groups: { ops: [] }, rules: [{ allow: ['publish', 'subscribe', 'receive'], topic: 'ops/#', groups: ['ops'] }] }
+  const { proxy, prefix } = await setup(t, {}, redis.url, undefined, [acl])
+  await db.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)), groups: 'ops' })
+  await db.hset(`${prefix}user:sam`, { password: formatHash(await hashPbkdf2(PASSWORDS.sam)) })
+  const rita = await login(t, proxy.url, 5, { username: 'rita', password: PASSWORDS.rita })
+  const sam = await login(t, proxy.url, 5, { username: 'sam', password: PASSWORDS.sam })
+  if (!rita.ok || !sam.ok) throw new Error('both log in')
+  const granted = await rita.client.subscribeAsync('ops/#', { qos: 1 })
+  t.same(granted.map((g) => g.qos), [1], 'rita (group ops, from Redis) may subscribe to ops/#')
+  // MQTT.js rejects a SUBACK with a failure code; the codes are on the packet.
+  const refused = await sam.client.subscribeAsync('ops/#', { qos: 1 }).then(
+    (granted) => granted.map((g) => g.qos as number),
+    (err: Error & { packet?: { granted: number[] } }) => err.packet?.granted)
+  t.same(refused, [0x87], 'sam (no group) may not')
+  const delivered = new Promise<string>((resolve) => { rita.client.once('message', (topic) => { resolve(topic) }) })
+  await rita.client.publishAsync('ops/alarm', 'x', { qos: 1 })
+  t.equal(await delivered, 'ops/alarm', 'and publishes and receives under it')
+})
 
 t.test('the password file is asked first; Redis only for names it does not hold', async (t) => {
   const file = join(dir, 'passwd')

@@ -7,7 +7,7 @@ import { startMosquitto } from '../helpers/mosquitto.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import type { LogLine } from '../helpers/log-sink.js'
 import { assertNoPasswordsLogged, loginCode, tempDir } from '../helpers/auth-clients.js'
-import { passwdCommand } from '../../src/cli/commands/passwd.js'
+import { passwdCommand } from '../../plugins/auth/passwd.js'
 
 const PASSWORDS = { alice: 'pw-Alice-u8e2', proxy: 'pw-Proxy-r6t1', wrong: 'pw-Wrong-c4n7' }
 const dir = await tempDir(t, 'mqtt-guard-auth-upstream-')

@@ -9,7 +9,7 @@ import { startMosquitto } from '../helpers/mosquitto.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import type { LogLine } from '../helpers/log-sink.js'
 import { assertNoPasswordsLogged, login, loginCode, mosquittoPasswdFile, tempDir } from '../helpers/auth-clients.js'
-import { passwdCommand } from '../../src/cli/commands/passwd.js'
+import { passwdCommand } from '../../plugins/auth/passwd.js'
 
 const PASSWORDS = { alice: 'pw-Alice-7q2x', bob: 'pw-Bob-sha-9k1z', late: 'pw-Late-4m8w', wrong: 'pw-Wrong-3j5v' }
 const ALL = Object.values(PASSWORDS)

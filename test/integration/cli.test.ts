@@ -54,6 +54,11 @@ t.test('usage and unknown commands', LIMIT, async (t) => {
     t.equal(r.code, 0, `${args} exits 0`)
     t.match(r.stdout, /^Usage: mqtt-guard <command>/, `${args} prints usage`)
     t.match(r.stdout, /--listen HOST:PORT/)
+    // The built-in plugins' commands, asked of their definitions, in the words they always had.
+    t.ok(r.stdout.includes('\n  passwd FILE USER      add, change or delete a user in a Mosquitto password file\n' +
+      '                        ([--password P] [--delete] [--scrypt] [--iterations N])\n'), `${args} lists passwd (plugins/auth)`)
+    t.ok(r.stdout.includes('\n  acl-check --config FILE [--user U] [--client C] [--group G]... [--qos N] [--retain]\n' +
+      '            publish|subscribe|receive TOPIC\n                        which ACL rule decides; exit 0 allow, 1 deny\n'), `${args} lists acl-check (plugins/acl)`)
   }
   t.equal(bad?.code, 2, 'unknown command exits 2')
   t.match(bad?.stderr, /unknown command "frobnicate"/)

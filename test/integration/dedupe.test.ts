@@ -169,6 +169,7 @@ t.test('packet ID reuse with new data is delivered; QoS 2 and DUP of unknown mes
   await seen.until('end')
   t.same(seen.payloads(), ['a', 'a', 'b', 'never-seen', 'q2', 'end'])
   t.equal(f.stats(f.a).removed.in, 1)
+  t.same((await f.a.server.overview()).duplicatesRemoved, { in: 1, out: 0 }, "the console's overview has dedupe's figure (Plugin.overview)")
 })
 
 t.test('window mode: the same content with a new packet ID, through another instance, within the window', async (t) => {

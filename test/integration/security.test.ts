@@ -42,7 +42,7 @@ import { startFakeBroker } from '../helpers/fake-broker.js'
 import { pollUntil } from '../helpers/processes.js'
 import { assertNoPasswordsLogged, login, loginCode, tempDir } from '../helpers/auth-clients.js'
 import type { LogLine } from '../helpers/log-sink.js'
-import { passwdCommand } from '../../src/cli/commands/passwd.js'
+import { passwdCommand } from '../../plugins/auth/passwd.js'
 import { formatHash, hashPbkdf2 } from '../../plugins/auth/password-file.js'
 
 const started = Date.now()

@@ -1,6 +1,7 @@
 // The plan of the house, checked: src/ is in role folders, each with a README saying what it
 // owns; imports between files and between folders have no cycle; nothing imports the command
-// line; a handful of files at most stay directly in src/. Reads the TypeScript sources as text.
+// line, and src/ imports no plugin; a handful of files at most stay directly in src/. Reads the
+// TypeScript sources as text.
 
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path'
@@ -87,6 +88,11 @@ t.test('no import cycle between the folders of src/', async (t) => {
 
 t.test('nothing outside src/cli imports it', async (t) => {
   const offenders = files.filter((f) => !f.startsWith('src/cli/') && importsOf(path.join(ROOT, f)).some((i) => i.startsWith('src/cli/')))
+  t.same(offenders, [])
+})
+
+t.test('nothing in src/ imports plugins/: plugins reach the core through src/plugin/api.ts, never the other way', async (t) => {
+  const offenders = files.filter((f) => f.startsWith('src/') && importsOf(path.join(ROOT, f)).some((i) => i.startsWith('plugins/')))
   t.same(offenders, [])
 })
 

@@ -12,7 +12,7 @@ import {
 } from '../../plugins/auth/password-file.js'
 import { BruteForce } from '../../plugins/auth/brute-force.js'
 import { validateOptions } from '../../plugins/auth/options.js'
-import { editLines, passwdCommand } from '../../src/cli/commands/passwd.js'
+import { editLines, passwdCommand } from '../../plugins/auth/passwd.js'
 
 const run = promisify(execFile)
 const MOSQUITTO_PASSWD = process.env['MOSQUITTO_PASSWD_BIN'] ?? 'mosquitto_passwd'

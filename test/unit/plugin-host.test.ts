@@ -118,3 +118,31 @@ t.test('broker → client hooks run in reverse config order (layers)', async (t)
   host.run('out', conn, publish('a'), PUBLISH)
   t.same(order, ['in:outer', 'in:inner', 'out:inner', 'out:outer'])
 })
+
+t.test('an unknown hook name is an error at registration, naming the plugin, the name and what is accepted', async (t) => {
+  const loadError = (plugin: object): GuardError => {
+    try {
+      new PluginHost([plugin as Plugin])
+    } catch (err) {
+      if (err instanceof GuardError) return err
+      throw err
+    }
+    throw new Error('expected an error')
+  }
+  const misspelt = loadError({ name: 'typo', in: { publsh: () => undefined } })
+  t.equal(misspelt.code, 'GUARD_ERR_PLUGIN_LOAD')
+  t.equal(misspelt.plugin, 'typo')
+  t.match(misspelt.message, /^plugin typo: unknown hook in\.publsh \(accepted: connect, connack, publish, .*auth\)$/)
+  t.match(loadError({ name: 'top', onclose: () => {} }).message, /^plugin top: unknown hook onclose \(accepted: name, admin, .*onClose, .*overview, close\)$/)
+  t.match(loadError({ name: 'nofn', out: { puback: 'yes' } }).message, /^plugin nofn: hook out\.puback is not a function$/)
+  t.doesNotThrow(() => new PluginHost([{ name: 'fine', in: { publish: undefined }, out: {} }]), 'an undefined hook is allowed (conditional spreads leave them)')
+})
+
+t.test('plugins add their figures to the overview; a throwing one adds nothing', async (t) => {
+  const host = new PluginHost([
+    { name: 'counts', overview: () => ({ duplicatesRemoved: { in: 2, out: 3 } }) },
+    { name: 'broken', overview: () => { throw new Error('no') } }
+  ])
+  t.same(host.overview(), { duplicatesRemoved: { in: 2, out: 3 } })
+  t.same(new PluginHost([]).overview(), {})
+})

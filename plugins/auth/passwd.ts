@@ -1,4 +1,4 @@
-// `mqtt-guard passwd FILE USER [--password P] [--delete] [--scrypt] [--iterations N]`: adds,
+// The auth plugin's command, `mqtt-guard passwd FILE USER [--password P] [--delete] [--scrypt] [--iterations N]`: adds,
 // changes or deletes one user in a Mosquitto-format password file. Other lines and comments
 // are kept; the file is replaced atomically (temp file + rename). The default hash is `$7$`
 // (PBKDF2-SHA512, what `mosquitto_passwd` writes), so Mosquitto can still read the file.
@@ -6,8 +6,8 @@
 import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
-import { EXIT, parseCommand, usageError, type Command } from '../../plugin/args.js'
-import { formatHash, hashPbkdf2, hashScrypt, MOSQUITTO_ITERATIONS, splitLine } from '../../../plugins/auth/password-file.js'
+import { EXIT, parseCommand, usageError, type Command, type PluginCommand } from '../../src/plugin/api.js'
+import { formatHash, hashPbkdf2, hashScrypt, MOSQUITTO_ITERATIONS, splitLine } from './password-file.js'
 
 const USAGE = `Usage: mqtt-guard passwd FILE USER [--password P] [--delete] [--scrypt] [--iterations N]
   Adds or changes USER in FILE (created if missing). Prompts twice for the password on a
@@ -141,4 +141,10 @@ export async function passwdCommand (args: string[]): Promise<number> {
   } catch (err) {
     return fail((err as Error).message)
   }
+}
+
+export const passwd: PluginCommand = {
+  synopsis: 'FILE USER',
+  summary: 'add, change or delete a user in a Mosquitto password file\n([--password P] [--delete] [--scrypt] [--iterations N])',
+  run: passwdCommand
 }

@@ -1,18 +1,18 @@
-// `mqtt-guard acl-check --config FILE --user U --client C [--group G] [--qos N] [--retain]
+// The acl plugin's command, `mqtt-guard acl-check --config FILE --user U --client C [--group G] [--qos N] [--retain]
 //  publish|subscribe|receive TOPIC`: what the acl plugin of that config decides, and which
 // rule decided. Exit 0 allow, 1 deny, 2 usage error, 78 config error (as `start`), 3 when the
 // rules cannot be read: never 1, which a script takes for "deny".
 
 import { readFileSync } from 'node:fs'
-import { loadConfig } from '../../config/config.js'
-import { isGuardError } from '../../errors.js'
-import type { PluginDefinition } from '../../plugin/api.js'
-import { validateOptions as validateWithKey } from '../../plugin/loader.js'
-import acl, { buildPolicy, resolveAclFile, type AclOptions } from '../../../plugins/acl/index.js'
-import { parseMosquittoAcl } from '../../../plugins/acl/mosquitto-acl.js'
-import { ACTIONS, type Action } from '../../../plugins/acl/rules.js'
-import { filterProblem, topicNameProblem } from '../../../plugins/acl/topic.js'
-import { EXIT, parseCommand, usageError, type Command } from '../../plugin/args.js'
+import { loadConfig } from '../../src/config/config.js'
+import { isGuardError } from '../../src/errors.js'
+import { EXIT, parseCommand, usageError, type Command, type PluginCommand, type PluginDefinition } from '../../src/plugin/api.js'
+import { validateOptions as validateWithKey } from '../../src/plugin/loader.js'
+import { aclOptions, checkAclOptions, type AclOptions } from './options.js'
+import { buildPolicy, resolveAclFile } from './policy.js'
+import { parseMosquittoAcl } from './mosquitto-acl.js'
+import { ACTIONS, type Action } from './rules.js'
+import { filterProblem, topicNameProblem } from './topic.js'
 
 const USAGE = `Usage: mqtt-guard acl-check --config FILE [--user U] [--client C] [--group G]... [--qos 0|1|2] [--retain] publish|subscribe|receive TOPIC
 
@@ -56,7 +56,9 @@ export async function aclCheckCommand (args: string[]): Promise<number> {
       process.stderr.write(`mqtt-guard acl-check: plugins: ${values.config} has no acl plugin (plugins: [{ name: acl, ... }])\n`)
       return EXIT.config
     }
-    const options = validateWithKey(acl as PluginDefinition, entry) as AclOptions
+    // The plugin's own schema and checks, with errors keyed as `start` keys them.
+    const definition: PluginDefinition<AclOptions> = { name: 'acl', options: aclOptions, validate: checkAclOptions, create: () => ({ name: 'acl' }) }
+    const options = validateWithKey(definition as PluginDefinition, entry) as AclOptions
     const file = resolveAclFile(options, config.configDir)
     const aclFile = file === undefined ? undefined : parseMosquittoAcl(readFileSync(file, 'utf8'), file)
     const policy = buildPolicy(options, () => aclFile)
@@ -68,4 +70,10 @@ export async function aclCheckCommand (args: string[]): Promise<number> {
     process.stderr.write(`mqtt-guard acl-check: ${isGuardError(err) ? `${err.message} (${err.code})` : (err as Error).message}\n`)
     return isGuardError(err) && err.code === 'GUARD_ERR_CONFIG' ? EXIT.config : UNDECIDED
   }
+}
+
+export const aclCheck: PluginCommand = {
+  synopsis: '--config FILE [--user U] [--client C] [--group G]... [--qos N] [--retain]\npublish|subscribe|receive TOPIC',
+  summary: 'which ACL rule decides; exit 0 allow, 1 deny',
+  run: aclCheckCommand
 }
