@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import mqtt, { type IPubackPacket, type IPubcompPacket, type IPubrecPacket, type Packet } from 'mqtt-packet'
 import WebSocket, { createWebSocketStream } from 'ws'
-import { connackAdvice, reasonText } from '../wire/reason-codes.js'
+import { connackAdvice, publishFix, reasonText } from '../wire/reason-codes.js'
 
 export type ProbeVersion = 3 | 4 | 5
 
@@ -445,11 +445,4 @@ async function roundTrip (session: Session, topic: string, qos: 0 | 1 | 2, grant
     detail: `round trip ${elapsed(start)} ms${ackMs !== undefined ? `, ${qos === 1 ? 'PUBACK' : 'PUBCOMP'} after ${ackMs} ms` : ''}${delivered !== qos ? `, delivered at QoS ${delivered} (granted ${granted})` : ''}`,
     data: { roundTripMs: elapsed(start), ackMs, deliveredQos: delivered }
   })
-}
-
-function publishFix (code: number): string {
-  if (code === 0x87) return 'the ACL does not let this client publish to the topic: choose one it may use with -t'
-  if (code === 0x97) return 'a quota or rate limit refused the message: slow down'
-  if (code === 0x90) return 'the topic name is invalid (wildcards, U+0000): choose another with -t'
-  return 'the server refused the message: its log says why'
 }

@@ -5,8 +5,8 @@
 // connections, round-trip metrics, certificates, health, limits, descriptors.
 
 import { readFileSync, readdirSync } from 'node:fs'
-import type { CloseInfo } from '../plugin/api.js'
-import { ERRORS } from '../errors.js'
+import type { CloseReason } from '../errors.js'
+import { explainEnd, keepaliveTimedOut, type ConnectionEnd } from './ends.js'
 import type { ClientEnd, Finding } from '../views.js'
 
 export type { Finding, Severity } from '../views.js'
@@ -22,7 +22,7 @@ const MAX_KEYS = 10_000
 const MAX_PER_KEY = 20
 const EXAMPLES = 5
 
-interface End { at: number, address: string, reason: string, detail: string | undefined, idleMs: number, keepalive: number, admitted: boolean }
+interface End { at: number, address: string, reason: CloseReason, detail: string | undefined, idleMs: number, keepalive: number, admitted: boolean }
 
 interface Tally { count: number, last: number, examples: Set<string> }
 
@@ -73,18 +73,24 @@ const recent = <V extends { last: number }>(map: Map<string, V>, now: number): A
 
 const list = (values: Iterable<string>): string => [...values].join(', ')
 
-/** Why a connection ended, in the words a flapping finding uses. */
+/** Why a connection ended, in the words of the one explainer (ends.ts). */
 function endWords (e: End): string {
-  if (e.reason === 'GUARD_ERR_SESSION_TAKEN_OVER') return 'taken over by a newer connection with the same client ID'
-  if (e.reason === 'broker-closed' && e.keepalive > 0 && e.idleMs >= e.keepalive * 1500) return `keepalive timeout (silent ${Math.round(e.idleMs / 1000)} s, keepalive ${e.keepalive} s)`
-  if (e.reason === 'broker-closed') return 'closed by the broker'
-  if (e.reason === 'GUARD_ERR_BAD_CREDENTIALS') return 'refused: bad user name or password'
-  if (e.reason === 'client-closed') return 'the client dropped the connection without DISCONNECT'
-  if (e.reason === 'client-disconnect') return 'DISCONNECT from the client'
-  if (e.reason === 'broker-refused') return `refused by the broker (${e.detail ?? 'CONNACK'})`
-  const known = (ERRORS as Record<string, { summary: string } | undefined>)[e.reason]
-  if (known !== undefined) return `${e.admitted ? 'closed' : 'refused'} (${e.reason}): ${known.summary}`
-  return e.reason
+  return explainEnd({ reason: e.reason, detail: e.detail, clientIdleMs: e.idleMs, keepaliveS: e.keepalive, admitted: e.admitted })
+}
+
+/** What a flapping client should change, from how most of its connections ended. */
+function flapFix (e: End, clientId: string, addresses: Set<string>): string {
+  const timedOut = keepaliveTimedOut(e.idleMs, e.keepalive)
+  if (addresses.size > 1 && (e.reason === 'GUARD_ERR_SESSION_TAKEN_OVER' || (e.reason === 'broker-closed' && !timedOut))) {
+    return `two or more devices (${list(addresses)}) share the client ID ${clientId}: give each device its own ID`
+  }
+  if (timedOut && (e.reason === 'client-closed' || e.reason === 'broker-closed' || e.reason === 'broker-error')) {
+    return 'the client goes silent longer than its keepalive: check the network path (NAT and firewall idle timeouts) or lower the keepalive interval'
+  }
+  if (e.reason === 'GUARD_ERR_BAD_CREDENTIALS' || (e.reason === 'GUARD_ERR_NOT_AUTHORIZED' && !e.admitted)) {
+    return 'the client retries with credentials the proxy refuses: fix its user name or password, or its ACL'
+  }
+  return 'the connection keeps ending: read the ends above, and make the client back off exponentially between reconnects'
 }
 
 export class Diagnostics {
@@ -97,7 +103,7 @@ export class Diagnostics {
 
   constructor (private readonly now: () => number = Date.now) {}
 
-  closed (conn: ClosedConnection, info: CloseInfo): void {
+  closed (conn: ClosedConnection, info: ConnectionEnd): void {
     if (!conn.identified) return
     const now = this.now()
     const who = conn.clientId === '' ? `(no client ID) from ${conn.address}` : conn.clientId
@@ -181,21 +187,21 @@ export class Diagnostics {
     const out: Finding[] = []
     for (const { clientId, ends, unasked } of this.flappers(now)) {
       const addresses = new Set(ends.map((e) => e.address))
-      const why = new Map<string, number>()
-      for (const e of unasked) why.set(endWords(e), (why.get(endWords(e)) ?? 0) + 1)
-      const words = [...why].sort((a, b) => b[1] - a[1])
-      const top = words[0]?.[0] ?? ''
-      const fix = addresses.size > 1 && (top.startsWith('taken over') || top === 'closed by the broker')
-        ? `two or more devices (${list(addresses)}) share the client ID ${clientId}: give each device its own ID`
-        : top.startsWith('keepalive timeout')
-          ? 'the client goes silent longer than its keepalive: check the network path (NAT and firewall idle timeouts) or lower the keepalive interval'
-          : top.startsWith('refused: bad user name') || top.startsWith('refused (GUARD_ERR_NOT_AUTHORIZED)')
-            ? 'the client retries with credentials the proxy refuses: fix its user name or password, or its ACL'
-            : 'the connection keeps ending: read the ends above, and make the client back off exponentially between reconnects'
+      // Counted by their words; the first end with the commonest words decides the fix.
+      const why = new Map<string, { count: number, first: End }>()
+      for (const e of unasked) {
+        const w = endWords(e)
+        const seen = why.get(w)
+        if (seen === undefined) why.set(w, { count: 1, first: e })
+        else seen.count++
+      }
+      const words = [...why].sort((a, b) => b[1].count - a[1].count)
+      const top = words[0]?.[1].first
+      const fix = top === undefined ? '' : flapFix(top, clientId, addresses)
       out.push({
         id: 'flapping-client', severity: 'warning',
         summary: `client ${clientId} connected ${ends.length} times in ${Math.round(WINDOW_MS / 60_000)} minutes`,
-        evidence: [`from ${addresses.size} address${addresses.size === 1 ? '' : 'es'}: ${list(addresses)}`, ...words.map(([w, n]) => `${n} × ${w}`)],
+        evidence: [`from ${addresses.size} address${addresses.size === 1 ? '' : 'es'}: ${list(addresses)}`, ...words.map(([w, { count }]) => `${count} × ${w}`)],
         fix
       })
     }

@@ -119,6 +119,6 @@ t.test('explainEnd: how a connection ended, in words', async (t) => {
     'taken over by a connection from 10.0.0.7: two devices share this client ID?')
   t.match(explainEnd(info('GUARD_ERR_SESSION_TAKEN_OVER', 'x'), { ...ctx, takenOverBy: { address: '10.0.0.7', sameIdentity: true } }), /same identity/)
   t.equal(explainEnd(info('broker-refused', 'CONNACK code 5'), ctx), 'refused by the broker (CONNACK code 5)')
-  t.equal(explainEnd(info('GUARD_ERR_BAD_CREDENTIALS', 'wrong-password'), ctx), 'closed by the proxy: bad user name or password (wrong-password)')
+  t.equal(explainEnd(info('GUARD_ERR_BAD_CREDENTIALS', 'wrong-password'), ctx), 'closed (GUARD_ERR_BAD_CREDENTIALS): bad user name or password')
   t.equal(explainEnd(info('client-error', 'ECONNRESET'), ctx), 'network error on the client side (ECONNRESET) after 42 s')
 })
