@@ -1,6 +1,8 @@
-// One catalog of errors with stable codes. Each carries the MQTT answer that goes with it:
-// `connack` is the MQTT 3.1.1 CONNACK return code, `reason` the MQTT 5 reason code
-// [MQTT-2.4]. Code never matches on message text, only on `code`.
+// One catalog of errors with stable codes, and the one vocabulary for how a connection ends.
+// Each error carries the MQTT answer that goes with it: `connack` is the MQTT 3.1.1 CONNACK
+// return code, `reason` the MQTT 5 reason code [MQTT-2.4]. Code never matches on message text,
+// only on `code`. Every code is documented in docs/troubleshooting.md "Error codes" and used
+// somewhere, or marked `reserved` with the issue that will use it (test/unit/errors-catalogue.test.ts).
 
 export const ERRORS = {
   GUARD_ERR_CONFIG: { reason: undefined, connack: undefined, summary: 'configuration invalid' },
@@ -15,7 +17,6 @@ export const ERRORS = {
   GUARD_ERR_UPSTREAM_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'broker unreachable' },
   GUARD_ERR_STATE_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'shared state (Redis) unreachable' },
   GUARD_ERR_CONNACK_TIMEOUT: { reason: 0x88, connack: 3, summary: 'broker did not answer CONNECT in time' },
-  GUARD_ERR_UPSTREAM_CLOSED: { reason: 0x88, connack: 3, summary: 'broker closed the connection' },
   GUARD_ERR_QUEUE_FULL: { reason: 0x97, connack: 3, summary: 'too many packets queued before CONNACK' },
   GUARD_ERR_MAX_CONNECTIONS: { reason: 0x89, connack: 3, summary: 'maximum connections reached' },
   GUARD_ERR_ADDRESS_LIMIT: { reason: 0x97, connack: 3, summary: 'too many connections from this address (maxConnectionsPerAddress)' },
@@ -29,13 +30,46 @@ export const ERRORS = {
   GUARD_ERR_BANNED: { reason: 0x8a, connack: 5, summary: 'banned' },
   GUARD_ERR_ADMIN_KICK: { reason: 0x98, connack: undefined, summary: 'closed by an operator (admin API)' },
   GUARD_ERR_SESSION_TAKEN_OVER: { reason: 0x8e, connack: undefined, summary: 'session taken over' },
-  GUARD_ERR_QUOTA_EXCEEDED: { reason: 0x97, connack: 3, summary: 'quota exceeded' },
+  GUARD_ERR_QUOTA_EXCEEDED: { reason: 0x97, connack: 3, summary: 'quota exceeded', reserved: 'issue 23 (per-client quotas)' },
   GUARD_ERR_BAD_AUTH_METHOD: { reason: 0x8c, connack: 4, summary: 'bad authentication method' },
   GUARD_ERR_TOPIC_INVALID: { reason: 0x90, connack: undefined, summary: 'topic name invalid' },
   GUARD_ERR_TOPIC_ALIAS_INVALID: { reason: 0x94, connack: undefined, summary: 'topic alias invalid' }
-} as const satisfies Record<string, { reason: number | undefined, connack: number | undefined, summary: string }>
+} as const satisfies Record<string, { reason: number | undefined, connack: number | undefined, summary: string, reserved?: string }>
 
 export type ErrorCode = keyof typeof ERRORS
+
+/**
+ * How a connection can end other than by the proxy's decision (an error code): the client or
+ * the broker ended it, or its socket failed. These strings are logged as `reason` and read by
+ * tests and doctor: they do not change.
+ */
+export const PEER_ENDS = [
+  /** The client sent DISCONNECT (also when the broker then closed first). */
+  'client-disconnect',
+  /** The client's socket closed without DISCONNECT. */
+  'client-closed',
+  /** The client's socket failed (ECONNRESET, ...). */
+  'client-error',
+  /** The broker answered CONNECT with a refusal, relayed to the client as it was. */
+  'broker-refused',
+  /** The broker's socket closed (its own DISCONNECT, a keepalive timeout, a takeover, ...). */
+  'broker-closed',
+  /** The broker's socket failed. */
+  'broker-error'
+] as const
+
+export type PeerEnd = typeof PEER_ENDS[number]
+
+/** Why a connection ended: the proxy's error code, or how a peer ended it. */
+export type CloseReason = ErrorCode | PeerEnd
+
+export function isErrorCode (reason: string): reason is ErrorCode {
+  return Object.hasOwn(ERRORS, reason)
+}
+
+export function isCloseReason (reason: string): reason is CloseReason {
+  return isErrorCode(reason) || (PEER_ENDS as readonly string[]).includes(reason)
+}
 
 export class GuardError extends Error {
   readonly code: ErrorCode

@@ -4,7 +4,7 @@
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import { Redis, type Cluster } from 'ioredis'
+import { Redis } from 'ioredis'
 import type { GuardConfig, ListenSpec, PluginEntry } from './config/config.js'
 import { Connection } from './proxy/connection.js'
 import { PluginHost } from './plugin/host.js'
@@ -14,11 +14,12 @@ import { createEmbeddedBroker } from './upstream/embedded.js'
 import type { ErrorCode } from './errors.js'
 import type { AdminRequest, AdminResponse, Plugin } from './plugin/api.js'
 import { GuardMetrics } from './observe/metrics.js'
+import { certificateExpiry, connectCount, roundTripLegs } from './observe/readings.js'
 import { AdminServer } from './admin/endpoint.js'
 import type { ConnectionView, Finding, Overview } from './views.js'
 import { Listener, type Peer } from './proxy/listeners.js'
 import { limitsPlugin } from './proxy/limits.js'
-import { subscribeChannel } from './redis/call.js'
+import { KickChannel } from './admin/kick.js'
 import { Diagnostics, meanMs } from './observe/diagnostics.js'
 import { SeriesRecorder, type Counters } from './observe/series.js'
 import { FRAME_TYPE } from './wire/codec.js'
@@ -39,7 +40,8 @@ export class GuardServer {
   private readonly series = new SeriesRecorder(async () => await this.counters()).start()
   admin: AdminServer | undefined
   private readonly servers: Listener[] = []
-  private subscriber: Redis | Cluster | undefined
+  /** The admin API's kicks, across instances when there is Redis (admin/kick.ts). */
+  private readonly kicks: KickChannel
   private stopping = false
 
   private constructor (
@@ -52,7 +54,9 @@ export class GuardServer {
     readonly metrics: GuardMetrics,
     /** The plugins of config.plugins, in that order (what SIGHUP may reconfigure). */
     private readonly configured: Plugin[]
-  ) {}
+  ) {
+    this.kicks = new KickChannel(this.connections, redis, config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId, log)
+  }
 
   static async start (config: GuardConfig, options: StartOptions): Promise<GuardServer> {
     const log = options.log
@@ -108,7 +112,7 @@ export class GuardServer {
           openConnections: () => server.connections.size
         }, log)
       }
-      server.listenForKicks()
+      server.kicks.listen()
     } catch (err) {
       await server.stop()
       throw err
@@ -166,7 +170,7 @@ export class GuardServer {
 
   /** The console's overview, read from the metrics and the live connections. */
   async overview (): Promise<Overview> {
-    const legs = await this.roundTripLegs()
+    const legs = await roundTripLegs(this.metrics)
     // Figures only plugins count (dedupe's duplicates), zero without such a plugin.
     const counted = this.host.overview()
     return {
@@ -174,14 +178,14 @@ export class GuardServer {
       instance: this.instanceId,
       connections: this.liveConnections().length,
       series: this.series.window(),
-      connects: this.connectCount(),
+      connects: connectCount(this.metrics),
       refusals: (await this.metrics.refusals.get()).values.map((v) => ({ code: String(v.labels.code), reasonCode: String(v.labels.reason_code), count: v.value })),
       rates: { in: this.series.latest('publishIn'), out: this.series.latest('publishOut') },
       verdicts: (await this.metrics.verdicts.get()).values.map((v) => ({ plugin: String(v.labels.plugin), action: String(v.labels.action), count: v.value })),
       duplicatesRemoved: counted.duplicatesRemoved ?? { in: 0, out: 0 },
       roundTrips: { client: meanMs(legs.client), broker: meanMs(legs.broker) },
       health: (await this.readiness()).checks,
-      certificates: (await this.certificates()).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) }))
+      certificates: (await certificateExpiry(this.metrics)).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) }))
     }
   }
 
@@ -194,18 +198,12 @@ export class GuardServer {
     }
     return {
       connections: this.liveConnections().length,
-      connects: this.connectCount(),
+      connects: connectCount(this.metrics),
       refusals,
       publishIn: this.metrics.packetCount(0, FRAME_TYPE.publish),
       publishOut: this.metrics.packetCount(1, FRAME_TYPE.publish),
-      roundTrips: await this.roundTripLegs()
+      roundTrips: await roundTripLegs(this.metrics)
     }
-  }
-
-  private connectCount (): number {
-    let n = 0
-    for (const v of this.metrics.connects.values()) n += v
-    return n
   }
 
   /** Connections that got their CONNACK and are still open. */
@@ -213,26 +211,9 @@ export class GuardServer {
     return [...this.connections].filter((c) => c.state === 'relaying')
   }
 
-  /** Seconds to expiry of each listener certificate, from its gauge. */
-  private async certificates (): Promise<Array<{ listener: string, subject: string, seconds: number }>> {
-    return (await this.metrics.certExpiry.get()).values.map((v) => ({ listener: String(v.labels.listener), subject: String(v.labels.subject), seconds: v.value }))
-  }
-
-  /** Sum and count of the sampled round trips per leg, from the histogram. */
-  private async roundTripLegs (): Promise<Record<'client' | 'broker', { sum: number, count: number }>> {
-    const legs = { client: { sum: 0, count: 0 }, broker: { sum: 0, count: 0 } }
-    for (const v of (await this.metrics.roundTrip.get()).values) {
-      const leg = legs[v.labels.leg as 'client' | 'broker'] as { sum: number, count: number } | undefined
-      if (leg === undefined) continue
-      if (v.metricName === 'mqtt_guard_round_trip_seconds_sum') leg.sum = v.value
-      if (v.metricName === 'mqtt_guard_round_trip_seconds_count') leg.count = v.value
-    }
-    return legs
-  }
-
   /** Findings for `mqtt-guard doctor`: what was recorded, and the live state read now. */
   async diagnose (): Promise<{ instance: string, at: string, findings: Finding[] }> {
-    const legs = await this.roundTripLegs()
+    const legs = await roundTripLegs(this.metrics)
     const plugins: Finding[] = []
     for (const plugin of this.host.plugins) {
       try {
@@ -246,7 +227,7 @@ export class GuardServer {
       maxConnections: this.config.limits.maxConnections,
       checks: (await this.readiness()).checks,
       roundTrips: legs,
-      certificates: await this.certificates(),
+      certificates: await certificateExpiry(this.metrics),
       plugins
     })
     return { instance: this.instanceId, at: new Date().toISOString(), findings }
@@ -271,38 +252,7 @@ export class GuardServer {
 
   /** Closes the client ID's connections here; with Redis, every other instance closes its own. */
   async kick (clientId: string): Promise<{ closedHere: number, announced: boolean }> {
-    const closedHere = this.kickHere(clientId, 'admin API')
-    if (this.redis === undefined || this.redis.status !== 'ready') return { closedHere, announced: false }
-    await this.redis.publish(this.kickChannel, JSON.stringify({ clientId, from: this.instanceId }))
-    return { closedHere, announced: true }
-  }
-
-  private kickHere (clientId: string, by: string): number {
-    let closed = 0
-    for (const conn of this.connections) {
-      if (conn.clientId !== clientId || conn.state === 'closed') continue
-      conn.close('GUARD_ERR_ADMIN_KICK', `closed by ${by}`)
-      closed++
-    }
-    return closed
-  }
-
-  private get kickChannel (): string {
-    return `${this.config.redis?.keyPrefix ?? 'mqtt-guard:'}admin:kick`
-  }
-
-  private listenForKicks (): void {
-    if (this.redis === undefined) return
-    this.subscriber = subscribeChannel(this.redis, this.kickChannel, (message) => {
-      try {
-        const { clientId, from } = JSON.parse(message) as { clientId?: unknown, from?: unknown }
-        if (typeof clientId !== 'string' || from === this.instanceId) return
-        const closed = this.kickHere(clientId, `admin API on instance ${String(from)}`)
-        if (closed > 0) this.log.info({ clientId, from }, 'connection closed for another instance\'s admin API')
-      } catch {
-        // not ours
-      }
-    })
+    return await this.kicks.kick(clientId)
   }
 
   /**
@@ -367,7 +317,7 @@ export class GuardServer {
     await this.upstream.close()
     await this.admin?.close()
     this.series.close()
-    this.subscriber?.disconnect()
+    this.kicks.close()
     this.redis?.disconnect()
     this.log.info('mqtt-guard stopped')
   }

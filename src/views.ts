@@ -2,6 +2,8 @@
 // src/admin/console.ts, src/observe/diagnostics.ts) and the console in the browser (console/app.ts, built on
 // its own without Node) both use these, so the two cannot drift apart.
 
+import type { CloseReason } from './errors.js'
+
 export interface ConnectionView {
   id: string
   clientId: string
@@ -35,7 +37,7 @@ export interface ClientPage {
 }
 
 /** How one connection of a client ended, for the console's client page. */
-export interface ClientEnd { at: string, address: string, admitted: boolean, reason: string, words: string, detail: string | undefined }
+export interface ClientEnd { at: string, address: string, admitted: boolean, reason: CloseReason, words: string, detail: string | undefined }
 
 /** What the overview page shows; one snapshot per second. */
 export interface Overview {

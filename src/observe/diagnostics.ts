@@ -2,17 +2,18 @@
 // behind this proxy, each with a severity, the evidence, and the fix in one sentence. The proxy
 // records a little of what already passes through it (how connections end, refusals, refused
 // publishes; all bounded, over the last WINDOW_MS) and reads the rest at report time: live
-// connections, round-trip metrics, certificates, health, limits, descriptors.
+// connections, round-trip metrics, certificates, health, limits, descriptors. This file is the
+// recorder and the rules on what it recorded; the rules on the live state are live-findings.ts.
 
-import { readFileSync, readdirSync } from 'node:fs'
-import type { CloseInfo } from '../plugin/api.js'
-import { ERRORS } from '../errors.js'
+import type { CloseReason } from '../errors.js'
+import { explainEnd, keepaliveTimedOut, type ConnectionEnd } from './ends.js'
 import type { ClientEnd, Finding } from '../views.js'
 
-export type { Finding, Severity } from '../views.js'
 import { topicMatches } from '../wire/topic-filter.js'
+import { EXAMPLES, certificates, health, latency, limits, qos0, queues, slow, type LiveState } from './live-findings.js'
 
-
+export type { Finding, Severity } from '../views.js'
+export { descriptors, limitFindings, meanMs, type LiveState } from './live-findings.js'
 
 /** Over how long the proxy remembers ends, refusals and refused publishes. */
 export const WINDOW_MS = 10 * 60_000
@@ -20,9 +21,8 @@ export const WINDOW_MS = 10 * 60_000
 export const FLAP_CONNECTS = 5
 const MAX_KEYS = 10_000
 const MAX_PER_KEY = 20
-const EXAMPLES = 5
 
-interface End { at: number, address: string, reason: string, detail: string | undefined, idleMs: number, keepalive: number, admitted: boolean }
+interface End { at: number, address: string, reason: CloseReason, detail: string | undefined, idleMs: number, keepalive: number, admitted: boolean }
 
 interface Tally { count: number, last: number, examples: Set<string> }
 
@@ -35,19 +35,6 @@ export interface ClosedConnection {
   admitted: boolean
   /** The CONNECT was read (a client ID exists). */
   identified: boolean
-}
-
-/** What the report reads from the live proxy. */
-export interface LiveState {
-  connections: Array<{ clientId: string, address: string, persistentSession: boolean, subscriptions: Array<{ filter: string, qos: number }>, stalls: number, stalledMs: number, queueFullHolds: number }>
-  maxConnections: number
-  checks: Record<string, boolean | string>
-  /** Round trips per leg: sum of seconds and count, from the metrics. */
-  roundTrips: Record<'client' | 'broker', { sum: number, count: number }>
-  /** Seconds to expiry per listener certificate. */
-  certificates: Array<{ listener: string, subject: string, seconds: number }>
-  /** Findings of plugins (`diagnose`). */
-  plugins: Finding[]
 }
 
 function bounded<V> (map: Map<string, V>, key: string, make: () => V): V {
@@ -73,18 +60,24 @@ const recent = <V extends { last: number }>(map: Map<string, V>, now: number): A
 
 const list = (values: Iterable<string>): string => [...values].join(', ')
 
-/** Why a connection ended, in the words a flapping finding uses. */
+/** Why a connection ended, in the words of the one explainer (ends.ts). */
 function endWords (e: End): string {
-  if (e.reason === 'GUARD_ERR_SESSION_TAKEN_OVER') return 'taken over by a newer connection with the same client ID'
-  if (e.reason === 'broker-closed' && e.keepalive > 0 && e.idleMs >= e.keepalive * 1500) return `keepalive timeout (silent ${Math.round(e.idleMs / 1000)} s, keepalive ${e.keepalive} s)`
-  if (e.reason === 'broker-closed') return 'closed by the broker'
-  if (e.reason === 'GUARD_ERR_BAD_CREDENTIALS') return 'refused: bad user name or password'
-  if (e.reason === 'client-closed') return 'the client dropped the connection without DISCONNECT'
-  if (e.reason === 'client-disconnect') return 'DISCONNECT from the client'
-  if (e.reason === 'broker-refused') return `refused by the broker (${e.detail ?? 'CONNACK'})`
-  const known = (ERRORS as Record<string, { summary: string } | undefined>)[e.reason]
-  if (known !== undefined) return `${e.admitted ? 'closed' : 'refused'} (${e.reason}): ${known.summary}`
-  return e.reason
+  return explainEnd({ reason: e.reason, detail: e.detail, clientIdleMs: e.idleMs, keepaliveS: e.keepalive, admitted: e.admitted })
+}
+
+/** What a flapping client should change, from how most of its connections ended. */
+function flapFix (e: End, clientId: string, addresses: Set<string>): string {
+  const timedOut = keepaliveTimedOut(e.idleMs, e.keepalive)
+  if (addresses.size > 1 && (e.reason === 'GUARD_ERR_SESSION_TAKEN_OVER' || (e.reason === 'broker-closed' && !timedOut))) {
+    return `two or more devices (${list(addresses)}) share the client ID ${clientId}: give each device its own ID`
+  }
+  if (timedOut && (e.reason === 'client-closed' || e.reason === 'broker-closed' || e.reason === 'broker-error')) {
+    return 'the client goes silent longer than its keepalive: check the network path (NAT and firewall idle timeouts) or lower the keepalive interval'
+  }
+  if (e.reason === 'GUARD_ERR_BAD_CREDENTIALS' || (e.reason === 'GUARD_ERR_NOT_AUTHORIZED' && !e.admitted)) {
+    return 'the client retries with credentials the proxy refuses: fix its user name or password, or its ACL'
+  }
+  return 'the connection keeps ending: read the ends above, and make the client back off exponentially between reconnects'
 }
 
 export class Diagnostics {
@@ -97,7 +90,7 @@ export class Diagnostics {
 
   constructor (private readonly now: () => number = Date.now) {}
 
-  closed (conn: ClosedConnection, info: CloseInfo): void {
+  closed (conn: ClosedConnection, info: ConnectionEnd): void {
     if (!conn.identified) return
     const now = this.now()
     const who = conn.clientId === '' ? `(no client ID) from ${conn.address}` : conn.clientId
@@ -136,7 +129,7 @@ export class Diagnostics {
   report (live: LiveState): Finding[] {
     const now = this.now()
     return [
-      ...this.health(live),
+      ...health(live),
       ...this.flapping(now),
       ...this.refused(now),
       ...live.plugins,
@@ -149,17 +142,6 @@ export class Diagnostics {
       ...certificates(live),
       ...limits(live)
     ]
-  }
-
-  private health (live: LiveState): Finding[] {
-    const out: Finding[] = []
-    if (live.checks.upstream !== true) {
-      out.push({ id: 'upstream-unhealthy', severity: 'error', summary: 'the broker is not reachable from the proxy', evidence: [`upstream check: ${String(live.checks.upstream)}`], fix: 'start the broker or fix the upstream address; until then every CONNECT is refused with 3 / 0x88' })
-    }
-    if (live.checks.redis === false) {
-      out.push({ id: 'redis-unhealthy', severity: 'error', summary: 'Redis is not connected', evidence: ['redis check: not ready'], fix: 'start Redis or fix the redis URL; meanwhile each plugin applies its fail policy (client-id admits on local knowledge or refuses with 3 / 0x88, dedupe forwards everything)' })
-    }
-    return out
   }
 
   /** Client IDs flapping now: the `mqtt_guard_flapping_clients` gauge, read at scrape time. */
@@ -181,21 +163,21 @@ export class Diagnostics {
     const out: Finding[] = []
     for (const { clientId, ends, unasked } of this.flappers(now)) {
       const addresses = new Set(ends.map((e) => e.address))
-      const why = new Map<string, number>()
-      for (const e of unasked) why.set(endWords(e), (why.get(endWords(e)) ?? 0) + 1)
-      const words = [...why].sort((a, b) => b[1] - a[1])
-      const top = words[0]?.[0] ?? ''
-      const fix = addresses.size > 1 && (top.startsWith('taken over') || top === 'closed by the broker')
-        ? `two or more devices (${list(addresses)}) share the client ID ${clientId}: give each device its own ID`
-        : top.startsWith('keepalive timeout')
-          ? 'the client goes silent longer than its keepalive: check the network path (NAT and firewall idle timeouts) or lower the keepalive interval'
-          : top.startsWith('refused: bad user name') || top.startsWith('refused (GUARD_ERR_NOT_AUTHORIZED)')
-            ? 'the client retries with credentials the proxy refuses: fix its user name or password, or its ACL'
-            : 'the connection keeps ending: read the ends above, and make the client back off exponentially between reconnects'
+      // Counted by their words; the first end with the commonest words decides the fix.
+      const why = new Map<string, { count: number, first: End }>()
+      for (const e of unasked) {
+        const w = endWords(e)
+        const seen = why.get(w)
+        if (seen === undefined) why.set(w, { count: 1, first: e })
+        else seen.count++
+      }
+      const words = [...why].sort((a, b) => b[1].count - a[1].count)
+      const top = words[0]?.[1].first
+      const fix = top === undefined ? '' : flapFix(top, clientId, addresses)
       out.push({
         id: 'flapping-client', severity: 'warning',
         summary: `client ${clientId} connected ${ends.length} times in ${Math.round(WINDOW_MS / 60_000)} minutes`,
-        evidence: [`from ${addresses.size} address${addresses.size === 1 ? '' : 'es'}: ${list(addresses)}`, ...words.map(([w, n]) => `${n} × ${w}`)],
+        evidence: [`from ${addresses.size} address${addresses.size === 1 ? '' : 'es'}: ${list(addresses)}`, ...words.map(([w, { count }]) => `${count} × ${w}`)],
         fix
       })
     }
@@ -258,106 +240,4 @@ export class Diagnostics {
       fix: 'raise limits.maxPacketSize (and the broker\'s message_size_limit) if such payloads are legitimate, or make the clients send smaller messages'
     }]
   }
-}
-
-function qos0 (live: LiveState): Finding[] {
-  const clean = live.connections.filter((c) => !c.persistentSession && c.subscriptions.some((s) => s.qos === 0))
-  if (clean.length === 0) return []
-  return [{
-    id: 'qos0-clean-subscribers', severity: 'info',
-    summary: `${clean.length} client${clean.length === 1 ? '' : 's'} subscribe at QoS 0 with a clean session: what is published while they are offline is lost`,
-    evidence: clean.slice(0, EXAMPLES).map((c) => `${c.clientId}: ${c.subscriptions.filter((s) => s.qos === 0).map((s) => s.filter).join(', ')}`),
-    fix: 'for messages that must arrive, subscribe at QoS 1 in a persistent session (clean session off, or an MQTT 5 session expiry interval)'
-  }]
-}
-
-function slow (live: LiveState): Finding[] {
-  const stalled = live.connections.filter((c) => c.stalls > 0).sort((a, b) => b.stalledMs - a.stalledMs)
-  if (stalled.length === 0) return []
-  return [{
-    id: 'slow-consumers', severity: 'warning',
-    summary: `${stalled.length} client${stalled.length === 1 ? '' : 's'} read more slowly than the broker sends: the proxy held the broker back for them`,
-    evidence: stalled.slice(0, EXAMPLES).map((c) => `${c.clientId} (${c.address}): ${c.stalls} stall${c.stalls === 1 ? '' : 's'}, ${Math.round(c.stalledMs)} ms in all`),
-    fix: 'a slow consumer makes the broker queue for it (and drop QoS 0): give it more bandwidth or CPU, subscribe it to less, or share the load with a shared subscription ($share/group/...)'
-  }]
-}
-
-function queues (live: LiveState): Finding[] {
-  const full = live.connections.filter((c) => c.queueFullHolds > 0).sort((a, b) => b.queueFullHolds - a.queueFullHolds)
-  if (full.length === 0) return []
-  return [{
-    id: 'queue-full', severity: 'warning',
-    summary: `the proxy's queue for ${full.length} connection${full.length === 1 ? '' : 's'} reached limits.maxQueuedPackets: plugins worked more slowly than packets came`,
-    evidence: full.slice(0, EXAMPLES).map((c) => `${c.clientId} (${c.address}): held ${c.queueFullHolds} time${c.queueFullHolds === 1 ? '' : 's'}`),
-    fix: 'look at what the plugins wait for (Redis latency, a slow hook); reading from the client paused meanwhile, so nothing was lost, but its messages were delayed'
-  }]
-}
-
-/** The mean of a leg's sampled round trips (seconds) in milliseconds, to 0.01; null before the first. */
-export function meanMs (leg: { sum: number, count: number }): number | null {
-  return leg.count === 0 ? null : Math.round(leg.sum / leg.count * 100_000) / 100
-}
-
-function latency (live: LiveState): Finding[] {
-  const { client, broker } = live.roundTrips
-  if (client.count === 0 && broker.count === 0) return []
-  const c = meanMs(client) ?? undefined
-  const b = meanMs(broker) ?? undefined
-  const over = (n: number): string => `${n} sample${n === 1 ? '' : 's'}`
-  const evidence = [`broker leg (proxy → broker → proxy): ${b === undefined ? 'no sample yet' : `${b} ms mean over ${over(broker.count)}`}`, `client leg (proxy → client → proxy): ${c === undefined ? 'no sample yet' : `${c} ms mean over ${over(client.count)}`}`]
-  if (c !== undefined && b !== undefined && c > 50 && c > 4 * b) {
-    return [{ id: 'latency-placement', severity: 'warning', summary: `latency is on the client side: ${c} ms against ${b} ms to the broker`, evidence, fix: 'look at the clients\' network (mobile links, Wi-Fi, congested uplinks) or slow client code; the broker is not the cause' }]
-  }
-  if (c !== undefined && b !== undefined && b > 50 && b > 4 * c) {
-    return [{ id: 'latency-placement', severity: 'warning', summary: `latency is on the broker side: ${b} ms against ${c} ms to the clients`, evidence, fix: 'look at the broker: its CPU, its disk (persistence), or the network between proxy and broker' }]
-  }
-  return [{ id: 'latency-placement', severity: 'info', summary: 'round trips on both legs', evidence, fix: 'nothing to do; compare these figures when clients report latency' }]
-}
-
-function certificates (live: LiveState): Finding[] {
-  return live.certificates.filter((c) => c.seconds < 30 * 86_400).map((c) => {
-    const days = Math.floor(c.seconds / 86_400)
-    return c.seconds <= 0
-      ? { id: 'certificate-expiry', severity: 'error' as const, summary: `the certificate of ${c.listener} (${c.subject}) has expired`, evidence: [`expired ${-days} day${days === -1 ? '' : 's'} ago`], fix: 'install a renewed certificate and send SIGHUP: clients that verify refuse this one (CERT_HAS_EXPIRED)' }
-      : { id: 'certificate-expiry', severity: 'warning' as const, summary: `the certificate of ${c.listener} (${c.subject}) expires in ${days} day${days === 1 ? '' : 's'}`, evidence: [`${Math.round(c.seconds)} s left`], fix: 'renew it and send SIGHUP (the listener re-reads its certificate without dropping connections)' }
-  })
-}
-
-/** Soft limit of open files, and descriptors open now (Linux /proc; undefined elsewhere). */
-export function descriptors (): { limit: number, open: number } | undefined {
-  try {
-    const limits = readFileSync('/proc/self/limits', 'utf8')
-    const soft = /^Max open files\s+(\d+|unlimited)/m.exec(limits)?.[1]
-    if (soft === undefined) return undefined
-    return { limit: soft === 'unlimited' ? Infinity : Number(soft), open: readdirSync('/proc/self/fd').length }
-  } catch {
-    return undefined
-  }
-}
-
-/** Connections against maxConnections, and descriptors against the process's limit (two per client). */
-export function limitFindings (connections: number, maxConnections: number, fds: { limit: number, open: number } | undefined): Finding[] {
-  const out: Finding[] = []
-  if (maxConnections > 0 && maxConnections !== Infinity && connections >= 0.8 * maxConnections) {
-    out.push({ id: 'connection-limit', severity: 'warning', summary: `${connections} connections of limits.maxConnections ${maxConnections}`, evidence: [`${Math.round(connections / maxConnections * 100)} % used; at the limit new clients get 3 / 0x89`], fix: 'raise limits.maxConnections (and the descriptor limit with it), or add proxy instances' })
-  }
-  if (fds !== undefined) {
-    const needed = 2 * Math.min(maxConnections, 1_000_000) + 64
-    const raise = `raise the open-files limit to at least ${needed} (ulimit -n, LimitNOFILE in systemd), or lower limits.maxConnections`
-    if (fds.open >= 0.6 * fds.limit) {
-      out.push({
-        id: 'fd-limit', severity: fds.open >= 0.9 * fds.limit ? 'error' : 'warning',
-        summary: `${fds.open} of ${fds.limit} file descriptors open`,
-        evidence: ['each client costs two (client and broker side); at the limit new connections fail with EMFILE'],
-        fix: fds.limit < needed ? raise : 'raise the open-files limit (ulimit -n, LimitNOFILE in systemd) before clients are refused'
-      })
-    } else if (fds.limit < needed) {
-      out.push({ id: 'fd-limit', severity: 'info', summary: `the open-files limit ${fds.limit} holds about ${Math.floor((fds.limit - 64) / 2)} clients, fewer than limits.maxConnections ${maxConnections}`, evidence: [`${fds.open} open now; each client costs two descriptors`], fix: raise })
-    }
-  }
-  return out
-}
-
-function limits (live: LiveState): Finding[] {
-  return limitFindings(live.connections.length, live.maxConnections, descriptors())
 }

@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
 import type { Registry } from 'prom-client'
 import type { z } from 'zod'
-import type { ErrorCode } from '../errors.js'
+import type { CloseReason, ErrorCode } from '../errors.js'
 import type { ProtocolVersion } from '../wire/codec.js'
 import type { Finding, Overview } from '../views.js'
 import type { OptionsContext } from '../config/paths.js'
@@ -88,8 +88,8 @@ export interface PacketEvent {
 }
 
 export interface CloseInfo {
-  /** Stable reason: an error code, or `client-disconnect`, `client-closed`, `broker-closed`. */
-  readonly reason: string
+  /** Stable reason: an error code, or how a peer ended it (`client-disconnect`, `broker-closed`, …). */
+  readonly reason: CloseReason
   readonly detail: string | undefined
   /** Time since the client last sent anything: a keepalive timeout shows here. */
   readonly clientIdleMs: number

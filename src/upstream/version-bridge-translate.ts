@@ -7,6 +7,7 @@ import type {
   IPubrelPacket, ISubackPacket, ISubscribePacket
 } from 'mqtt-packet'
 import { GuardError } from '../errors.js'
+import { CONNACK_V3_AS_V5 } from '../wire/reason-codes.js'
 
 type AckPacket = IPubackPacket | IPubrecPacket | IPubrelPacket | IPubcompPacket
 
@@ -16,12 +17,6 @@ export const SHARED_PREFIX = '$share/'
 // SUBACK reason codes for features the CONNACK declared unavailable (MQTT 5 section 3.9.3).
 const SUBACK_SHARED_NOT_SUPPORTED = 0x9e
 const SUBACK_SUB_IDS_NOT_SUPPORTED = 0xa1
-
-// 3.1.1 CONNACK return codes 0-5 (3.1.1 section 3.2.2.3) to their MQTT 5 reason codes (MQTT 5
-// section 3.2.2.2):
-// accepted, unsupported protocol version, client identifier not valid, server unavailable,
-// bad user name or password, not authorized.
-const CONNACK_V4_TO_V5 = [0x00, 0x84, 0x85, 0x88, 0x86, 0x87] as const
 
 /** The message ID that a parsed acknowledgement or (un)subscribe always carries. */
 export function messageIdOf (packet: { cmd: string, messageId?: number }): number {
@@ -75,7 +70,7 @@ export function connectToV4 (packet: IConnectPacket, assignClientId: () => strin
 export function connackToV5 (packet: IConnackPacket, assignedClientId: string | undefined): IConnackPacket {
   // aedes also uses a non-standard 6 (keep-alive limit); it and anything unknown become
   // 0x80 (unspecified error).
-  const reasonCode = CONNACK_V4_TO_V5[packet.returnCode ?? -1] ?? 0x80
+  const reasonCode = CONNACK_V3_AS_V5[packet.returnCode ?? -1] ?? 0x80
   // [MQTT-3.2.2-6] session present is 0 with any failure reason code.
   if (reasonCode !== 0) return { cmd: 'connack', sessionPresent: false, reasonCode }
   const properties: NonNullable<IConnackPacket['properties']> = {

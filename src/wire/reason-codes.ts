@@ -1,5 +1,8 @@
-// MQTT reason codes in words, and what a refused CONNECT usually means for the person at the
-// client: the trace viewer names codes with these, `probe` explains a CONNACK with them.
+// The one table of MQTT reason codes in words: their names, what a refused CONNECT or PUBLISH
+// usually means for the person at the client, and what a broker's DISCONNECT means for a
+// fleet. The trace viewer names codes with these, `probe` explains a CONNACK with them, the
+// embedded broker's bridge maps 3.1.1 CONNACK codes with them, and observe/ends.ts explains
+// a connection's end with them.
 
 // MQTT 5 reason codes [MQTT-2.4]; the meaning of 0x00-0x02 depends on the packet.
 export const REASON_NAMES: Readonly<Record<number, string>> = {
@@ -21,8 +24,8 @@ export const REASON_NAMES: Readonly<Record<number, string>> = {
 export const CONNACK_V3_NAMES: readonly string[] = ['accepted', 'unacceptable protocol version', 'identifier rejected',
   'server unavailable', 'bad user name or password', 'not authorized']
 
-/** 3.1.1 return code → the MQTT 5 reason code that means the same, for one table of advice. */
-const V3_AS_V5 = [0x00, 0x84, 0x85, 0x88, 0x86, 0x87]
+/** 3.1.1 CONNACK return code [MQTT-3.2.2.3] → the MQTT 5 reason code that means the same. */
+export const CONNACK_V3_AS_V5 = [0x00, 0x84, 0x85, 0x88, 0x86, 0x87] as const
 
 const CONNECT_FIXES: Readonly<Record<number, string>> = {
   0x80: 'the server failed without saying why: look at its log at the time of the attempt',
@@ -44,6 +47,31 @@ const CONNECT_FIXES: Readonly<Record<number, string>> = {
   0x9f: 'this address connects too often: slow the reconnect loop down (exponential back-off)'
 }
 
+/** A PUBACK / PUBREC refusal, and the likely fix at the client. */
+const PUBLISH_FIXES: Readonly<Record<number, string>> = {
+  0x87: 'the ACL does not let this client publish to the topic: choose one it may use with -t',
+  0x97: 'a quota or rate limit refused the message: slow down',
+  0x90: 'the topic name is invalid (wildcards, U+0000): choose another with -t'
+}
+
+// MQTT 5 DISCONNECT reason codes a broker sends, the ones that explain a flap [MQTT-3.14.2.1].
+const DISCONNECT_MEANINGS: Readonly<Record<number, string>> = {
+  0x00: 'the broker closed it normally',
+  0x80: 'the broker gave an unspecified error',
+  0x81: 'the broker found a malformed packet',
+  0x82: 'the broker found a protocol error',
+  0x87: 'not authorized (by the broker)',
+  0x89: 'the broker is busy',
+  0x8b: 'the broker is shutting down',
+  0x8d: 'keepalive timeout (the broker heard nothing within 1.5 × keepalive)',
+  0x8e: 'session taken over at the broker by another connection with this client ID: two devices share it?',
+  0x93: 'receive maximum exceeded',
+  0x95: 'packet too large for the broker',
+  0x97: 'quota exceeded',
+  0x9c: 'use another server',
+  0x9d: 'server moved'
+}
+
 /** A reason code as `0x87 not authorized`. */
 export function reasonText (code: number): string {
   return `0x${code.toString(16).padStart(2, '0')} ${REASON_NAMES[code] ?? 'unknown reason'}`
@@ -53,7 +81,17 @@ export function reasonText (code: number): string {
 export function connackAdvice (version: number, code: number): { meaning: string, fix: string | undefined } {
   if (version !== 5) {
     const meaning = `${code} ${CONNACK_V3_NAMES[code] ?? 'unknown return code'}`
-    return { meaning, fix: code === 0 ? undefined : CONNECT_FIXES[V3_AS_V5[code] ?? 0x80] ?? CONNECT_FIXES[0x80] }
+    return { meaning, fix: code === 0 ? undefined : CONNECT_FIXES[CONNACK_V3_AS_V5[code] ?? 0x80] ?? CONNECT_FIXES[0x80] }
   }
   return { meaning: reasonText(code), fix: code < 0x80 ? undefined : CONNECT_FIXES[code] ?? CONNECT_FIXES[0x80] }
+}
+
+/** The likely fix for a refused PUBLISH (PUBACK or PUBREC reason code from 0x80). */
+export function publishFix (code: number): string {
+  return PUBLISH_FIXES[code] ?? 'the server refused the message: its log says why'
+}
+
+/** What a broker's DISCONNECT with this reason code says about the connection's end. */
+export function disconnectMeaning (code: number): string {
+  return DISCONNECT_MEANINGS[code] ?? `the broker sent DISCONNECT 0x${code.toString(16)}`
 }

@@ -7,7 +7,7 @@ import { validateOptions } from '../../plugins/client-id/options.js'
 import { decide, MemoryStore, sameIdentity, type Claim, type Holder } from '../../plugins/client-id/store.js'
 import { explainEnd, type EndContext } from '../../plugins/client-id/explain.js'
 import { evidence } from '../../plugins/client-id/index.js'
-import { isGuardError } from '../../src/errors.js'
+import { isGuardError, type CloseReason } from '../../src/errors.js'
 
 function optionError (raw: Record<string, unknown>): string {
   try {
@@ -108,7 +108,7 @@ t.test('MemoryStore: connects spread over windows never ban; the store stays bou
 
 t.test('explainEnd: how a connection ended, in words', async (t) => {
   const ctx: EndContext = { keepaliveS: 15, durationMs: 42_000, brokerReason: undefined, takenOverBy: undefined }
-  const info = (reason: string, detail?: string, clientIdleMs = 100): Parameters<typeof explainEnd>[0] => ({ reason, detail, clientIdleMs })
+  const info = (reason: CloseReason, detail?: string, clientIdleMs = 100): Parameters<typeof explainEnd>[0] => ({ reason, detail, clientIdleMs })
   t.equal(explainEnd(info('client-disconnect'), ctx), 'clean DISCONNECT from the client after 42 s')
   t.match(explainEnd(info('client-closed', undefined, 23_000), ctx), /^keepalive timeout: nothing from the client for 23 s with keepalive 15 s/)
   t.match(explainEnd(info('broker-closed', undefined, 23_000), ctx), /^keepalive timeout/)
@@ -119,6 +119,6 @@ t.test('explainEnd: how a connection ended, in words', async (t) => {
     'taken over by a connection from 10.0.0.7: two devices share this client ID?')
   t.match(explainEnd(info('GUARD_ERR_SESSION_TAKEN_OVER', 'x'), { ...ctx, takenOverBy: { address: '10.0.0.7', sameIdentity: true } }), /same identity/)
   t.equal(explainEnd(info('broker-refused', 'CONNACK code 5'), ctx), 'refused by the broker (CONNACK code 5)')
-  t.equal(explainEnd(info('GUARD_ERR_BAD_CREDENTIALS', 'wrong-password'), ctx), 'closed by the proxy: bad user name or password (wrong-password)')
+  t.equal(explainEnd(info('GUARD_ERR_BAD_CREDENTIALS', 'wrong-password'), ctx), 'closed (GUARD_ERR_BAD_CREDENTIALS): bad user name or password')
   t.equal(explainEnd(info('client-error', 'ECONNRESET'), ctx), 'network error on the client side (ECONNRESET) after 42 s')
 })

@@ -5,6 +5,7 @@
 import t from 'tap'
 import { Diagnostics, FLAP_CONNECTS, WINDOW_MS, limitFindings, type Finding, type LiveState } from '../../src/observe/diagnostics.js'
 import { topicMatches } from '../../src/wire/topic-filter.js'
+import type { CloseReason } from '../../src/errors.js'
 
 function live (over: Partial<LiveState> = {}): LiveState {
   return {
@@ -20,7 +21,7 @@ function live (over: Partial<LiveState> = {}): LiveState {
 
 const byId = (findings: Finding[], id: string): Finding[] => findings.filter((f) => f.id === id)
 const conn = (clientId: string, address = '10.0.0.1', keepalive = 30, admitted = true) => ({ clientId, address, keepalive, admitted, identified: true })
-const end = (reason: string, clientIdleMs = 100) => ({ reason, detail: undefined, clientIdleMs })
+const end = (reason: CloseReason, clientIdleMs = 100) => ({ reason, detail: undefined, clientIdleMs })
 
 t.test('flapping: the cause decides the fix', async (t) => {
   let now = 1_000_000
@@ -33,7 +34,7 @@ t.test('flapping: the cause decides the fix', async (t) => {
   const flaps = byId(d.report(live()), 'flapping-client')
   const of = (id: string): Finding | undefined => flaps.find((f) => f.summary.startsWith(`client ${id} `))
   t.match(of('shared'), { severity: 'warning', evidence: ['from 2 addresses: 10.0.0.1, 10.0.0.2', `${FLAP_CONNECTS} × closed by the broker`], fix: /share the client ID shared: give each device its own ID/ })
-  t.match(of('sleepy'), { evidence: ['from 1 address: 10.0.0.3', `${FLAP_CONNECTS} × keepalive timeout (silent 16 s, keepalive 10 s)`], fix: /silent longer than its keepalive/ })
+  t.match(of('sleepy'), { evidence: ['from 1 address: 10.0.0.3', `${FLAP_CONNECTS} × keepalive timeout: nothing from the client for 16 s with keepalive 10 s`], fix: /silent longer than its keepalive/ })
   t.match(of('wrong-pw'), { fix: /credentials the proxy refuses/ })
   t.equal(of('polite'), undefined, 'clients that say DISCONNECT each time are not flapping')
   t.equal(of('few'), undefined, `fewer than ${FLAP_CONNECTS} connects are not flapping`)
