@@ -16,7 +16,7 @@ import { cleanupAll } from '../test/helpers/processes.js'
 import type { FixedRateResult, IdleResult, Job, JobResult, Reply, Watched } from './jobs.js'
 import { clockTicksPerSecond, machineInfo } from './proc.js'
 import { buildTables, goalLines, renderTable, tableDefs, type Store, type TargetInfo } from './report.js'
-import { allTargets, FD_WRAP, MOSQUITTO, ROOT, snapshotProxyBuild, startTarget, type ProxyBuild, type RunningTarget, type TargetDef } from './targets.js'
+import { allTargets, FD_WRAP, MOSQUITTO, ROOT, snapshotProxyBuild, startTarget, type Baseline, type ProxyBuild, type RunningTarget, type TargetDef } from './targets.js'
 import { renderSummary, summariseFile, type Summary } from './profile-summary.js'
 
 const SETTINGS = {
@@ -46,6 +46,9 @@ const USAGE = `Usage: node dist/bench/run.js [options]
   --scenarios IDS  comma-separated scenario ids (${scenarios(SETTINGS.quick).map((s) => s.id).join(', ')});
                    default all
   --out DIR        where the JSON goes (default bench/results)
+  --baseline DIR   also run the proxy without plugins from DIR, another built checkout
+                   (e.g. a git worktree of an older commit after npm run build): the
+                   target proxy-baseline, for before/after figures in the same run
   --profile        run only the fixed-rate scenario against the relay and the proxy
                    variants under node --cpu-prof (profiles in bench/results/profiles)
                    and summarise the measurement window of each
@@ -182,6 +185,19 @@ function hardFdLimit (): number {
   }
 }
 
+/** DIR as a baseline: it must be a built checkout; named by its commit when it is a git one. */
+function baselineBuild (dir: string): Baseline {
+  const root = resolve(dir)
+  for (const part of [join('bin', 'mqtt-guard.js'), join('dist', 'src'), 'node_modules']) {
+    if (!existsSync(join(root, part))) throw new Error(`--baseline ${dir}: no ${part} there (a checkout after npm ci or npm run build)`)
+  }
+  let name = root
+  try {
+    name = execFileSync('git', ['-C', root, 'log', '-1', '--format=%h'], { encoding: 'utf8' }).trim()
+  } catch { /* not a git checkout: named by its folder */ }
+  return { root, name }
+}
+
 async function main (): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -192,6 +208,7 @@ async function main (): Promise<number> {
       only: { type: 'string' },
       scenarios: { type: 'string' },
       out: { type: 'string' },
+      baseline: { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -213,10 +230,11 @@ async function main (): Promise<number> {
     settings.idle.connections = maxIdle
   }
 
+  const baseline = values.baseline === undefined ? undefined : baselineBuild(values.baseline)
   const only = values.only?.split(',').map((s) => s.trim()).filter((s) => s !== '')
   const skipped: Array<{ id: string, reason: string }> = []
   const targets: TargetDef[] = []
-  for (const def of allTargets()) {
+  for (const def of allTargets(baseline)) {
     if (only !== undefined && !only.includes(def.id)) continue
     if (profile && def.kind !== 'proxy' && def.kind !== 'relay') continue
     const reason = def.variant?.unavailable?.()
@@ -224,8 +242,8 @@ async function main (): Promise<number> {
     targets.push(def)
   }
   if (only !== undefined) {
-    const unknown = only.filter((id) => !allTargets().some((t) => t.id === id))
-    if (unknown.length > 0) throw new Error(`unknown target ${unknown.join(', ')}; known: ${allTargets().map((t) => t.id).join(', ')}`)
+    const unknown = only.filter((id) => !allTargets(baseline).some((t) => t.id === id))
+    if (unknown.length > 0) throw new Error(`unknown target ${unknown.join(', ')}; known: ${allTargets(baseline).map((t) => t.id).join(', ')}${baseline === undefined ? ' (proxy-baseline with --baseline DIR)' : ''}`)
   }
   if (targets.length === 0) throw new Error('no target to run')
   const profiled = values['profile-scenario'] ?? 'fixed-rate'
@@ -287,7 +305,7 @@ async function main (): Promise<number> {
         const profileName = profile ? `${def.id}-${profiled}-${stamp}.cpuprofile` : undefined
         if (profile) mkdirSync(profileDir, { recursive: true })
         const t0 = Date.now()
-        current = await startTarget(def, { proxyRoot: build?.root, ...(profile ? { profileDir, profileName } : {}) })
+        current = await startTarget(def, { proxyRoot: def.root ?? build?.root, ...(profile ? { profileDir, profileName } : {}) })
         log(`round ${round}/${settings.rounds}: ${def.label} started in ${Date.now() - t0} ms (pids ${Object.entries(current.watch).map(([k, v]) => `${k} ${v}`).join(', ')})`)
         try {
           for (const scenario of plan) {

@@ -143,13 +143,24 @@ export interface TargetDef {
   label: string
   kind: TargetKind
   variant?: ProxyVariant
+  /** A built checkout (bin/, dist/, node_modules) the proxy runs from instead of this one's copy. */
+  root?: string
 }
 
-export function allTargets (): TargetDef[] {
+/** Another build of the proxy without plugins, to set against this one in the same run. */
+export interface Baseline { root: string, name: string }
+
+export function allTargets (baseline?: Baseline): TargetDef[] {
+  const plain = PROXY_VARIANTS[0] as ProxyVariant
+  const label = `mqtt-guard, no plugins, baseline build ${baseline?.name ?? ''}`.trim()
+  const before: TargetDef[] = baseline === undefined
+    ? []
+    : [{ id: 'proxy-baseline', label, kind: 'proxy', variant: { ...plain, id: 'proxy-baseline', label, goals: 'none' }, root: baseline.root }]
   return [
     { id: 'mosquitto', label: 'Mosquitto direct', kind: 'mosquitto' },
     { id: 'relay', label: 'bare TCP relay', kind: 'relay' },
     ...PROXY_VARIANTS.map((variant): TargetDef => ({ id: variant.id, label: variant.label, kind: 'proxy', variant })),
+    ...before,
     { id: 'aedes', label: 'aedes alone', kind: 'aedes' }
   ]
 }
