@@ -75,12 +75,18 @@ export class GuardError extends Error {
   readonly code: ErrorCode
   /** Plugin that raised or decided it, when one did. */
   plugin: string | undefined
+  /**
+   * A config error's key and problem, apart (the message joins them), so that a caller that
+   * checked a part of the config can put the key under its own (`plugins[0].` + `passwordFile`).
+   */
+  readonly setting: { readonly key: string, readonly problem: string } | undefined
 
-  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, plugin?: string }) {
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, plugin?: string, setting?: { key: string, problem: string } }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'GuardError'
     this.code = code
     this.plugin = options?.plugin
+    this.setting = options?.setting
   }
 
   /** MQTT 5 reason code for this error, if one applies. */
@@ -100,5 +106,5 @@ export function isGuardError (err: unknown): err is GuardError {
 
 /** Config error that names the key: `plugins[1].policy: expected one of ...`. */
 export function configError (key: string, problem: string): GuardError {
-  return new GuardError('GUARD_ERR_CONFIG', key === '' ? problem : `${key}: ${problem}`)
+  return new GuardError('GUARD_ERR_CONFIG', key === '' ? problem : `${key}: ${problem}`, { setting: { key, problem } })
 }

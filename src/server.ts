@@ -5,10 +5,11 @@ import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Redis } from 'ioredis'
-import type { GuardConfig, ListenSpec, PluginEntry } from './config/config.js'
+import type { ListenSpec } from './config/config.js'
+import { changedLimits } from './config/limits.js'
 import { Connection } from './proxy/connection.js'
 import { PluginHost } from './plugin/host.js'
-import { loadDefinition, loadPlugins, validateOptions } from './plugin/loader.js'
+import { loadPlugins, type ResolvedConfig, type ResolvedPlugin } from './plugin/loader.js'
 import { embeddedUpstream, tcpUpstream, type Upstream } from './upstream/upstream.js'
 import { createEmbeddedBroker } from './upstream/embedded.js'
 import type { ErrorCode } from './errors.js'
@@ -43,10 +44,16 @@ export class GuardServer {
   /** The admin API's kicks, across instances when there is Redis (admin/kick.ts). */
   private readonly kicks: KickChannel
   private stopping = false
+  /**
+   * The configuration in force: one frozen value, replaced whole by reload(). A connection is
+   * handed the limits of the one in force when it is accepted; the core plugin `limits` and
+   * the accept check read this at each CONNECT.
+   */
+  private current: ResolvedConfig
 
   private constructor (
     readonly instanceId: string,
-    readonly config: GuardConfig,
+    config: ResolvedConfig,
     readonly log: Logger,
     readonly host: PluginHost,
     readonly upstream: Upstream,
@@ -55,19 +62,27 @@ export class GuardServer {
     /** The plugins of config.plugins, in that order (what SIGHUP may reconfigure). */
     private readonly configured: Plugin[]
   ) {
+    this.current = config
     this.kicks = new KickChannel(this.connections, redis, config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId, log)
   }
 
-  static async start (config: GuardConfig, options: StartOptions): Promise<GuardServer> {
+  /** The configuration in force (frozen; a reload replaces it whole). */
+  get config (): ResolvedConfig {
+    return this.current
+  }
+
+  /** `config` as resolveConfig (src/plugin/loader.ts) made it: nothing is validated here. */
+  static async start (config: ResolvedConfig, options: StartOptions): Promise<GuardServer> {
     const log = options.log
     // The gauges read the server made below, when scraped.
     const made: { server?: GuardServer } = {}
+    const inForce = (): ResolvedConfig => made.server?.config ?? config
     const metrics = new GuardMetrics({
       listeners: config.listen.map((spec) => spec.url),
       connectionsByListener: () => made.server === undefined ? new Map() : countByListener(made.server.connections),
       health: async () => await (made.server?.readiness() ?? { ready: false, checks: {} }),
       flappingClients: () => made.server?.diagnostics.flappingClients() ?? 0,
-      maxConnections: () => config.limits.maxConnections
+      maxConnections: () => inForce().limits.maxConnections
     })
     const redis = config.redis === undefined ? undefined : new Redis(config.redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true })
     // Zero from the start, so increase() sees the first error.
@@ -94,7 +109,7 @@ export class GuardServer {
       throw err
     }
     // The limits come first: a CONNECT they refuse costs no other plugin anything.
-    const host = new PluginHost([limitsPlugin(() => config.limits), ...plugins, ...(options.extraPlugins ?? [])])
+    const host = new PluginHost([limitsPlugin(() => inForce().limits), ...plugins, ...(options.extraPlugins ?? [])])
     const server = new GuardServer(instanceId, config, log, host, upstream, redis, metrics, plugins)
     made.server = server
     try {
@@ -134,13 +149,15 @@ export class GuardServer {
   }
 
   private accept (stream: Duplex, peer: Peer, spec: ListenSpec): void {
+    // The connection keeps these for its life: its per-packet reads are of a frozen object.
+    const limits = this.current.limits
     let refuse: ErrorCode | undefined
     if (this.stopping) refuse = 'GUARD_ERR_SHUTTING_DOWN'
-    else if (this.connections.size >= this.config.limits.maxConnections) refuse = 'GUARD_ERR_MAX_CONNECTIONS'
+    else if (this.connections.size >= limits.maxConnections) refuse = 'GUARD_ERR_MAX_CONNECTIONS'
     const conn = new Connection(stream, peer, {
       host: this.host,
       upstream: this.upstream,
-      limits: this.config.limits,
+      limits,
       log: this.log,
       metrics: this.metrics,
       listener: spec.url,
@@ -257,29 +274,39 @@ export class GuardServer {
 
   /**
    * SIGHUP: plugins re-read their files, TLS listeners their certificates, and `next` (the
-   * config file read again) replaces the limits; what only a restart can change is named.
+   * config file resolved again, whole) is handed down: its limits, and the options of plugins
+   * that take new ones, are in force from here; what only a restart can change is named, and
+   * the config in force keeps the running value of it (so the next reload names it again).
    */
-  async reload (next?: GuardConfig): Promise<void> {
+  async reload (next?: ResolvedConfig): Promise<void> {
     this.log.info('reloading')
     for (const listener of this.servers) listener.reload()
     if (next !== undefined) {
-      const changed = Object.entries(next.limits).filter(([k, v]) => this.config.limits[k as keyof GuardConfig['limits']] !== v).map(([k]) => k)
-      Object.assign(this.config.limits, next.limits)
+      const now = this.current
+      const changed = changedLimits(now.limits, next.limits)
+      const restart: string[] = (['listen', 'upstream', 'redis', 'admin', 'log'] as const).filter((k) => JSON.stringify(withoutFunctions(next[k])) !== JSON.stringify(withoutFunctions(now[k])))
+      const plugins = await this.reconfigurePlugins(now.plugins, next.plugins, restart)
+      // One assignment: a connection accepted from here on gets the new limits, one accepted
+      // before keeps the ones it was given.
+      this.current = Object.freeze({ ...now, limits: next.limits, plugins })
       if (changed.length > 0) this.log.info({ limits: changed }, 'limits reloaded')
-      const restart: string[] = (['listen', 'upstream', 'redis', 'admin', 'log'] as const).filter((k) => JSON.stringify(withoutFunctions(next[k])) !== JSON.stringify(withoutFunctions(this.config[k])))
-      restart.push(...await this.reconfigurePlugins(next))
       if (restart.length > 0) this.log.warn({ settings: restart }, 'these settings changed in the file and take effect only after a restart')
     }
     await this.host.reload(this.log)
   }
 
-  /** New options for plugins that take them at run time; returns what needs a restart. */
-  private async reconfigurePlugins (next: GuardConfig): Promise<string[]> {
-    const now = this.config.plugins
-    const same = (a: PluginEntry | undefined, b: PluginEntry | undefined): boolean => a?.name === b?.name && a?.module === b?.module
-    if (next.plugins.length !== now.length || next.plugins.some((entry, i) => !same(entry, now[i]))) return ['plugins']
-    const restart: string[] = []
-    for (const [i, entry] of next.plugins.entries()) {
+  /**
+   * New options for plugins that take them at run time. Returns the plugin entries in force
+   * (the new one where the plugin took it) and adds what needs a restart to `restart`.
+   */
+  private async reconfigurePlugins (now: readonly ResolvedPlugin[], next: readonly ResolvedPlugin[], restart: string[]): Promise<readonly ResolvedPlugin[]> {
+    const same = (a: ResolvedPlugin | undefined, b: ResolvedPlugin | undefined): boolean => a?.name === b?.name && a?.module === b?.module
+    if (next.length !== now.length || next.some((entry, i) => !same(entry, now[i]))) {
+      restart.push('plugins')
+      return now
+    }
+    const inForce = [...now]
+    for (const [i, entry] of next.entries()) {
       if (JSON.stringify(entry.options) === JSON.stringify(now[i]?.options)) continue
       const plugin = this.configured[i]
       if (plugin?.reconfigure === undefined) {
@@ -287,14 +314,14 @@ export class GuardServer {
         continue
       }
       try {
-        await plugin.reconfigure(validateOptions(await loadDefinition(entry, next.configDir), entry))
-        this.config.plugins[i] = entry
+        await plugin.reconfigure(entry.validated)
+        inForce[i] = entry
         this.log.info({ plugin: plugin.name, key: entry.key }, 'plugin reconfigured')
       } catch (err) {
         this.log.error({ plugin: plugin.name, err: (err as Error).message }, 'plugin not reconfigured: its previous options stay in force')
       }
     }
-    return restart
+    return Object.freeze(inForce)
   }
 
   /**

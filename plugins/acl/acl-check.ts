@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs'
 import { loadConfig } from '../../src/config/config.js'
 import { isGuardError } from '../../src/errors.js'
 import { EXIT, parseCommand, usageError, type Command, type PluginCommand, type PluginDefinition } from '../../src/plugin/api.js'
-import { validateOptions as validateWithKey } from '../../src/plugin/loader.js'
+import { resolvePlugin } from '../../src/plugin/loader.js'
 import { aclOptions, checkAclOptions, type AclOptions } from './options.js'
 import { buildPolicy, resolveAclFile } from './policy.js'
 import { parseMosquittoAcl } from './mosquitto-acl.js'
@@ -56,9 +56,11 @@ export async function aclCheckCommand (args: string[]): Promise<number> {
       process.stderr.write(`mqtt-guard acl-check: plugins: ${values.config} has no acl plugin (plugins: [{ name: acl, ... }])\n`)
       return EXIT.config
     }
-    // The plugin's own schema and checks, with errors keyed as `start` keys them.
+    // Resolved as `start` resolves each entry (src/plugin/loader.ts), with the plugin's own
+    // schema and checks: the same errors, keyed alike. Only this entry: the answer comes before
+    // anything is awaited, and the other plugins' modules are not needed for it.
     const definition: PluginDefinition<AclOptions> = { name: 'acl', options: aclOptions, validate: checkAclOptions, create: () => ({ name: 'acl' }) }
-    const options = validateWithKey(definition as PluginDefinition, entry) as AclOptions
+    const options = resolvePlugin(entry, definition as PluginDefinition).validated as AclOptions
     const file = resolveAclFile(options, config.configDir)
     const aclFile = file === undefined ? undefined : parseMosquittoAcl(readFileSync(file, 'utf8'), file)
     const policy = buildPolicy(options, () => aclFile)

@@ -4,11 +4,11 @@
 
 import { readFileSync } from 'node:fs'
 import { EXIT, parseCommand, usageError, type Command } from '../plugin/args.js'
-import { envOverrides, loadConfig, type GuardConfig, type Overrides } from '../config/config.js'
+import { envOverrides, type Overrides } from '../config/config.js'
 import { isGuardError } from '../errors.js'
 import { createLogger } from '../log/log.js'
 import type { PluginCommand } from '../plugin/api.js'
-import { builtinDefinitions, checkPlugins } from '../plugin/loader.js'
+import { builtinDefinitions, readConfig, type ResolvedConfig } from '../plugin/loader.js'
 
 const COMMANDS_BEFORE = `Usage: mqtt-guard <command> [options]
 
@@ -153,8 +153,7 @@ async function start (args: string[], command: Command): Promise<number> {
   if (typeof parsed === 'number') return parsed
   const { flags, positionals } = parsed
   if (positionals.length > 0) return usageError(command, `unexpected ${positionals.join(' ')} (a config file goes after --config)`)
-  const config = loadConfig(flags, envOverrides(process.env))
-  await checkPlugins(config)
+  const config = await readConfig(flags, envOverrides(process.env))
   const log = createLogger(config.log.level)
   // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
   const { GuardServer } = await import('../server.js')
@@ -174,14 +173,18 @@ async function start (args: string[], command: Command): Promise<number> {
     }
     process.once('SIGTERM', shutdown)
     process.once('SIGINT', shutdown)
+    // One reload at a time, in signal order: each resolves the file whole, then hands it down.
+    let reloads = Promise.resolve()
     process.on('SIGHUP', () => {
-      let next: GuardConfig | undefined
-      try {
-        next = loadConfig(flags, envOverrides(process.env))
-      } catch (err) {
-        log.error({ err: (err as Error).message }, 'config file not reloaded: the running settings stay in force')
-      }
-      void server.reload(next)
+      reloads = reloads.then(async () => {
+        let next: ResolvedConfig | undefined
+        try {
+          next = await readConfig(flags, envOverrides(process.env))
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'config file not reloaded: the running settings stay in force')
+        }
+        await server.reload(next)
+      }).catch((err: unknown) => { log.error({ err }, 'reload failed') })
     })
   })
   log.flush()
@@ -196,8 +199,7 @@ async function checkConfig (args: string[]): Promise<number> {
   const file = positionals[0] ?? flags.config ?? env.config
   if (file === undefined || file === '' || positionals.length > 1) return usageError(CHECK, 'expected one FILE')
   // As `start` would load it: MQTT_GUARD_* variables and flags over the file.
-  const config = loadConfig({ ...flags, config: file }, env)
-  await checkPlugins(config)
+  const config = await readConfig({ ...flags, config: file }, env)
   process.stdout.write(`${file}: ok (listen ${config.listen.map((l) => `${l.host}:${l.port}`).join(', ')}; upstream ${config.upstream.kind === 'embedded' ? 'embedded' : config.upstream.url}; plugins ${config.plugins.map((p) => p.name ?? p.module).join(', ') || 'none'})\n`)
   return 0
 }

@@ -9,22 +9,22 @@ import { expected, int, strictOptions, text } from './zod.js'
 
 /** The admin HTTP endpoint and its bounds; undefined in GuardConfig when turned off. */
 export interface AdminSpec {
-  host: string
-  port: number
-  token: string | undefined
+  readonly host: string
+  readonly port: number
+  readonly token: string | undefined
   /** Open admin sockets at most; an idle or unfinished one is closed to make room. */
-  maxConnections: number
+  readonly maxConnections: number
   /** Descriptors the admin endpoint always leaves free for the MQTT listeners. */
-  reserveDescriptors: number
+  readonly reserveDescriptors: number
   /** Headers and whole request within this; also the keep-alive idle time. */
-  timeoutMs: number
+  readonly timeoutMs: number
   /** Request bodies, after the token check (the console posts a trace's lines for pcapng). */
-  maxBodyBytes: number
+  readonly maxBodyBytes: number
   /** Live streams (/events, /traces/{id}/live) open at once, in all and per stream. */
-  maxViewers: number
-  maxViewersPerStream: number
+  readonly maxViewers: number
+  readonly maxViewersPerStream: number
   /** Bytes a viewer may be behind before its events are dropped (and it is told how many). */
-  viewerBufferBytes: number
+  readonly viewerBufferBytes: number
 }
 
 export const ADMIN_DEFAULTS = {

@@ -1,6 +1,8 @@
 // Configuration: defaults < YAML file < MQTT_GUARD_* environment < command-line flags.
-// Validated once at start; every error names the key and what is wrong, and the process exits
-// before it listens. Relative paths resolve against the config file's folder.
+// The core settings are checked here; every error names the key and what is wrong, and the
+// process exits before it listens. Relative paths resolve against the config file's folder.
+// The plugins' options are checked once their modules are loaded: src/plugin/loader.ts
+// resolveConfig makes the one frozen ResolvedConfig that start, check-config and SIGHUP use.
 
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
@@ -8,47 +10,52 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { configError } from '../errors.js'
 import { listenEntry, parseHostPort, parseListen, type ListenSpec } from './listen.js'
-import { bool, expected, int, oneOf, parseWith, strictOptions, text } from './zod.js'
+import { bool, expected, oneOf, parseWith, strictOptions, text } from './zod.js'
 import { inputFile } from './paths.js'
 import type { OptionsContext } from './paths.js'
 import { ADMIN_DEFAULTS, LOOPBACK, adminSchema, parseAdmin, type AdminSpec } from './admin.js'
+import { LIMIT_DEFAULTS, limitsSchema, resolveLimits, type Limits } from './limits.js'
 
 export type { ListenSpec } from './listen.js'
 export { zodToConfigError } from './zod.js'
 
-export interface TlsFiles { ca?: string, cert?: string, key?: string, rejectUnauthorized: boolean, servername?: string }
+export interface TlsFiles { readonly ca?: string, readonly cert?: string, readonly key?: string, readonly rejectUnauthorized: boolean, readonly servername?: string }
 
 export type UpstreamSpec =
-  | { kind: 'embedded' }
-  | { kind: 'mqtt', url: string, host: string, port: number, tls: TlsFiles | undefined, proxyProtocol: 1 | 2 | undefined }
+  | { readonly kind: 'embedded' }
+  | { readonly kind: 'mqtt', readonly url: string, readonly host: string, readonly port: number, readonly tls: TlsFiles | undefined, readonly proxyProtocol: 1 | 2 | undefined }
 
 export interface PluginEntry {
   /** `plugins[i]`, for error messages. */
-  key: string
+  readonly key: string
   /** Folder under plugins/ (name) or a path/package (module). */
-  name: string | undefined
-  module: string | undefined
-  options: Record<string, unknown>
+  readonly name: string | undefined
+  readonly module: string | undefined
+  /** As given in the file (what a reload compares); the plugin gets them validated. */
+  readonly options: Readonly<Record<string, unknown>>
   /** Where its paths start and what else is configured, for its option checks. */
-  context: OptionsContext
+  readonly context: OptionsContext
 }
 
 export type { AdminSpec } from './admin.js'
+export type { Limits } from './limits.js'
 
-export interface GuardConfig {
-  configFile: string | undefined
-  configDir: string
-  listen: ListenSpec[]
-  admin: AdminSpec | undefined
-  upstream: UpstreamSpec
-  redis: { url: string, keyPrefix: string } | undefined
-  limits: {
-    maxPacketSize: number, connectTimeoutMs: number, maxConnections: number, maxQueuedPackets: number, drainTimeoutMs: number
-    maxConnectionsPerAddress: number, maxConnectsPerSecondPerAddress: number, maxKeepaliveSeconds: number, maxPublishesPerSecond: number
-  }
-  log: { level: string }
-  allowAnonymous: boolean
-  plugins: PluginEntry[]
+/**
+ * The settings, from defaults, file, environment and flags. `P` is what a plugin entry holds:
+ * as given (PluginEntry, from buildConfig), or loaded and validated (src/plugin/loader.ts
+ * ResolvedPlugin, in the ResolvedConfig the proxy runs with).
+ */
+export interface GuardConfig<P extends PluginEntry = PluginEntry> {
+  readonly configFile: string | undefined
+  readonly configDir: string
+  readonly listen: readonly ListenSpec[]
+  readonly admin: AdminSpec | undefined
+  readonly upstream: UpstreamSpec
+  readonly redis: { readonly url: string, readonly keyPrefix: string } | undefined
+  readonly limits: Limits
+  readonly log: { readonly level: string }
+  readonly allowAnonymous: boolean
+  readonly plugins: readonly P[]
 }
 
 /** Values given on the command line or in the environment; each overrides the file. */
@@ -67,11 +74,7 @@ export const DEFAULTS = {
   listen: '127.0.0.1:1884',
   admin: ADMIN_DEFAULTS.listen,
   upstream: 'embedded',
-  limits: {
-    maxPacketSize: 1_048_576, connectTimeoutMs: 10_000, maxConnections: 100_000, maxQueuedPackets: 1000, drainTimeoutMs: 10_000,
-    // 0: off
-    maxConnectionsPerAddress: 0, maxConnectsPerSecondPerAddress: 0, maxKeepaliveSeconds: 0, maxPublishesPerSecond: 0
-  },
+  limits: LIMIT_DEFAULTS,
   log: { level: 'info' }
 } as const
 
@@ -96,17 +99,7 @@ export const fileSchema = strictOptions({
     .optional().describe('The broker: embedded, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS file paths relative to this file)'),
   redis: z.union([z.string(), strictOptions({ url: text('redis://HOST:PORT'), keyPrefix: z.string(expected('a string')).optional() })], expected('redis://HOST:PORT or { url, keyPrefix }'))
     .optional().describe('Shared state for every instance; without it, state is in memory'),
-  limits: strictOptions({
-    maxPacketSize: int(64, 268_435_460).optional(),
-    connectTimeoutMs: int(100).optional(),
-    maxConnections: int(1).optional(),
-    maxQueuedPackets: int(1).optional(),
-    drainTimeoutMs: int(0).optional(),
-    maxConnectionsPerAddress: int(0).optional(),
-    maxConnectsPerSecondPerAddress: int(0).optional(),
-    maxKeepaliveSeconds: int(0, 65535).optional(),
-    maxPublishesPerSecond: int(0).optional()
-  }).optional().describe('Per-connection and per-address limits (README.md, Configuration)'),
+  limits: limitsSchema,
   log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
   allowAnonymous: bool().optional().describe('Permit a non-loopback listener without the auth plugin'),
   // Each entry's other keys are the plugin's options, checked by the plugin's own schema.
@@ -197,7 +190,7 @@ export function buildConfig (raw: unknown, overrides: Overrides, configFile?: st
     admin: parseAdmin(file.admin, overrides.admin, overrides.adminToken),
     upstream: parseUpstream(overrides.upstream ?? file.upstream, configDir),
     redis,
-    limits: { ...DEFAULTS.limits, ...file.limits },
+    limits: resolveLimits(file.limits),
     log: { level },
     allowAnonymous: file.allowAnonymous ?? false,
     plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`, context))
@@ -220,10 +213,22 @@ function pluginEntry (entry: Record<string, unknown>, key: string, context: Opti
  * authenticates is its definition's to say (`authenticates: true`), so with plugins configured
  * the plugin loader asks them and calls this once they are loaded.
  */
-export function checkExposure (config: GuardConfig, hasAuth: boolean): void {
+export function checkExposure (config: Pick<GuardConfig, 'listen' | 'allowAnonymous'>, hasAuth: boolean): void {
   if (hasAuth || config.allowAnonymous) return
   const exposed = config.listen.find((l) => !LOOPBACK.test(l.host))
   if (exposed !== undefined) {
     throw configError('listen', `${exposed.host}:${exposed.port} is not a loopback address and no auth plugin is configured; add the auth plugin or set allowAnonymous: true`)
   }
+}
+
+/**
+ * Freezes a config value whole: every plain object and array in it. Functions, RegExps and
+ * class instances (a compiled trust list, an idPattern) are left as they are: they are not data.
+ */
+export function deepFreeze<T> (value: T): T {
+  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return value
+  const proto = Object.getPrototypeOf(value) as unknown
+  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return value
+  for (const child of Object.values(value)) deepFreeze(child)
+  return Object.freeze(value)
 }

@@ -10,16 +10,16 @@ import { inputFile } from './paths.js'
 export type ListenKind = 'mqtt' | 'mqtts' | 'ws' | 'wss'
 
 export interface ListenSpec {
-  kind: ListenKind
-  host: string
-  port: number
+  readonly kind: ListenKind
+  readonly host: string
+  readonly port: number
   /** The listener as configured (`mqtts://0.0.0.0:8883`): its name in logs and metrics. */
-  url: string
+  readonly url: string
   /** WebSocket path, `/mqtt` unless the URL names one. */
-  path: string | undefined
-  tls: { cert: string, key: string, ca: string | undefined, requireClientCert: boolean } | undefined
+  readonly path: string | undefined
+  readonly tls: { readonly cert: string, readonly key: string, readonly ca: string | undefined, readonly requireClientCert: boolean } | undefined
   /** Expect a PROXY protocol v1/v2 header from these addresses (CIDRs); others are refused. */
-  proxyProtocol: { trusted: string[], isTrusted: (address: string) => boolean } | undefined
+  readonly proxyProtocol: { readonly trusted: readonly string[], readonly isTrusted: (address: string) => boolean } | undefined
 }
 
 export const listenEntry = z.union([z.string(), strictOptions({

@@ -4,7 +4,7 @@
 // (config/mqtt-guard.schema.json) is made from the same schemas.
 
 import { z } from 'zod'
-import { configError, type GuardError } from '../errors.js'
+import { configError, isGuardError, type GuardError } from '../errors.js'
 
 /** How a value given in the config is quoted in a message. */
 export function got (input: unknown): string {
@@ -99,4 +99,28 @@ export function parseWith<T> (schema: z.ZodType<T>, raw: unknown, prefix = ''): 
   const parsed = schema.safeParse(raw)
   if (!parsed.success) throw zodToConfigError(parsed.error, prefix)
   return parsed.data
+}
+
+/** `plugins[0]` and `passwordFile` → `plugins[0].passwordFile`; `rules` and `[2]` → `rules[2]`. */
+export function joinKey (prefix: string, key: string): string {
+  if (key === '') return prefix
+  if (prefix === '') return key
+  return key.startsWith('[') ? `${prefix}${key}` : `${prefix}.${key}`
+}
+
+/** `KEY: PROBLEM`, the form plugins/README.md asks of an Error thrown by a plugin's `validate`. */
+const AUTHOR_KEY = /^([A-Za-z_][\w.[\]]*): (.*)$/s
+
+/**
+ * An error from checking a part of the config (a plugin's `validate` or `create`), as a config
+ * error under that part's key: `passwordFile: …` from plugins[0] is `plugins[0].passwordFile: …`.
+ * A config error carries its key apart from its problem (GuardError.setting), so it is moved
+ * without reading its message. Only an Error a plugin of one's own threw has its key read from
+ * the message, by the convention plugins/README.md promises its authors.
+ */
+export function underKey (prefix: string, err: unknown): GuardError {
+  if (isGuardError(err) && err.setting !== undefined) return configError(joinKey(prefix, err.setting.key), err.setting.problem)
+  const message = err instanceof Error ? err.message : String(err)
+  const named = AUTHOR_KEY.exec(message)
+  return named === null ? configError(prefix, message) : configError(joinKey(prefix, named[1] as string), named[2] as string)
 }

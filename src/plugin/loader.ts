@@ -1,17 +1,20 @@
-// Loads the plugins named in config, in config order: `name` is a folder under plugins/
-// (compiled to dist/plugins/<name>/index.js), `module` a path (relative to the config file) or
-// a package name. Each gets its options validated (its zod schema, then its own checks, with
-// paths resolved against the config file's folder), its own child logger and key prefix.
+// The configuration resolved once, and the plugins it names. `resolveConfig` loads each
+// plugin's definition (`name`: a folder under plugins/, compiled to dist/plugins/<name>/index.js;
+// `module`: a path relative to the config file, or a package name), validates its options (its
+// zod schema, then its own checks, with paths resolved against the config file's folder),
+// checks that an exposed listener has a plugin that authenticates, and freezes the result:
+// the one ResolvedConfig that start, check-config and SIGHUP use. `loadPlugins` then creates
+// the plugins from it, each with its validated options, child logger and key prefix.
 
 import { readdir } from 'node:fs/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import type { Redis, Cluster } from 'ioredis'
 import type { Registry } from 'prom-client'
-import { configError, GuardError, isGuardError } from '../errors.js'
-import { checkExposure, type GuardConfig, type PluginEntry } from '../config/config.js'
+import { GuardError, isGuardError } from '../errors.js'
+import { checkExposure, deepFreeze, loadConfig, type GuardConfig, type Overrides, type PluginEntry } from '../config/config.js'
 import { inputFile, isFilePath } from '../config/paths.js'
-import { parseWith } from '../config/zod.js'
+import { parseWith, underKey } from '../config/zod.js'
 import type { Plugin, PluginDefinition } from './api.js'
 import { checkPlugin } from './host.js'
 
@@ -21,6 +24,16 @@ const BUILTIN_ROOT = new URL('../../plugins/', import.meta.url)
 const DEFINITION_KEYS: Record<keyof PluginDefinition, true> = {
   name: true, options: true, validate: true, create: true, authenticates: true, commands: true
 }
+
+/** A plugin entry with its definition loaded and its options validated. */
+export interface ResolvedPlugin extends PluginEntry {
+  readonly definition: PluginDefinition
+  /** The options after the plugin's schema and `validate`: what create() and reconfigure() get. */
+  readonly validated: unknown
+}
+
+/** The configuration the proxy runs with: checked whole, frozen, replaced whole by a reload. */
+export type ResolvedConfig = GuardConfig<ResolvedPlugin>
 
 export interface LoadContext {
   configDir: string
@@ -75,53 +88,56 @@ function builtinEntry (name: string): PluginEntry {
   return { key: `plugins/${name}`, name, module: undefined, options: {}, context: { configDir: process.cwd(), redis: false } }
 }
 
-/** "hooks: expected a string" from a plugin becomes "plugins[0].hooks: expected a string". */
-function keyed (entry: PluginEntry, err: unknown): GuardError {
-  const message = (err as Error).message
-  const match = /^([A-Za-z_][\w.[\]]*): (.*)$/s.exec(message)
-  if (match !== null) return configError(`${entry.key}.${match[1] as string}`, match[2] as string)
-  return configError(entry.key, message)
-}
-
-/** The plugin's schema, then its own checks; errors name `plugins[i].key`. */
+/**
+ * The plugin's schema (its errors keyed from zod's issue path), then its own checks (a config
+ * error it throws is put under the entry's key); errors name `plugins[i].key`.
+ */
 export function validateOptions (definition: PluginDefinition, entry: PluginEntry): unknown {
   const options = definition.options === undefined ? entry.options : parseWith(definition.options, entry.options, entry.key)
   if (definition.validate === undefined) return options
   try {
     return definition.validate(options, entry.context)
   } catch (err) {
-    throw keyed(entry, err)
+    throw underKey(entry.key, err)
   }
+}
+
+/** One entry with its definition: its options validated, the whole frozen (the definition is the module's and left alone). */
+export function resolvePlugin (entry: PluginEntry, definition: PluginDefinition): ResolvedPlugin {
+  const validated = deepFreeze(validateOptions(definition, entry))
+  return Object.freeze({ ...deepFreeze(entry), definition, validated })
 }
 
 /**
- * What `start` and `check-config` check before anything listens: every plugin loads, its options
- * are valid, and a non-loopback listener has a plugin that authenticates (or allowAnonymous).
+ * The one place a configuration is checked whole, before anything listens (start,
+ * check-config) or replaces what runs (SIGHUP): every plugin loads, its options are valid, and
+ * a non-loopback listener has a plugin that authenticates (or allowAnonymous).
  */
-export async function checkPlugins (config: GuardConfig): Promise<void> {
-  const definitions: PluginDefinition[] = []
-  for (const entry of config.plugins) {
-    const definition = await loadDefinition(entry, config.configDir)
-    validateOptions(definition, entry)
-    definitions.push(definition)
-  }
-  checkExposure(config, definitions.some((d) => d.authenticates === true))
+export async function resolveConfig (config: GuardConfig): Promise<ResolvedConfig> {
+  const plugins: ResolvedPlugin[] = []
+  for (const entry of config.plugins) plugins.push(resolvePlugin(entry, await loadDefinition(entry, config.configDir)))
+  checkExposure(config, plugins.some((p) => p.definition.authenticates === true))
+  return deepFreeze({ ...config, plugins: Object.freeze(plugins) })
 }
 
-export async function loadPlugins (entries: PluginEntry[], ctx: LoadContext): Promise<Plugin[]> {
-  const definitions = await Promise.all(entries.map(async (entry) => await loadDefinition(entry, ctx.configDir)))
-  const optionsList = definitions.map((definition, i) => validateOptions(definition, entries[i] as PluginEntry))
+/** The config file, MQTT_GUARD_* variables and flags (`flags` over `env` over the file), resolved. */
+export async function readConfig (flags: Overrides, env: Overrides = {}): Promise<ResolvedConfig> {
+  return await resolveConfig(loadConfig(flags, env))
+}
+
+/** Creates the plugins of a resolved config, in its order; their options were validated when it was resolved. */
+export async function loadPlugins (entries: readonly ResolvedPlugin[], ctx: LoadContext): Promise<Plugin[]> {
   const plugins: Plugin[] = []
-  for (const [i, definition] of definitions.entries()) {
-    const entry = entries[i] as PluginEntry
+  for (const entry of entries) {
+    const definition = entry.definition
     try {
-      const plugin = await createPlugin(definition, optionsList[i], ctx)
+      const plugin = await createPlugin(definition, entry.validated, ctx)
       plugins.push(plugin)
       checkPlugin(plugin)
     } catch (err) {
       await Promise.allSettled(plugins.map(async (p) => await p.close?.()))
       // A check only create() can make (it needs the running context) is still the config's.
-      if (isGuardError(err) && err.code === 'GUARD_ERR_CONFIG') throw keyed(entry, err)
+      if (isGuardError(err) && err.code === 'GUARD_ERR_CONFIG') throw underKey(entry.key, err)
       if (isGuardError(err) && err.code === 'GUARD_ERR_PLUGIN_LOAD') throw new GuardError(err.code, `${entry.key}: ${err.message}`, { cause: err, plugin: definition.name })
       throw new GuardError('GUARD_ERR_PLUGIN_LOAD', `${entry.key}: plugin ${definition.name} failed to start: ${(err as Error).message}`, { cause: err, plugin: definition.name })
     }

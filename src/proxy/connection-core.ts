@@ -12,6 +12,7 @@ import { Framer } from '../wire/framer.js'
 import { isErrorCode, isGuardError, type CloseReason, type ErrorCode, type PeerEnd } from '../errors.js'
 import { Lane } from './lane.js'
 import type { TokenBucket } from './limits.js'
+import type { ConnectionLimits } from '../config/limits.js'
 import type { TopicAliases } from '../wire/topic-alias.js'
 import { reasonFor } from './answers.js'
 import type { PluginHost, Outcome } from '../plugin/host.js'
@@ -46,7 +47,11 @@ export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 're
 export interface CoreDeps {
   readonly host: PluginHost
   readonly upstream: Upstream
-  readonly limits: { maxPacketSize: number, connectTimeoutMs: number, maxQueuedPackets: number, maxPublishesPerSecond: number }
+  /**
+   * The limits of the config in force when the connection was accepted (frozen; a reload
+   * hands later connections the new ones). Read per packet as plain properties.
+   */
+  readonly limits: ConnectionLimits
   readonly log: Logger
   readonly metrics: GuardMetrics
   readonly listener: string

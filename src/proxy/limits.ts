@@ -1,17 +1,12 @@
-// Limits that protect the broker and the proxy from one address or one client: connections
-// and connects per second per address, keepalive bounds, and a publish rate per connection.
-// The per-address limits and keepalive run as the first plugin (at CONNECT only); the
-// publish rate is a token bucket the Connection consults per PUBLISH frame when it is set.
+// What the limits do that protect the broker and the proxy from one address or one client:
+// connections and connects per second per address, keepalive bounds, and a publish rate per
+// connection (their keys, defaults and checks: src/config/limits.ts). The per-address limits
+// and keepalive run as the first plugin (at CONNECT only); the publish rate is a token bucket
+// the Connection consults per PUBLISH frame when it is set.
 
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet'
 import type { ConnectionInfo, HookResult, Plugin } from '../plugin/api.js'
-
-export interface LimitSettings {
-  maxConnectionsPerAddress: number
-  maxConnectsPerSecondPerAddress: number
-  maxKeepaliveSeconds: number
-  maxPublishesPerSecond: number
-}
+import type { LimitSettings } from '../config/limits.js'
 
 /** Tokens refill continuously up to `rate` (one second's worth is the burst). */
 export class TokenBucket {
@@ -48,7 +43,10 @@ export function evictOldest<K, V> (map: Map<K, V>, keep: number): void {
   }
 }
 
-/** The core plugin `limits`: first in the chain, so a refused CONNECT costs nothing else. */
+/**
+ * The core plugin `limits`: first in the chain, so a refused CONNECT costs nothing else.
+ * `settings` reads the limits of the config in force at each CONNECT (a reload changes them).
+ */
 export function limitsPlugin (settings: () => LimitSettings, maxTrackedAddresses = MAX_TRACKED_ADDRESSES): Plugin {
   const open = new Map<string, number>()
   const rates = new Map<string, TokenBucket>()

@@ -2,6 +2,7 @@
 
 import { buildConfig, type Overrides } from '../../src/config/config.js'
 import { GuardServer } from '../../src/server.js'
+import { resolveConfig } from '../../src/plugin/loader.js'
 import type { Plugin } from '../../src/plugin/api.js'
 import { LogSink } from './log-sink.js'
 
@@ -23,7 +24,7 @@ export interface TestProxyOptions {
 
 export async function startProxy (options: TestProxyOptions = {}): Promise<TestProxy> {
   // The admin endpoint is off unless a test asks for it (its default port is fixed).
-  const config = buildConfig({ listen: '127.0.0.1:0', admin: false, ...options.config }, options.overrides ?? {}, options.configFile)
+  const config = await resolveConfig(buildConfig({ listen: '127.0.0.1:0', admin: false, ...options.config }, options.overrides ?? {}, options.configFile))
   const logs = new LogSink()
   const server = await GuardServer.start(config, { log: logs.logger('debug'), extraPlugins: options.extraPlugins ?? [] })
   const port = server.listeners[0]?.port ?? 0

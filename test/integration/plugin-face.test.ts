@@ -15,7 +15,7 @@ import { once, type EventEmitter } from 'node:events'
 import { startProxy } from '../helpers/proxy.js'
 import { tempDir } from '../helpers/auth-clients.js'
 import { buildConfig } from '../../src/config/config.js'
-import { checkPlugins } from '../../src/plugin/loader.js'
+import { resolveConfig } from '../../src/plugin/loader.js'
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 const FIXTURE = path.join(ROOT, 'test/fixtures/prefix-only.ts')
@@ -80,9 +80,9 @@ t.test('a misspelt hook or definition key stops the start, naming the plugin and
 t.test('an exposed listener needs a plugin whose definition says it authenticates', async (t) => {
   const exposed = (plugins: unknown[]): ReturnType<typeof buildConfig> => buildConfig({ listen: '0.0.0.0:1883', plugins }, {})
   const acl = { name: 'acl', rules: [] }
-  await t.rejects(checkPlugins(exposed([acl])), { code: 'GUARD_ERR_CONFIG', message: /^listen: 0\.0\.0\.0:1883 is not a loopback address .*allowAnonymous/ }, 'acl does not authenticate')
-  await t.resolves(checkPlugins(exposed([{ name: 'auth', allowAnonymous: true }, acl])), 'auth does (authenticates: true)')
+  await t.rejects(resolveConfig(exposed([acl])), { code: 'GUARD_ERR_CONFIG', message: /^listen: 0\.0\.0\.0:1883 is not a loopback address .*allowAnonymous/ }, 'acl does not authenticate')
+  await t.resolves(resolveConfig(exposed([{ name: 'auth', allowAnonymous: true }, acl])), 'auth does (authenticates: true)')
   const dir = await project(t)
   await writeFile(path.join(dir, 'gate.js'), "export default { name: 'gate', authenticates: true, create: () => ({ name: 'gate' }) }\n")
-  await t.resolves(checkPlugins(exposed([{ module: path.join(dir, 'gate.js') }])), 'so does a plugin of your own that says so')
+  await t.resolves(resolveConfig(exposed([{ module: path.join(dir, 'gate.js') }])), 'so does a plugin of your own that says so')
 })

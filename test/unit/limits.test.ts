@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { IConnectPacket } from 'mqtt-packet'
-import { evictOldest, limitsPlugin, type LimitSettings } from '../../src/proxy/limits.js'
+import { evictOldest, limitsPlugin } from '../../src/proxy/limits.js'
+import type { LimitSettings } from '../../src/config/limits.js'
 import type { ConnectionInfo, HookResult } from '../../src/plugin/api.js'
 import { createLogger } from '../../src/log/log.js'
 
