@@ -1,15 +1,20 @@
-// Where acknowledged QoS 1 messages are remembered. A record is a field, its value the digest:
-//   `<client ID>\n<i|o><packet ID>`  acknowledged in that direction (i: client → broker)
-//   `<client ID>\nw<digest>`         window mode: when this content was acknowledged (ms)
+// Where acknowledged QoS 1 messages are remembered. A record key is `<client ID>\n<field>`:
+//   field `<i|o><packet ID>`  acknowledged in that direction (i: client → broker), value the digest
+//   field `w<digest>`         window mode: when this content was acknowledged (ms)
 // A TOMBSTONE value says "this packet ID carries new data now": a non-DUP PUBLISH reused the ID,
 // so an older record for it must not match.
 // Without Redis, LocalRecords keeps them in this process (bounded, expiring). With Redis,
-// RedisRecords keeps them for every instance: written in batches (one HSET per time bucket
-// per flush, never awaited by a message), looked up (awaited) only for a DUP or in window
-// mode; LocalRecords then holds only window-mode records, as a cache.
+// RedisRecords keeps them for every instance, as fields of one hash per shard and time bucket,
+// `<prefix>b:{s:<shard>}:<bucket>`, the shard a hash of the client ID (shardOf). The hash tag
+// puts every bucket of a shard, so every record of a client, in one Redis Cluster slot: a
+// lookup is one pipeline to one node, and a flush is one pipeline per shard on a Cluster.
+// Records are written in batches (one HSET per shard and bucket per flush, never awaited by a
+// message) and looked up (awaited) only for a DUP or in window mode; LocalRecords then holds
+// only window-mode records, as a cache.
 
 import type { Redis, Cluster } from 'ioredis'
 import { redisCall } from '../../src/redis/call.js'
+import { hashTag } from '../../src/redis/hash-tag.js'
 
 export const TOMBSTONE = '-'
 
@@ -53,16 +58,34 @@ export class LocalRecords {
   }
 }
 
+/**
+ * How many shards the records are spread over. Few enough that a busy flush stays a few
+ * commands (one per shard and bucket, not one per client); enough to spread the records over
+ * the primaries of a Cluster. It is part of the key names: changing it is a key layout change.
+ */
+export const SHARDS = 16
+
+/** The shard of a client's records: FNV-1a (32 bits) of the client ID's UTF-16 code units. */
+export function shardOf (clientId: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < clientId.length; i++) h = Math.imul(h ^ clientId.charCodeAt(i), 0x01000193)
+  return (h >>> 0) % SHARDS
+}
+
 export interface RedisStats { flushes: number, written: number, dropped: number, lookups: number, lookupFailures: number, /** waiting for the next batch */ queued: number }
+
+/** A batch: by shard, by bucket, field → value. */
+type Batch = Map<number, Map<number, Map<string, string>>>
 
 export class RedisRecords {
   readonly stats: RedisStats = { flushes: 0, written: 0, dropped: 0, lookups: 0, lookupFailures: 0, queued: 0 }
   private readonly bucketMs: number
   private readonly buckets: number
-  private pending = new Map<number, Map<string, string>>()
+  private pending: Batch = new Map()
   private pendingCount = 0
   private timer: NodeJS.Timeout | null = null
-  private expiring = -1
+  /** Per shard, the bucket whose expiry is set (so PEXPIREAT goes once per bucket). */
+  private readonly expiring = new Array<number>(SHARDS).fill(-1)
 
   constructor (
     private readonly redis: Redis | Cluster,
@@ -78,18 +101,19 @@ export class RedisRecords {
     this.buckets = Math.ceil(ttlMs / this.bucketMs) + 1
   }
 
-  private key (bucket: number): string {
-    return `${this.prefix}b:${bucket}`
+  /** `<prefix>b:{s:<shard>}:<bucket>`. */
+  key (shard: number, bucket: number): string {
+    return `${this.prefix}b:${hashTag('s', String(shard))}:${bucket}`
   }
 
   /** Queues a record for the next batch; never waits. */
   write (field: string, value: string): void {
     const bucket = Math.floor(this.now() / this.bucketMs)
-    let fields = this.pending.get(bucket)
-    if (fields === undefined) {
-      fields = new Map()
-      this.pending.set(bucket, fields)
-    }
+    const shard = shardOf(clientOf(field))
+    let buckets = this.pending.get(shard)
+    if (buckets === undefined) this.pending.set(shard, buckets = new Map())
+    let fields = buckets.get(bucket)
+    if (fields === undefined) buckets.set(bucket, fields = new Map())
     if (!fields.has(field)) this.stats.queued = ++this.pendingCount
     fields.set(field, value)
     if (this.pendingCount >= 1000) this.flush()
@@ -113,29 +137,36 @@ export class RedisRecords {
       return
     }
     this.stats.flushes++
+    // ioredis sends a Cluster pipeline to one node, and refuses one whose keys several nodes
+    // serve: there, one pipeline per shard (one slot). One server takes them all in one.
+    const groups = this.redis.isCluster ? [...batch].map(([shard, buckets]) => new Map([[shard, buckets]])) : [batch]
+    for (const group of groups) this.send(group)
+  }
+
+  private send (group: Batch): void {
     const pipeline = this.redis.pipeline()
-    for (const [bucket, fields] of batch) {
-      const key = this.key(bucket)
-      pipeline.hset(key, fields)
-      if (bucket !== this.expiring) {
-        pipeline.pexpireat(key, (bucket + 1) * this.bucketMs + this.ttlMs)
-        this.expiring = bucket
+    let count = 0
+    for (const [shard, buckets] of group) {
+      for (const [bucket, fields] of buckets) {
+        const key = this.key(shard, bucket)
+        count += fields.size
+        pipeline.hset(key, fields)
+        if (bucket !== this.expiring[shard]) {
+          pipeline.pexpireat(key, (bucket + 1) * this.bucketMs + this.ttlMs)
+          this.expiring[shard] = bucket
+        }
       }
     }
-    pipeline.exec().then((results) => {
-      const failed = results?.find(([err]) => err !== null)
-      if (failed === undefined) {
-        this.stats.written += count
-        return
-      }
+    const failed = (err: unknown): void => {
       this.stats.dropped += count
-      this.expiring = -1
-      this.onError('write', failed[0])
-    }, (err: unknown) => {
-      this.stats.dropped += count
-      this.expiring = -1
+      for (const shard of group.keys()) this.expiring[shard] = -1
       this.onError('write', err)
-    })
+    }
+    pipeline.exec().then((results) => {
+      const error = results?.find(([err]) => err !== null)
+      if (error === undefined) this.stats.written += count
+      else failed(error[0])
+    }, failed)
   }
 
   /** The newest value of `field` in the buckets of the last ttlMs, or undefined. */
@@ -144,14 +175,16 @@ export class RedisRecords {
     // What is still in this process's batch is newer than anything in Redis.
     const now = this.now()
     const current = Math.floor(now / this.bucketMs)
+    const shard = shardOf(clientOf(field))
+    const queued = this.pending.get(shard)
     for (let b = current; b > current - this.buckets; b--) {
-      const queued = this.pending.get(b)?.get(field)
-      if (queued !== undefined) return queued
+      const value = queued?.get(b)?.get(field)
+      if (value !== undefined) return value
     }
     try {
       const values = await redisCall(this.redis, this.timeoutMs, async (r) => {
         const pipeline = r.pipeline()
-        for (let b = current; b > current - this.buckets; b--) pipeline.hget(this.key(b), field)
+        for (let b = current; b > current - this.buckets; b--) pipeline.hget(this.key(shard, b), field)
         return await pipeline.exec()
       })
       for (const [err, value] of values ?? []) {
@@ -169,4 +202,9 @@ export class RedisRecords {
   close (): void {
     this.flush()
   }
+}
+
+/** The client ID of a record key (recordKey()): up to its last newline, as no field holds one. */
+function clientOf (recordKey: string): string {
+  return recordKey.slice(0, recordKey.lastIndexOf('\n'))
 }

@@ -14,6 +14,7 @@ import { startProxy } from '../helpers/proxy.js'
 import { BASE, clientV, closed, nextMessage, refusedCode, uniqueTopic } from '../helpers/e2e-mqtt.js'
 import { pollUntil } from '../helpers/processes.js'
 import { handMadeConnect, RawMqttClient } from '../helpers/raw-client.js'
+import { flapKeys, leaseKey } from '../../plugins/client-id/redis-store.js'
 
 const mosquitto = await startMosquitto()
 t.teardown(() => mosquitto.stop())
@@ -160,7 +161,7 @@ t.test('kill -9 of an instance: its clients get in elsewhere once the lease expi
   const { nodes: [p1, p2], prefix } = await fleet(t, 2, { policy: 'reject-new', leaseMs })
   const id = 'killed-holder'
   await clientV(t, p1!.url, 4, { clientId: id })
-  t.equal(await db.hget(`${prefix}lease:${id}`, 'addr'), '127.0.0.1', 'the lease is in Redis')
+  t.equal(await db.hget(leaseKey(prefix, id), 'addr'), '127.0.0.1', 'the lease is in Redis')
   p1!.proc.signal('SIGKILL')
   await p1!.proc.exited
   const killedAt = Date.now()
@@ -185,7 +186,7 @@ t.test('flapping: a shared ban with its evidence logged once, and its end', asyn
   await clientV(t, p1!.url, 4, { clientId: id, username: 'dev-a' })
   await gone
   // Wait for the ends to be recorded before the next connect reads the history.
-  await pollUntil('the expected state', 3000, async () => (await db.llen(`cid${prefixNo}:client-id:flap:hist:id:${id}`)) >= 5 ? true : undefined)
+  await pollUntil('the expected state', 3000, async () => (await db.llen(flapKeys(`cid${prefixNo}:client-id:`, `id:${id}`)[2])) >= 5 ? true : undefined)
   t.equal(await refusedCode(t, p2!.url, 5, { clientId: id, username: 'dev-b' }), 0x8a, 'the 4th connect in the window is banned (0x8A)')
   t.equal(await refusedCode(t, p1!.url, 4, { clientId: id, username: 'dev-a' }), 5, 'on every instance (3.1.1: code 5)')
   const bans = [...p1!.logged('client-id: flapping'), ...p2!.logged('client-id: flapping')]
@@ -217,7 +218,7 @@ t.test('Redis stopped and restarted: fail open (local check), fail closed (3 / 0
   await redis.restart()
   // The owner writes its leases again (Redis came back empty).
   for (const id of ['r-before', 'r-during']) {
-    await pollUntil('the expected state', 10_000, async () => (await db.hget(`${prefix}lease:${id}`, 'owner').catch(() => null)) ?? undefined)
+    await pollUntil('the expected state', 10_000, async () => (await db.hget(leaseKey(prefix, id), 'owner').catch(() => null)) ?? undefined)
   }
   t.equal(await refusedCode(t, p2!.url, 4, { clientId: 'r-before' }), 2, 'the fleet sees the restored leases')
   t.equal(await refusedCode(t, p2!.url, 5, { clientId: 'r-during' }), 0x85)
