@@ -114,7 +114,11 @@ export function createRedisClient (spec: RedisSpec, use: RedisUse, options: Clie
         // writes have no deadline and get 500 ms x 64 (32 s), past Redis' default node
         // timeout of 15 s.
         retryDelayOnFailover: use === 'shared' ? 200 : 500,
-        maxRedirections: use === 'shared' ? 16 : 64
+        maxRedirections: use === 'shared' ? 16 : 64,
+        // ioredis refreshes its slot map only when a command meets MOVED or a dead node. The
+        // shared client may be idle (no plugin that uses Redis), yet /metrics and doctor
+        // should see a new primary: one CLUSTER SLOTS every 5 s keeps the map current.
+        ...(use === 'shared' ? { slotsRefreshInterval: 5000 } : {})
       }
       return new Cluster(spec.nodes.map((n) => ({ host: n.host, port: n.port })), cluster)
     }
