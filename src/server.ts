@@ -4,7 +4,6 @@
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import { Redis } from 'ioredis'
 import type { ListenSpec } from './config/config.js'
 import { changedLimits } from './config/limits.js'
 import { Connection } from './proxy/connection.js'
@@ -24,6 +23,9 @@ import { KickChannel } from './admin/kick.js'
 import { Diagnostics, meanMs } from './observe/diagnostics.js'
 import { SeriesRecorder, type Counters } from './observe/series.js'
 import { FRAME_TYPE } from './wire/codec.js'
+import { createRedisClient, type RedisClient } from './redis/client.js'
+import { RedisWatch, type RedisStatus } from './redis/watch.js'
+import { DEFAULT_KEY_PREFIX, describeRedis } from './config/redis.js'
 
 export interface StartOptions {
   log: Logger
@@ -57,13 +59,15 @@ export class GuardServer {
     readonly log: Logger,
     readonly host: PluginHost,
     readonly upstream: Upstream,
-    readonly redis: Redis | undefined,
+    readonly redis: RedisClient | undefined,
+    /** What /healthz, /readyz, /metrics and doctor say of Redis (undefined without Redis). */
+    private readonly redisWatch: RedisWatch | undefined,
     readonly metrics: GuardMetrics,
     /** The plugins of config.plugins, in that order (what SIGHUP may reconfigure). */
     private readonly configured: Plugin[]
   ) {
     this.current = config
-    this.kicks = new KickChannel(this.connections, redis, config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId, log)
+    this.kicks = new KickChannel(this.connections, redis, config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, log)
   }
 
   /** The configuration in force (frozen; a reload replaces it whole). */
@@ -82,9 +86,18 @@ export class GuardServer {
       connectionsByListener: () => made.server === undefined ? new Map() : countByListener(made.server.connections),
       health: async () => await (made.server?.readiness() ?? { ready: false, checks: {} }),
       flappingClients: () => made.server?.diagnostics.flappingClients() ?? 0,
+      redisTopology: config.redis?.topology,
       maxConnections: () => inForce().limits.maxConnections
     })
-    const redis = config.redis === undefined ? undefined : new Redis(config.redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true })
+    // One client for the plugins and the kick channel (their subscribers are its duplicates).
+    const watch = config.redis === undefined
+      ? undefined
+      : new RedisWatch(config.redis.topology, (detail) => { log.warn({ topology: config.redis?.topology, ...detail }, 'redis failover seen: another primary serves the proxy') })
+    const redis = config.redis === undefined ? undefined : createRedisClient(config.redis, 'shared', { onReadOnly: () => { watch?.readOnlySeen() } })
+    if (redis !== undefined) {
+      watch?.attach(redis)
+      log.info({ topology: config.redis?.topology, redis: config.redis === undefined ? undefined : describeRedis(config.redis) }, 'redis configured')
+    }
     // Zero from the start, so increase() sees the first error.
     if (redis !== undefined) metrics.redisErrors.inc({ source: 'connection' }, 0)
     redis?.on('error', (err: NodeJS.ErrnoException) => {
@@ -96,7 +109,7 @@ export class GuardServer {
     let upstream: Upstream
     try {
       plugins = await loadPlugins(config.plugins, {
-        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? 'mqtt-guard:', instanceId, metrics: metrics.registry,
+        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, metrics: metrics.registry,
         retap: () => { for (const c of made.server?.connections ?? []) c.retap() }
       })
       upstream = config.upstream.kind === 'embedded'
@@ -110,7 +123,7 @@ export class GuardServer {
     }
     // The limits come first: a CONNECT they refuse costs no other plugin anything.
     const host = new PluginHost([limitsPlugin(() => inForce().limits), ...plugins, ...(options.extraPlugins ?? [])])
-    const server = new GuardServer(instanceId, config, log, host, upstream, redis, metrics, plugins)
+    const server = new GuardServer(instanceId, config, log, host, upstream, redis, watch, metrics, plugins)
     made.server = server
     try {
       for (const spec of config.listen) await server.listen(spec)
@@ -118,6 +131,7 @@ export class GuardServer {
         server.admin = await AdminServer.start(config.admin, {
           metrics,
           readiness: async () => await server.readiness(),
+          redis: async () => await server.redisStatus(),
           connections: () => server.connectionViews(),
           kick: async (id) => await server.kick(id),
           diagnostics: async () => await server.diagnose(),
@@ -174,15 +188,24 @@ export class GuardServer {
 
   // ---- what the admin endpoint sees ----------------------------------------------------------
 
-  async readiness (): Promise<{ ready: boolean, checks: Record<string, boolean | string> }> {
-    const checks: Record<string, boolean | string> = {
-      listening: !this.stopping && this.listeners.length > 0,
-      upstream: await this.upstream.check()
-    }
-    if (this.redis !== undefined) checks.redis = this.redis.status === 'ready'
+  /**
+   * Ready when listening, the broker answers and, with Redis, Redis is usable: connected,
+   * answering, not read-only, and on a Cluster every slot served (a Cluster client stays
+   * `ready` through a failover, so its own status cannot say so). `redis` says why.
+   */
+  async readiness (): Promise<{ ready: boolean, checks: Record<string, boolean | string>, redis?: RedisStatus }> {
+    const [upstream, redis] = await Promise.all([this.upstream.check(), this.redisStatus()])
+    const checks: Record<string, boolean | string> = { listening: !this.stopping && this.listeners.length > 0, upstream }
+    if (redis !== undefined) checks.redis = redis.up && !redis.readOnly
     if (this.stopping) checks.draining = true
     const ready = checks.listening === true && checks.upstream === true && checks.redis !== false
-    return { ready, checks }
+    return redis === undefined ? { ready, checks } : { ready, checks, redis }
+  }
+
+  /** Redis as /healthz, /metrics and doctor show it; undefined without Redis. */
+  async redisStatus (): Promise<RedisStatus | undefined> {
+    if (this.redis === undefined || this.redisWatch === undefined) return undefined
+    return await this.redisWatch.status(this.redis)
   }
 
   /** The console's overview, read from the metrics and the live connections. */
@@ -239,10 +262,13 @@ export class GuardServer {
         this.log.error({ plugin: plugin.name, err }, 'plugin diagnose failed')
       }
     }
+    const readiness = await this.readiness()
+    const redis = readiness.redis === undefined || this.config.redis === undefined ? undefined : { status: readiness.redis, where: describeRedis(this.config.redis) }
     const findings = this.diagnostics.report({
       connections: this.liveConnections().map((c) => c.view()),
       maxConnections: this.config.limits.maxConnections,
-      checks: (await this.readiness()).checks,
+      checks: readiness.checks,
+      ...(redis === undefined ? {} : { redis }),
       roundTrips: legs,
       certificates: await certificateExpiry(this.metrics),
       plugins

@@ -11,6 +11,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AdminSpec } from '../config/config.js'
 import type { GuardMetrics } from '../observe/metrics.js'
+import type { RedisStatus } from '../redis/watch.js'
 import type { AdminRequest, AdminResponse } from '../plugin/api.js'
 import type { ClientPage, ConnectionView, Finding, Overview } from '../views.js'
 import { Feed, TOKEN_COOKIE, cookieToken, serveStatic } from './console.js'
@@ -24,7 +25,9 @@ import { adminMetrics } from './own-metrics.js'
 /** What the admin endpoint asks of the proxy. */
 export interface AdminTarget {
   metrics: GuardMetrics
-  readiness: () => Promise<{ ready: boolean, checks: Record<string, boolean | string> }>
+  readiness: () => Promise<{ ready: boolean, checks: Record<string, boolean | string>, redis?: RedisStatus }>
+  /** Redis as the proxy sees it (form, role, read-only, failovers, Cluster state); undefined without Redis. */
+  redis?: () => Promise<RedisStatus | undefined>
   connections: () => ConnectionView[]
   /** Closes `clientId` here, and tells the other instances; how many closed here, whether told. */
   kick: (clientId: string) => Promise<{ closedHere: number, announced: boolean }>
@@ -84,7 +87,17 @@ interface Route {
 
 /** The core's routes. A path not here goes to the plugins (e.g. /traces), then 404. */
 const ROUTES: Route[] = [
-  { path: '/healthz', open: true, methods: { GET: ({ res }) => { send(res, 200, { status: 'ok' }) } } },
+  {
+    // Liveness: always 200 while the process answers; Redis is shown, not judged (/readyz judges).
+    path: '/healthz',
+    open: true,
+    methods: {
+      GET: async ({ res, target }) => {
+        const redis = await target.redis?.()
+        send(res, 200, redis === undefined ? { status: 'ok' } : { status: 'ok', redis })
+      }
+    }
+  },
   {
     path: '/readyz',
     open: true,

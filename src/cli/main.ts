@@ -34,7 +34,8 @@ Options for start:
   --config FILE         YAML config (env MQTT_GUARD_CONFIG)
   --listen HOST:PORT    listener(s), comma-separated (env MQTT_GUARD_LISTEN; default 127.0.0.1:1884)
   --upstream URL        embedded | mqtt://HOST:PORT | mqtts://HOST:PORT (env MQTT_GUARD_UPSTREAM)
-  --redis URL           redis://HOST:PORT for shared state (env MQTT_GUARD_REDIS)
+  --redis URL           redis://HOST:PORT for shared state (env MQTT_GUARD_REDIS;
+                        Sentinel and Cluster: redis in the config file)
   --admin HOST:PORT|off admin HTTP endpoint: /healthz /readyz /metrics /connections
                         (env MQTT_GUARD_ADMIN; default 127.0.0.1:9884; its bearer token
                         from MQTT_GUARD_ADMIN_TOKEN or admin.token in the file)

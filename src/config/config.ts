@@ -15,6 +15,7 @@ import { inputFile } from './paths.js'
 import type { OptionsContext } from './paths.js'
 import { ADMIN_DEFAULTS, LOOPBACK, adminSchema, parseAdmin, type AdminSpec } from './admin.js'
 import { LIMIT_DEFAULTS, limitsSchema, resolveLimits, type Limits } from './limits.js'
+import { parseRedis, redisSchema, type RedisSpec } from './redis.js'
 
 export type { ListenSpec } from './listen.js'
 export { zodToConfigError } from './zod.js'
@@ -39,6 +40,7 @@ export interface PluginEntry {
 
 export type { AdminSpec } from './admin.js'
 export type { Limits } from './limits.js'
+export type { RedisEndpoint, RedisSpec, RedisTls, RedisTopology } from './redis.js'
 
 /**
  * The settings, from defaults, file, environment and flags. `P` is what a plugin entry holds:
@@ -51,7 +53,7 @@ export interface GuardConfig<P extends PluginEntry = PluginEntry> {
   readonly listen: readonly ListenSpec[]
   readonly admin: AdminSpec | undefined
   readonly upstream: UpstreamSpec
-  readonly redis: { readonly url: string, readonly keyPrefix: string } | undefined
+  readonly redis: RedisSpec | undefined
   readonly limits: Limits
   readonly log: { readonly level: string }
   readonly allowAnonymous: boolean
@@ -97,8 +99,7 @@ export const fileSchema = strictOptions({
   admin: adminSchema,
   upstream: z.union([z.string(), strictOptions({ url: text('a URL'), proxyProtocol: z.union([z.literal(1), z.literal(2)], expected('1 or 2')).optional(), ...tlsOptions })], expected(URLS))
     .optional().describe('The broker: embedded, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS file paths relative to this file)'),
-  redis: z.union([z.string(), strictOptions({ url: text('redis://HOST:PORT'), keyPrefix: z.string(expected('a string')).optional() })], expected('redis://HOST:PORT or { url, keyPrefix }'))
-    .optional().describe('Shared state for every instance; without it, state is in memory'),
+  redis: redisSchema,
   limits: limitsSchema,
   log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
   allowAnonymous: bool().optional().describe('Permit a non-loopback listener without the auth plugin'),
@@ -130,13 +131,6 @@ function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: 
   if (host === '') throw configError('upstream', `no host in "${spec.url}"`)
   const proxyProtocol = 'proxyProtocol' in spec ? spec.proxyProtocol : undefined
   return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls, proxyProtocol }
-}
-
-function parseRedis (raw: z.infer<typeof fileSchema>['redis']): GuardConfig['redis'] {
-  if (raw === undefined || raw === '') return undefined
-  const spec = typeof raw === 'string' ? { url: raw } : raw
-  if (!/^rediss?:\/\//.test(spec.url)) throw configError('redis', `expected redis://HOST:PORT or rediss://..., got "${spec.url}"`)
-  return { url: spec.url, keyPrefix: spec.keyPrefix ?? 'mqtt-guard:' }
 }
 
 function readFile (file: string): unknown {
@@ -181,7 +175,7 @@ export function buildConfig (raw: unknown, overrides: Overrides, configFile?: st
   const configDir = configFile === undefined ? process.cwd() : path.dirname(path.resolve(configFile))
   const level = overrides.logLevel ?? file.log?.level ?? DEFAULTS.log.level
   if (!(LOG_LEVELS as readonly string[]).includes(level)) throw configError('log.level', `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`)
-  const redis = parseRedis(overrides.redis ?? file.redis)
+  const redis = parseRedis(overrides.redis ?? file.redis, configDir)
   const context: OptionsContext = { configDir, redis: redis !== undefined }
   const config: GuardConfig = {
     configFile,

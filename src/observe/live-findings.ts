@@ -5,6 +5,7 @@
 
 import { readFileSync, readdirSync } from 'node:fs'
 import type { Finding } from '../views.js'
+import type { RedisStatus } from '../redis/watch.js'
 
 /** At most this many examples in a finding's evidence. */
 export const EXAMPLES = 5
@@ -20,6 +21,8 @@ export interface LiveState {
   certificates: Array<{ listener: string, subject: string, seconds: number }>
   /** Findings of plugins (`diagnose`). */
   plugins: Finding[]
+  /** With Redis: what the proxy sees of it, and where it is (no password). */
+  redis?: { status: RedisStatus, where: string }
 }
 
 /** What the readiness checks say is down. */
@@ -28,10 +31,51 @@ export function health (live: LiveState): Finding[] {
   if (live.checks.upstream !== true) {
     out.push({ id: 'upstream-unhealthy', severity: 'error', summary: 'the broker is not reachable from the proxy', evidence: [`upstream check: ${String(live.checks.upstream)}`], fix: 'start the broker or fix the upstream address; until then every CONNECT is refused with 3 / 0x88' })
   }
-  if (live.checks.redis === false) {
-    out.push({ id: 'redis-unhealthy', severity: 'error', summary: 'Redis is not connected', evidence: ['redis check: not ready'], fix: 'start Redis or fix the redis URL; meanwhile each plugin applies its fail policy (client-id admits on local knowledge or refuses with 3 / 0x88, dedupe forwards everything)' })
-  }
+  if (live.redis !== undefined) out.push(...redisFindings(live.redis.status, live.redis.where))
+  else if (live.checks.redis === false) out.push(redisDown(['redis check: not ready'], 'start Redis or fix the redis URL'))
   return out
+}
+
+const MEANWHILE = 'meanwhile each plugin applies its fail policy (client-id admits on local knowledge or refuses with 3 / 0x88, dedupe forwards everything)'
+
+function redisDown (evidence: string[], fix: string): Finding {
+  return { id: 'redis-unhealthy', severity: 'error', summary: 'Redis is not connected', evidence, fix: `${fix}; ${MEANWHILE}` }
+}
+
+const FIX_DOWN: Record<RedisStatus['topology'], string> = {
+  standalone: 'start Redis or fix redis.url (a firewall, TLS, or credentials: see the proxy\'s "redis error" log lines)',
+  sentinel: 'check that the Sentinels in redis.sentinels answer and know the master named in redis.name (redis-cli -p PORT SENTINEL get-master-addr-by-name NAME), and that the primary they name is reachable from the proxy',
+  cluster: 'check that the seed nodes in redis.cluster answer and that CLUSTER INFO says cluster_state:ok'
+}
+
+/**
+ * Redis as doctor sees it, in the order that matters: down (nothing works), read-only (every
+ * write fails), Cluster slots failing (the keys of those slots fail), slots suspected.
+ */
+export function redisFindings (r: RedisStatus, where: string): Finding[] {
+  const base = [`${r.topology}: ${where}`, `client: ${r.client}, role: ${r.role}`, `failovers seen: ${r.failovers}${r.lastFailoverAt === undefined ? '' : `, last at ${r.lastFailoverAt}`}`]
+  const c = r.cluster
+  const slots = c === undefined ? [] : [`cluster_state: ${c.state}`, `slots ok ${c.slotsOk}, pfail ${c.slotsPfail}, fail ${c.slotsFail}; ${c.knownNodes} nodes known`]
+  if (c !== undefined && c.state === 'fail') {
+    return [{
+      id: 'redis-unhealthy', severity: 'error',
+      summary: `the Redis Cluster has failing slots: ${c.slotsFail + c.slotsPfail} of 16384 have no working primary`,
+      evidence: [...base, ...slots],
+      fix: `a primary is down and no replica took over: start it again, or give its slots a primary (a replica and CLUSTER FAILOVER, or redis-cli --cluster fix); until then Redis refuses commands (CLUSTERDOWN) and ${MEANWHILE}`
+    }]
+  }
+  if (!r.up) return [redisDown([...base, ...slots], FIX_DOWN[r.topology])]
+  if (r.readOnly) {
+    const why = r.role === 'replica' ? 'ROLE says replica' : `a READONLY reply at ${r.readOnlySeenAt ?? '?'}`
+    const fix = r.topology === 'standalone'
+      ? 'point redis.url at the primary, or give the Sentinel form (redis: { sentinels, name }) so the proxy follows the primary through failovers'
+      : 'the proxy reconnects on READONLY and asks for the primary again; if this stays, check that the Sentinels agree on the primary (SENTINEL masters) and that the old primary was demoted'
+    return [{ id: 'redis-unhealthy', severity: 'error', summary: 'Redis refuses the proxy\'s writes: it is connected to a replica', evidence: [...base, why], fix: `${fix}; every write fails until then, and ${MEANWHILE}` }]
+  }
+  if (c !== undefined && c.slotsPfail + c.slotsFail > 0) {
+    return [{ id: 'redis-unhealthy', severity: 'warning', summary: `the Redis Cluster is ok but ${c.slotsPfail + c.slotsFail} slots have a primary some node cannot reach`, evidence: [...base, ...slots], fix: 'look at the nodes that do not answer (CLUSTER NODES: fail? flags); if one is down the cluster fails over after cluster-node-timeout' }]
+  }
+  return []
 }
 
 export function qos0 (live: LiveState): Finding[] {

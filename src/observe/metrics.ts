@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { FRAME_TYPE } from '../wire/codec.js'
 import { FLAP_CONNECTS, WINDOW_MS } from './diagnostics.js'
+import type { RedisStatus } from '../redis/watch.js'
+import type { RedisTopology } from '../config/config.js'
 
 const TYPE_NAMES: string[] = []
 for (const [name, type] of Object.entries(FRAME_TYPE)) TYPE_NAMES[type] = name
@@ -35,7 +37,9 @@ export interface MetricSources {
   listeners: readonly string[]
   connectionsByListener: () => Map<string, number>
   /** The readiness checks, as /readyz gives them: `upstream`, `redis` (when configured), `listening`. */
-  health: () => Promise<{ ready: boolean, checks: Record<string, boolean | string> }>
+  health: () => Promise<{ ready: boolean, checks: Record<string, boolean | string>, redis?: RedisStatus }>
+  /** The configured Redis form: its gauges exist only with Redis (the Cluster's only on a Cluster). */
+  redisTopology?: RedisTopology | undefined
   /** Client IDs that doctor would call flapping now. */
   flappingClients: () => number
   maxConnections: () => number
@@ -64,6 +68,7 @@ export class GuardMetrics {
   readonly certExpiry: Gauge<'listener' | 'subject'>
   readonly throttled: Counter
   private readonly health: { ready: Gauge, upstream: Gauge, redis: Gauge }
+  private readonly redisGauges: RedisGauges | undefined
 
   constructor (private readonly sources: MetricSources = NO_SOURCES) {
     const registers = [this.registry]
@@ -97,6 +102,7 @@ export class GuardMetrics {
       upstream: new Gauge({ name: 'mqtt_guard_upstream_up', help: '1 when a connection to the broker could be opened at the last scrape (embedded: the broker is running), 0 otherwise', registers }),
       redis: new Gauge({ name: 'mqtt_guard_redis_up', help: '1 when the proxy\'s Redis connection is ready, 0 otherwise; absent without Redis', registers })
     }
+    this.redisGauges = sources.redisTopology === undefined ? undefined : redisGauges(this.registry, sources.redisTopology)
     new Gauge({ name: 'mqtt_guard_build_info', help: 'Always 1: the proxy\'s version and the Node.js version that runs it', labelNames: ['version', 'node_version'], registers })
       .set({ version: VERSION, node_version: process.versions.node }, 1)
   }
@@ -163,7 +169,10 @@ export class GuardMetrics {
     const checks = health?.checks ?? { upstream: false }
     this.health.ready.set(health?.ready === true ? 1 : 0)
     this.health.upstream.set(checks.upstream === true ? 1 : 0)
-    if ('redis' in checks) this.health.redis.set(checks.redis === true ? 1 : 0)
+    if (health?.redis !== undefined) this.health.redis.set(health.redis.up ? 1 : 0)
+    else if ('redis' in checks) this.health.redis.set(checks.redis === true ? 1 : 0)
+    // No answer within the scrape's bound: Redis counts as down, as the upstream does.
+    if (this.redisGauges !== undefined) fillRedis(this.redisGauges, health?.redis)
   }
 
   /** Hot path: one frame seen in `direction` (0 in, 1 out). */
@@ -186,6 +195,46 @@ export class GuardMetrics {
   get contentType (): string {
     return this.registry.contentType
   }
+}
+
+interface RedisGauges {
+  info: Gauge<'topology' | 'role'>
+  readOnly: Gauge
+  failovers: Counter
+  clusterOk: Gauge | undefined
+  slotsFailing: Gauge | undefined
+  topology: RedisTopology
+  seenFailovers: number
+}
+
+/** The Redis gauges, at their idle values from the start (so increase() sees the first failover). */
+function redisGauges (registry: Registry, topology: RedisTopology): RedisGauges {
+  const registers = [registry]
+  const cluster = topology === 'cluster'
+  const gauges: RedisGauges = {
+    info: new Gauge({ name: 'mqtt_guard_redis_info', help: 'Always 1: the configured Redis form (standalone, sentinel, cluster) and the role of the server the proxy writes to (master, replica, unknown while unreachable)', labelNames: ['topology', 'role'], registers }),
+    readOnly: new Gauge({ name: 'mqtt_guard_redis_read_only', help: '1 when Redis refuses the proxy\'s writes: ROLE says replica, or a READONLY reply came in the last minute', registers }),
+    failovers: new Counter({ name: 'mqtt_guard_redis_failovers_total', help: 'Primaries that changed under the proxy: its connection moved to another address (Sentinel switch, DNS), or a Cluster\'s slot map gained a primary', registers }),
+    clusterOk: cluster ? new Gauge({ name: 'mqtt_guard_redis_cluster_ok', help: '1 when CLUSTER INFO says cluster_state:ok, 0 when fail or unanswered (Cluster form only)', registers }) : undefined,
+    slotsFailing: cluster ? new Gauge({ name: 'mqtt_guard_redis_cluster_slots_failing', help: 'Slots whose primary is suspected (pfail) or agreed down (fail), per CLUSTER INFO (Cluster form only)', registers }) : undefined,
+    topology,
+    seenFailovers: 0
+  }
+  fillRedis(gauges, undefined)
+  gauges.failovers.inc(0)
+  return gauges
+}
+
+function fillRedis (g: RedisGauges, status: RedisStatus | undefined): void {
+  g.info.reset()
+  g.info.set({ topology: g.topology, role: status?.role ?? 'unknown' }, 1)
+  g.readOnly.set(status?.readOnly === true ? 1 : 0)
+  if (status !== undefined && status.failovers > g.seenFailovers) {
+    g.failovers.inc(status.failovers - g.seenFailovers)
+    g.seenFailovers = status.failovers
+  }
+  g.clusterOk?.set(status?.cluster?.state === 'ok' ? 1 : 0)
+  g.slotsFailing?.set((status?.cluster?.slotsPfail ?? 0) + (status?.cluster?.slotsFail ?? 0))
 }
 
 /**

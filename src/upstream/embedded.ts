@@ -4,10 +4,11 @@
 // proxy processes behave as one broker.
 
 import { Aedes } from 'aedes'
-import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import { createRequire } from 'node:module'
 import { applyEmbeddedWorkarounds } from './embedded-workarounds.js'
+import type { RedisSpec } from '../config/config.js'
+import { createRedisClient, type RedisClient } from '../redis/client.js'
 
 const require = createRequire(import.meta.url)
 
@@ -21,38 +22,49 @@ interface Emitter {
   close: (cb: () => void) => void
 }
 
-interface RedisParts { persistence: unknown, mq: Emitter, connections: Redis[] }
+interface RedisParts { persistence: unknown, mq: Emitter, connections: RedisClient[] }
 
-function redisParts (url: string, keyPrefix: string, log: Logger): RedisParts {
+/**
+ * The broker's three connections, from the same factory and in the same form as the proxy's
+ * own client: persistence (aedes-persistence-redis), and the message bus' subscriber and
+ * publisher (mqemitter-redis). Each has an error listener: a Redis outage is logged and
+ * retried, never an unhandled 'error' that ends the process.
+ */
+function redisParts (spec: RedisSpec, log: Logger): RedisParts {
   const persistenceFactory = require('aedes-persistence-redis') as (opts: unknown) => unknown
   const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: new (prefix: string, opts: unknown) => Emitter }
-  // Our own connections, so that each has an error listener (a Redis outage is logged and
-  // retried, never an unhandled 'error' that ends the process), and without CLIENT SETINFO,
-  // which ioredis may send on a connection already in subscriber mode (ioredis#2037).
-  const options: RedisOptions = { maxRetriesPerRequest: null, disableClientInfo: true }
-  const connections = [
-    new Redis(url, { ...options, keyPrefix: `${keyPrefix}aedes:` }),
-    new Redis(url, options),
-    new Redis(url, options)
-  ]
+  const prefix = `${spec.keyPrefix}aedes:`
+  const cluster = spec.topology === 'cluster'
+  // On a Cluster the persistence keys carry no prefix: aedes-persistence-redis finds retained
+  // messages for a wildcard by SCAN on every primary, whose pattern ioredis does not prefix,
+  // and reads the topic back from the key's second `:` field; with our prefix a wildcard
+  // subscription would get no retained message (measured, docs/embedded-broker.md).
+  const persistenceConn = createRedisClient(spec, 'broker', cluster ? {} : { keyPrefix: prefix })
+  const connections = [persistenceConn, createRedisClient(spec, 'broker'), createRedisClient(spec, 'broker')]
   for (const conn of connections) {
     conn.on('error', (err: NodeJS.ErrnoException) => { log.warn({ err: err.code ?? err.message }, 'embedded broker: redis error') })
   }
-  const [persistenceConn, subConn, pubConn] = connections as [Redis, Redis, Redis]
-  const mq = new MQEmitterRedisPrefix(`${keyPrefix}aedes:`, { subConn, pubConn })
+  const [, subConn, pubConn] = connections
+  // Channels are not keys: the prefix stays on them in every form, so two fleets on one Redis
+  // do not hear each other's messages.
+  const mq = new MQEmitterRedisPrefix(prefix, { subConn, pubConn })
   mq.state.on('error', (err) => { log.warn({ err: err.message }, 'embedded broker: message bus error') })
-  return { connections, persistence: persistenceFactory({ conn: persistenceConn }), mq }
+  // `cluster: true` makes it split the multi-key commands (MSET, DEL of two keys) it would
+  // otherwise send across slots, and keep retained messages one key per topic.
+  const persistence = persistenceFactory(cluster ? { conn: persistenceConn, cluster: true } : { conn: persistenceConn })
+  if (cluster) log.warn({ topology: 'cluster' }, 'embedded broker on a Redis Cluster: its session and retained keys carry no prefix, so run one embedded-broker fleet per Cluster')
+  return { connections, persistence, mq }
 }
 
-export async function createEmbeddedBroker (redis: { url: string, keyPrefix: string } | undefined, log: Logger): Promise<EmbeddedBroker> {
-  const parts = redis === undefined ? undefined : redisParts(redis.url, redis.keyPrefix, log)
+export async function createEmbeddedBroker (redis: RedisSpec | undefined, log: Logger): Promise<EmbeddedBroker> {
+  const parts = redis === undefined ? undefined : redisParts(redis, log)
   const broker = await Aedes.createBroker(parts === undefined ? {} : { persistence: parts.persistence, mq: parts.mq })
   applyEmbeddedWorkarounds(broker)
   // The broker's own reason for closing a client, at info: without it the operator sees only
   // the proxy's `broker-closed` and cannot tell a broker fault from a client's.
   broker.on('clientError', (client, err) => { log.info({ clientId: client.id, err: err.message }, 'embedded broker closed a client') })
   broker.on('connectionError', (_client, err) => { log.debug({ err: err.message }, 'embedded broker: connection error') })
-  log.info({ persistence: redis === undefined ? 'memory' : 'redis' }, 'embedded broker started')
+  log.info({ persistence: redis === undefined ? 'memory' : 'redis', ...(redis === undefined ? {} : { topology: redis.topology }) }, 'embedded broker started')
   return {
     broker,
     close: async () => {

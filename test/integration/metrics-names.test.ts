@@ -62,6 +62,9 @@ t.test('at idle: zeros for every listener, leg and plugin event; health and buil
   t.ok((valueOf(m, 'mqtt_guard_admin_connections') ?? 0) >= 1, 'the scrape\'s own admin socket')
   t.equal(valueOf(m, 'mqtt_guard_max_connections'), 100_000, 'limits.maxConnections (the default)')
   t.same({ ready: valueOf(m, 'mqtt_guard_ready'), upstream: valueOf(m, 'mqtt_guard_upstream_up'), redis: valueOf(m, 'mqtt_guard_redis_up') }, { ready: 1, upstream: 1, redis: 1 })
+  t.same({ info: valueOf(m, 'mqtt_guard_redis_info', { topology: 'standalone', role: 'master' }), readOnly: valueOf(m, 'mqtt_guard_redis_read_only'), failovers: valueOf(m, 'mqtt_guard_redis_failovers_total') },
+    { info: 1, readOnly: 0, failovers: 0 }, 'Redis: its form and role, writable, no failover (explicit zeros)')
+  t.notOk(m.has('mqtt_guard_redis_cluster_ok'), 'the Cluster gauges only on a Cluster')
   t.equal(valueOf(m, 'mqtt_guard_build_info', { version: VERSION, node_version: process.versions.node }), 1, 'build info: package.json version, Node.js version')
   const days = (valueOf(m, 'mqtt_guard_tls_certificate_expiry_seconds', { listener: 'mqtts://127.0.0.1:0' }) ?? 0) / 86_400
   t.ok(days > 29 && days <= 30, `the mqtts listener's certificate: ${days.toFixed(2)} days left`)

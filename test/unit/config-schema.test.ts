@@ -62,7 +62,11 @@ t.test('the schema and the proxy agree', async (t) => {
     {},
     { listen: ['127.0.0.1:1', { url: 'ws://127.0.0.1:2/mqtt' }], limits: { maxPacketSize: 64 }, log: { level: 'debug' } },
     { plugins: [{ name: 'client-id', policy: 'reject-new', flapping: { by: ['address'] } }, { name: 'dedupe', window: 'off' }, { name: 'trace', filters: { types: ['publish'] } }] },
-    { plugins: [{ name: 'acl', rules: [{ allow: ['publish', 'subscribe'], topic: 'a/#', qos: [0, 1] }] }, { name: 'auth', allowAnonymous: true, bruteForce: false }] }
+    { plugins: [{ name: 'acl', rules: [{ allow: ['publish', 'subscribe'], topic: 'a/#', qos: [0, 1] }] }, { name: 'auth', allowAnonymous: true, bruteForce: false }] },
+    { redis: 'redis://127.0.0.1:6379' },
+    { redis: { url: 'rediss://127.0.0.1:6380', username: 'guard', password: 'pw', keyPrefix: 'g:' } },
+    { redis: { sentinels: ['127.0.0.1:26379', '127.0.0.1:26380'], name: 'mymaster' } },
+    { redis: { cluster: ['127.0.0.1:7000'], tls: { rejectUnauthorized: false } } }
   ]
   const refused: unknown[] = [
     { listn: '127.0.0.1:1' },
@@ -77,7 +81,14 @@ t.test('the schema and the proxy agree', async (t) => {
     { plugins: [{ name: 'trace', filters: { types: ['nope'] } }] },
     { plugins: [{ name: 'acl', rules: [{ allow: 'write', topic: 'a' }] }] },
     { plugins: [{ name: 'auth', allowAnonymous: 'yes' }] },
-    { plugins: [{ name: 'aedes-hooks' }] }
+    { plugins: [{ name: 'aedes-hooks' }] },
+    { redis: { url: 'redis://h:1', cluster: ['h:7000'] } },
+    { redis: { sentinels: ['h:26379'] } },
+    { redis: { name: 'mymaster' } },
+    { redis: { keyPrefix: 'p:' } },
+    { redis: { cluster: [] } },
+    { redis: { url: 'redis://h:1', name: 'm' } },
+    { redis: { cluster: ['h:7000'], tls: { cafile: 'x' } } }
   ]
   for (const raw of accepted) {
     t.same(check(schema, raw), [], `schema accepts ${JSON.stringify(raw)}`)

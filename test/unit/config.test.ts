@@ -49,7 +49,7 @@ t.test('every example file in config/ loads', async (t) => {
   const prod = loadConfig({ config: path.join(CONFIG_DIR, 'production.example.yaml') })
   t.same(prod.listen.map((l) => `${l.host}:${l.port}`), ['0.0.0.0:1883'])
   t.match(prod.upstream, { kind: 'mqtt', host: '127.0.0.1', port: 1883, tls: undefined })
-  t.same(prod.redis, { url: 'redis://127.0.0.1:6379', keyPrefix: 'mqtt-guard:' })
+  t.same(prod.redis, { topology: 'standalone', url: 'redis://127.0.0.1:6379', keyPrefix: 'mqtt-guard:' })
   t.equal(prod.limits.maxConnections, 50000)
   t.equal(prod.allowAnonymous, true)
 })
@@ -76,7 +76,7 @@ t.test('invalid configs name the key first', async (t) => {
     ['plugins not a list', { plugins: { name: 'auth' } }, 'plugins: '],
     ['log level unknown', { log: { level: 'loud' } }, 'log.level: '],
     ['redis http', { redis: 'http://x' }, 'redis: ', /redis:\/\//],
-    ['redis object without url', { redis: { keyPrefix: 'p:' } }, 'redis'],
+    ['redis object without url', { redis: { keyPrefix: 'p:' } }, 'redis: ', /names no Redis node/],
     ['allowAnonymous a string', { allowAnonymous: 'yes' }, 'allowAnonymous: ']
   ]
   for (const [name, raw, start, also] of cases) {
@@ -130,7 +130,7 @@ t.test('precedence: flags > env > file > defaults', async (t) => {
   const fileOnly = loadConfig({ config: file })
   t.same(fileOnly.listen.map((l) => l.port), [1001], 'file listen beats default')
   t.match(fileOnly.upstream, { kind: 'mqtt', host: 'file.example', port: 1883 })
-  t.same(fileOnly.redis, { url: 'redis://file.example:6379', keyPrefix: 'file:' })
+  t.same(fileOnly.redis, { topology: 'standalone', url: 'redis://file.example:6379', keyPrefix: 'file:' })
   t.equal(fileOnly.log.level, 'warn')
   t.same(fileOnly.limits, { ...DEFAULTS.limits, maxConnections: 7 }, 'file limits merge over default limits')
   t.equal(fileOnly.configFile, file)
@@ -146,7 +146,7 @@ t.test('precedence: flags > env > file > defaults', async (t) => {
   const fromEnv = loadConfig({}, env)
   t.same(fromEnv.listen.map((l) => l.port), [2001, 2002], 'env beats file (comma-separated)')
   t.match(fromEnv.upstream, { kind: 'mqtt', host: 'env.example', port: 2883 })
-  t.equal(fromEnv.redis?.url, 'redis://env.example:6380', 'env redis beats file')
+  t.same(fromEnv.redis, { topology: 'standalone', url: 'redis://env.example:6380', keyPrefix: 'mqtt-guard:' }, 'env redis (a URL) replaces the file\'s whole redis')
   t.equal(fromEnv.log.level, 'debug')
   t.equal(fromEnv.configFile, file, 'MQTT_GUARD_CONFIG names the file')
 
@@ -154,7 +154,7 @@ t.test('precedence: flags > env > file > defaults', async (t) => {
   const fromFlags = loadConfig(flags, env)
   t.same(fromFlags.listen.map((l) => l.port), [3001], 'flag beats env')
   t.same(fromFlags.upstream, { kind: 'embedded' })
-  t.equal(fromFlags.redis?.url, 'redis://flag.example:6381')
+  t.match(fromFlags.redis, { topology: 'standalone', url: 'redis://flag.example:6381' })
   t.equal(fromFlags.log.level, 'error')
 
   const partial = loadConfig({ listen: '127.0.0.1:3002' }, env)
@@ -252,7 +252,51 @@ t.test('path options resolve against the config folder and are checked', async (
 })
 
 t.test('a union names the form the value had the shape of', async (t) => {
-  t.equal(configErrorOf(() => buildConfig({ redis: { url: 'redis://x:1', keyPrefx: 'p' } }, {})), 'redis.keyPrefx: unknown key (expected one of url, keyPrefix)')
+  t.equal(configErrorOf(() => buildConfig({ redis: { url: 'redis://x:1', keyPrefx: 'p' } }, {})), 'redis.keyPrefx: unknown key (expected one of url, sentinels, name, cluster, username, password, passwordFile, tls, keyPrefix)')
   t.equal(configErrorOf(() => buildConfig({ listen: [{ url: 'mqtt://127.0.0.1:1', proxyProtocol: 'yes' }] }, {})), 'listen[0].proxyProtocol: expected true or false, got "yes"')
   t.match(configErrorOf(() => buildConfig({ upstream: 5 }, {})), /^upstream: expected embedded, mqtt:\/\/HOST:PORT, .* got 5$/, 'no form fits: the union lists them')
+})
+
+t.test('redis: a URL, a Sentinel set or a Cluster, one form at a time', async (t) => {
+  const forms = 'redis takes one of redis://HOST:PORT, { url }, { sentinels: [HOST:PORT, ...], name } or { cluster: [HOST:PORT, ...] }'
+  t.same(buildConfig({ redis: 'rediss://h:6380' }, {}).redis, { topology: 'standalone', url: 'rediss://h:6380', keyPrefix: 'mqtt-guard:' }, 'a plain URL, as before')
+  t.same(buildConfig({ redis: { sentinels: ['127.0.0.1:26379', '[::1]:26380'], name: 'mymaster', username: 'guard', password: 'pw' } }, {}).redis,
+    { topology: 'sentinel', sentinels: [{ host: '127.0.0.1', port: 26379 }, { host: '::1', port: 26380 }], name: 'mymaster', username: 'guard', password: 'pw', keyPrefix: 'mqtt-guard:' })
+  t.same(buildConfig({ redis: { cluster: ['10.0.0.1:7000'], keyPrefix: 'g:' } }, {}).redis, { topology: 'cluster', nodes: [{ host: '10.0.0.1', port: 7000 }], keyPrefix: 'g:' })
+  // The refusals: the key, what is wrong, and every accepted form.
+  const refused: Array<[string, unknown, string]> = [
+    ['url and cluster', { url: 'redis://h:1', cluster: ['h:7000'] }, `redis.cluster: given with redis.url: give one form only; ${forms}`],
+    ['sentinels and cluster', { sentinels: ['h:26379'], name: 'm', cluster: ['h:7000'] }, `redis.cluster: given with redis.sentinels: give one form only; ${forms}`],
+    ['no node at all', { username: 'guard' }, `redis: names no Redis node; ${forms}`],
+    ['an empty cluster', { cluster: [] }, `redis.cluster: names no seed node: give at least one HOST:PORT; ${forms}`],
+    ['an empty Sentinel list', { sentinels: [], name: 'm' }, `redis.sentinels: names no Sentinel: give at least one HOST:PORT; ${forms}`],
+    ['sentinels without name', { sentinels: ['h:26379'] }, `redis.name: the Sentinel form needs the master name; ${forms}`],
+    ['name without sentinels', { name: 'm' }, `redis.sentinels: redis.name needs the Sentinels that know it; ${forms}`],
+    ['name with url', { url: 'redis://h:1', name: 'm' }, `redis.name: only the Sentinel form takes a master name, not the url form; ${forms}`],
+    ['a seed that is no HOST:PORT', { cluster: ['h:7000', 'h'] }, 'redis.cluster[1]: expected HOST:PORT, got "h"'],
+    ['a seed without host', { cluster: [':7000'] }, 'redis.cluster[0]: expected HOST:PORT, got ":7000"'],
+    ['braces in keyPrefix on a Cluster', { cluster: ['h:7000'], keyPrefix: '{guard}:' }, 'redis.keyPrefix: "{guard}:" has a { or }: on a Cluster it would become every key\'s hash tag and put all keys in one slot; remove the braces'],
+    ['password and passwordFile', { url: 'redis://h:1', password: 'a', passwordFile: './p' }, 'redis.passwordFile: give redis.password or redis.passwordFile, not both'],
+    ['url of another scheme', { url: 'http://h:1' }, 'redis.url: expected redis://HOST:PORT or rediss://HOST:PORT, got "http://h:1"'],
+    ['a cluster that is a string', { cluster: 'h:7000' }, 'redis.cluster: expected a list of Cluster seed nodes (HOST:PORT), got "h:7000"']
+  ]
+  for (const [name, redis, message] of refused) t.equal(configErrorOf(() => buildConfig({ redis }, {})), message, name)
+  t.equal(buildConfig({ redis: { url: 'redis://h:1', keyPrefix: '{guard}:' } }, {}).redis?.keyPrefix, '{guard}:', 'braces are a choice on a single server')
+  t.match(configErrorOf(() => buildConfig({}, { redis: 'h:6379' })), /^redis: expected redis:\/\/HOST:PORT or rediss:\/\/HOST:PORT, got "h:6379"$/, '--redis takes a URL')
+})
+
+t.test('redis: passwordFile and TLS files resolve against the config folder', async (t) => {
+  const dir = await tempDir(t)
+  await writeFile(path.join(dir, 'redis.pass'), 'secret\n')
+  await writeFile(path.join(dir, 'ca.pem'), 'x')
+  const file = path.join(dir, 'guard.yaml')
+  await writeFile(file, 'redis:\n  sentinels: ["h:26379"]\n  name: m\n  passwordFile: ./redis.pass\n  tls: { ca: ./ca.pem }\n')
+  t.same(loadConfig({ config: file }).redis, {
+    topology: 'sentinel', sentinels: [{ host: 'h', port: 26379 }], name: 'm', keyPrefix: 'mqtt-guard:',
+    passwordFile: path.join(dir, 'redis.pass'), tls: { ca: path.join(dir, 'ca.pem'), rejectUnauthorized: true }
+  })
+  await writeFile(file, 'redis:\n  cluster: ["h:7000"]\n  passwordFile: ./nope\n')
+  t.match(configErrorOf(() => loadConfig({ config: file })), /^redis\.passwordFile: file \S+\/nope does not exist$/)
+  await writeFile(file, 'redis:\n  url: redis://h:1\n  tls: { ca: ./nope.pem }\n')
+  t.match(configErrorOf(() => loadConfig({ config: file })), /^redis\.tls\.ca: file \S+\/nope\.pem does not exist$/)
 })

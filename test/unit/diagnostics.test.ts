@@ -1,11 +1,13 @@
 // The judgements behind `mqtt-guard doctor`, with a clock the test moves: what makes a client
 // flap and which fix each cause gets, the window, refusals by code, starved subscribers,
-// latency placement, certificate expiry, connections and descriptors against their limits.
+// latency placement, certificate expiry, connections and descriptors against their limits, and
+// Redis (down, read-only, a Cluster's failing slots).
 
 import t from 'tap'
 import { Diagnostics, FLAP_CONNECTS, WINDOW_MS, limitFindings, type Finding, type LiveState } from '../../src/observe/diagnostics.js'
 import { topicMatches } from '../../src/wire/topic-filter.js'
 import type { CloseReason } from '../../src/errors.js'
+import type { RedisStatus } from '../../src/redis/watch.js'
 
 function live (over: Partial<LiveState> = {}): LiveState {
   return {
@@ -112,4 +114,32 @@ t.test('topicMatches', async (t) => {
     ['$SYS/#', '$SYS/x', true], ['a/b', 'a/b/c', false], ['a/+', 'a', false], ['$share/g/a/#', 'a/b', true], ['$share/g', 'g', false]
   ]
   for (const [filter, topic, want] of cases) t.equal(topicMatches(filter, topic), want, `${filter} ${want ? 'matches' : 'does not match'} ${topic}`)
+})
+
+t.test('redis: down, read-only, Cluster slots failing or suspected, each with evidence and a fix', async (t) => {
+  const status = (over: Partial<RedisStatus>): RedisStatus => ({ topology: 'standalone', up: true, client: 'ready', role: 'master', readOnly: false, failovers: 0, ...over })
+  const cluster = (state: 'ok' | 'fail', pfail: number, fail: number): RedisStatus['cluster'] => ({ state, slotsOk: 16384 - pfail - fail, slotsPfail: pfail, slotsFail: fail, knownNodes: 6 })
+  const redisOf = (s: RedisStatus, where = 'redis://127.0.0.1:6379'): Finding[] => byId(new Diagnostics().report(live({ checks: { listening: true, upstream: true, redis: s.up && !s.readOnly }, redis: { status: s, where } })), 'redis-unhealthy')
+  const rows: Array<[string, RedisStatus, Record<string, unknown> | undefined, RegExp[]]> = [
+    ['healthy', status({}), undefined, []],
+    ['standalone down', status({ up: false, client: 'reconnecting', role: 'unknown' }), { severity: 'error', summary: 'Redis is not connected', fix: /fix redis\.url/ }, [/standalone: redis:\/\/127\.0\.0\.1:6379/, /client: reconnecting/]],
+    ['sentinel down', status({ topology: 'sentinel', up: false, client: 'reconnecting', role: 'unknown', failovers: 2, lastFailoverAt: '2026-01-01T00:00:00.000Z' }), { severity: 'error', fix: /SENTINEL get-master-addr-by-name/ }, [/failovers seen: 2, last at 2026/]],
+    ['standalone URL on a replica', status({ role: 'replica', readOnly: true }), { severity: 'error', summary: /refuses the proxy's writes/, fix: /point redis\.url at the primary, or give the Sentinel form/ }, [/ROLE says replica/]],
+    ['sentinel: a READONLY reply', status({ topology: 'sentinel', readOnly: true, readOnlySeenAt: '2026-01-01T00:00:01.000Z' }), { severity: 'error', fix: /reconnects on READONLY/ }, [/a READONLY reply at 2026-01-01T00:00:01/]],
+    ['cluster slots failing', status({ topology: 'cluster', up: false, cluster: cluster('fail', 0, 5461) }), { severity: 'error', summary: /failing slots: 5461 of 16384/, fix: /CLUSTERDOWN/ }, [/cluster_state: fail/, /fail 5461/]],
+    ['cluster ok, slots suspected', status({ topology: 'cluster', cluster: cluster('ok', 5461, 0) }), { severity: 'warning', summary: /5461 slots have a primary some node cannot reach/ }, [/pfail 5461/]],
+    ['cluster unanswered', status({ topology: 'cluster', up: false, cluster: { state: 'unknown', slotsOk: 0, slotsPfail: 0, slotsFail: 0, knownNodes: 0 } }), { severity: 'error', summary: 'Redis is not connected', fix: /seed nodes in redis\.cluster/ }, []]
+  ]
+  for (const [name, s, want, evidence] of rows) {
+    const found = redisOf(s)
+    if (want === undefined) {
+      t.same(found, [], `${name}: nothing to say`)
+      continue
+    }
+    t.equal(found.length, 1, `${name}: one finding`)
+    t.match(found[0], want, `${name}: summary, severity and fix`)
+    for (const e of evidence) t.ok(found[0]?.evidence.some((line) => e.test(line)), `${name}: evidence ${String(e)}`)
+    if (found[0]?.severity === 'error') t.match(found[0].fix, /fail policy/, `${name}: says what the plugins do meanwhile`)
+  }
+  t.notOk(redisOf(status({ up: false }), 'redis://:***@h:1').some((f) => f.evidence.join(' ').includes('secret')), 'no password in the evidence')
 })
