@@ -15,7 +15,8 @@ import { RedisRecords, SHARDS, recordKey, shardOf } from '../../plugins/dedupe/r
 import { SharedBruteForce } from '../../plugins/auth/brute-force-redis.js'
 import { BRUTE_FORCE_DEFAULTS } from '../../plugins/auth/brute-force.js'
 import { RedisUsers } from '../../plugins/auth/redis-users.js'
-import { hashTag, keyPrefixProblem } from '../../src/redis/hash-tag.js'
+import { hashTag } from '../../src/redis/hash-tag.js'
+import { buildConfig } from '../../src/config/config.js'
 import type { Claim, Holder } from '../../plugins/client-id/store.js'
 
 const slotOf = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number
@@ -89,9 +90,10 @@ t.test('hash tags: escaped, so no value ends a tag early and two values never sh
   for (const tag of tags) t.match(tag, /^\{[^{}]*\}$/, `${tag.slice(0, 30)}: one pair of braces`)
 })
 
-t.test('key prefix: braces refused, with the reason; the keys show why', async (t) => {
-  for (const ok of ['mqtt-guard:', 'fleet-1:', '', 'a:b:c:']) t.equal(keyPrefixProblem(ok), undefined, JSON.stringify(ok))
-  for (const bad of ['a{b}:', 'a{:', 'a}:', '{}:']) t.match(keyPrefixProblem(bad), /must not contain "\{" or "\}"/, JSON.stringify(bad))
+t.test('key prefix: braces refused on a Cluster, with the reason; the keys show why', async (t) => {
+  const onCluster = (keyPrefix: string): () => unknown => () => buildConfig({ redis: { cluster: ['127.0.0.1:7000'], keyPrefix } }, {})
+  for (const ok of ['mqtt-guard:', 'fleet-1:', 'a:b:c:']) t.doesNotThrow(onCluster(ok), JSON.stringify(ok))
+  for (const bad of ['a{b}:', 'a{:', 'a}:', '{}:']) t.throws(onCluster(bad), /^redis\.keyPrefix: .* has a \{ or \}/, JSON.stringify(bad))
   // The first `{` wins: with `a{` in the prefix the tag runs from it to the end of our own tag,
   // so a client's lease and its counter fall apart.
   const bad = 'a{:client-id:'
