@@ -2,7 +2,7 @@
 // the bare relay, and the issue's targets as pass/fail. Targets are reported, never asserted.
 
 import type { FixedRateResult, IdleResult, JobResult, LatencyResult, ThroughputResult } from './jobs.js'
-import type { Goals } from './targets.js'
+import type { Goals, RelativeGoal } from './targets.js'
 
 /** results[scenario][target] = one result per round. */
 export type Store = Record<string, Record<string, JobResult[]>>
@@ -32,7 +32,7 @@ export interface Table {
   rows: TableRow[]
 }
 
-export interface TargetInfo { id: string, label: string, goals: Goals | undefined }
+export interface TargetInfo { id: string, label: string, goals: Goals | undefined, relativeGoal?: RelativeGoal | undefined }
 
 export function median (values: number[]): number {
   if (values.length === 0) return NaN
@@ -67,6 +67,8 @@ interface TableDef {
   value: (r: JobResult) => number
   extras?: Array<{ header: string, cell: (results: JobResult[], ctx: Ctx) => string }>
   goal?: (ctx: Ctx, goals: Goals) => GoalResult | null
+  /** Whether a target's RelativeGoal (a share of another target's median) is judged here. */
+  relativeGoals?: boolean
 }
 
 /** What a cell or goal of one row may look at. */
@@ -109,6 +111,29 @@ function againstProxy (ctx: Ctx, share: number): GoalResult | null {
   return { text: `${r.toFixed(2)}× proxy without plugins (≥ ${share})`, pass: r >= share }
 }
 
+/** A RelativeGoal: this row's median against another target's, same scenario, same run. */
+function relativeTo (ctx: Ctx, goal: RelativeGoal, better: 'higher' | 'lower'): GoalResult | null {
+  const other = ctx.medianOf(goal.target)
+  if (!Number.isFinite(other)) return null
+  const r = median(ctx.values) / other
+  return better === 'higher'
+    ? { text: `${r.toFixed(2)}× ${goal.target} (≥ ${goal.share}, issue ${goal.issue})`, pass: r >= goal.share }
+    : { text: `${r.toFixed(2)}× ${goal.target} (≤ ${goal.share}, issue ${goal.issue})`, pass: r <= goal.share }
+}
+
+/** Both goals of a row in one cell, as the idle table joins its parts. */
+function joinGoals (a: GoalResult | null, b: GoalResult | null): GoalResult | null {
+  if (a === null || b === null) return a ?? b
+  return { text: [a, b].map((p) => p.pass ? p.text : `${p.text} ${mark(false)}`).join('; '), pass: a.pass && b.pass }
+}
+
+/** CPU µs per message of every Redis process the target started (roles redis, redis-<port>). */
+function redisUsPerMessage (cpu: Record<string, { usPerMessage: number } | undefined>): number | undefined {
+  const roles = Object.keys(cpu).filter((role) => role === 'redis' || role.startsWith('redis-'))
+  if (roles.length === 0) return undefined
+  return roles.reduce((sum, role) => sum + (cpu[role]?.usPerMessage ?? 0), 0)
+}
+
 function throughputTable (qos: 0 | 1, payloadBytes: number): TableDef {
   const scenario = `throughput-q${qos}-${payloadBytes}`
   return {
@@ -121,13 +146,21 @@ function throughputTable (qos: 0 | 1, payloadBytes: number): TableDef {
     extras: [
       { header: 'target CPU', cell: (rs) => pct(medianCell(rs, (r) => asThroughput(r).cpu['target']?.utilisation)) },
       { header: 'upstream CPU', cell: (rs) => pct(medianCell(rs, (r) => asThroughput(r).cpu['upstream']?.utilisation)) },
+      { header: 'Redis µs/msg', cell: (rs) => redisCell(rs, (r) => asThroughput(r).cpu) },
       { header: 'generator CPU', cell: (rs) => pct(medianCell(rs, (r) => asThroughput(r).generatorUtilisation)) },
       { header: 'lost', cell: (rs) => String(Math.max(...rs.map((r) => asThroughput(r).lost))) }
     ],
     goal: qos === 1 && payloadBytes === 64
       ? (ctx, goals) => goals === 'no-plugins' ? atLeast(ctx, 0.95) : goals === 'production' ? atLeast(ctx, 0.85) : goals === 'dedupe' ? againstProxy(ctx, 0.8) : goals === 'trace' ? againstProxy(ctx, 0.7) : goals === 'trace-nomatch' ? againstProxy(ctx, 0.97) : null
-      : undefined
+      : undefined,
+    relativeGoals: true
   }
+}
+
+/** The Redis processes' CPU per message, all nodes together; — without Redis. */
+function redisCell (rs: JobResult[], cpu: (r: JobResult) => Record<string, { usPerMessage: number } | undefined>): string {
+  const values = rs.map((r) => redisUsPerMessage(cpu(r))).filter((v): v is number => v !== undefined && Number.isFinite(v))
+  return values.length === 0 ? '—' : fmt(median(values))
 }
 
 function latencyTable (qos: 0 | 1): TableDef {
@@ -172,6 +205,7 @@ const fixedRateTable = (rate: number): TableDef => ({
     { header: 'delivered msg/s', cell: (rs) => fmt(medianCell(rs, (r) => asFixed(r).rate)) },
     { header: 'target CPU', cell: (rs) => pct(medianCell(rs, (r) => asFixed(r).cpu['target']?.utilisation)) },
     { header: 'upstream Mosquitto µs/msg', cell: (rs) => fmt(medianCell(rs, (r) => asFixed(r).cpu['upstream']?.usPerMessage)) },
+    { header: 'Redis µs/msg', cell: (rs) => redisCell(rs, (r) => asFixed(r).cpu) },
     { header: 'behind', cell: (rs) => String(Math.max(...rs.map((r) => asFixed(r).behind))) }
   ],
   goal: (ctx, goals) => goals === 'no-plugins' ? atMost(ctx, 1.3) : goals === 'production' ? atMost(ctx, 2) : null
@@ -241,7 +275,10 @@ export function buildTables (store: Store, targets: TargetInfo[], defs: TableDef
         vsDirect: Number.isFinite(direct) ? m / direct : null,
         vsRelay: Number.isFinite(relay) ? m / relay : null,
         extras: (def.extras ?? []).map((e) => e.cell(results, ctx)),
-        goal: def.goal === undefined || target.goals === undefined ? null : def.goal(ctx, target.goals)
+        goal: joinGoals(
+          def.goal === undefined || target.goals === undefined ? null : def.goal(ctx, target.goals),
+          def.relativeGoals !== true || target.relativeGoal === undefined ? null : relativeTo(ctx, target.relativeGoal, def.better)
+        )
       })
     }
     tables.push({ id: def.id, scenario: def.scenario, title: def.title, unit: def.unit, better: def.better, extraHeaders: (def.extras ?? []).map((e) => e.header), rows })
@@ -252,7 +289,7 @@ export function buildTables (store: Store, targets: TargetInfo[], defs: TableDef
 /** Markdown, readable in a terminal and pasted as is into docs/performance.md. */
 export function renderTable (table: Table): string {
   const hasGoals = table.rows.some((r) => r.goal !== null)
-  const header = ['target', `median ${table.unit}`, 'min–max', '× direct', '× relay', ...table.extraHeaders, ...(hasGoals ? ['target (issues #3, #6, #8)'] : [])]
+  const header = ['target', `median ${table.unit}`, 'min–max', '× direct', '× relay', ...table.extraHeaders, ...(hasGoals ? ['target (issues #3, #6, #8, #20)'] : [])]
   const lines = [
     `### ${table.title} (${table.better} is better)`,
     '',

@@ -336,7 +336,7 @@ async function main (): Promise<number> {
   }
   if (stopping) return 130
 
-  const targetInfo: TargetInfo[] = targets.map((t) => ({ id: t.id, label: t.label, goals: t.variant?.goals }))
+  const targetInfo: TargetInfo[] = targets.map((t) => ({ id: t.id, label: t.label, goals: t.variant?.goals, relativeGoal: t.variant?.relativeGoal }))
   const tables = buildTables(store, targetInfo, tableDefs({ fixedRate: settings.fixedRate.rate, idleConnections: settings.idle.connections }))
   const goals = goalLines(tables)
   const finishedAt = new Date()
@@ -346,7 +346,7 @@ async function main (): Promise<number> {
   out.push(`${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.kernel}; Node ${machine.node}; Mosquitto ${machine.mosquitto}; aedes ${machine.aedes}; mqtt-guard ${machine.commit}${build === undefined ? '' : ` (build ${build.hash})`}; load average at start ${machine.loadAverage.join(' ')}, at end ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}; ${settings.rounds} round(s), medians with min–max.`, '')
   for (const table of tables) out.push(renderTable(table))
   if (goals.length > 0) {
-    out.push('### Targets of issues #3, #6 and #8 (reported, not asserted)', '')
+    out.push('### Targets of issues #3, #6 and #8, and #20 (reported, not asserted)', '')
     for (const g of goals) out.push(`- ${g.pass ? '✅ pass' : '❌ FAIL'} · ${g.target} · ${g.table}: ${g.text}`)
     out.push('')
   }
@@ -367,7 +367,7 @@ async function main (): Promise<number> {
     loadAverageAtEnd: os.loadavg().map((v) => Math.round(v * 100) / 100),
     clockTicksPerSecond: clkTck,
     settings,
-    targets: targets.map((t) => ({ id: t.id, label: t.label, kind: t.kind, goals: t.variant?.goals ?? null })),
+    targets: targets.map((t) => ({ id: t.id, label: t.label, kind: t.kind, goals: t.variant?.goals ?? null, relativeGoal: t.variant?.relativeGoal ?? null })),
     skipped,
     tables,
     goals,

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { canConnect, startServer, type ServerHandle } from '../test/helpers/processes.js'
 import { startRedis } from '../test/helpers/redis.js'
+import { startRedisCluster } from '../test/helpers/redis-topologies.js'
 import type { Watched } from './jobs.js'
 import type { Credentials } from './mqtt-bytes.js'
 
@@ -29,18 +30,40 @@ const MOSQUITTO_PASSWD = process.env['MOSQUITTO_PASSWD_BIN'] ?? '/usr/bin/mosqui
  */
 export const FD_WRAP = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"'
 
-/** Which of the issue's targets a proxy configuration is held to. */
 /** Which targets a row is held to: issue #3's (no plugins, production set) or issue #6's (dedupe). */
 export type Goals = 'no-plugins' | 'production' | 'dedupe' | 'trace' | 'trace-nomatch' | 'none'
+
+/**
+ * A target against another row of the same run (issue #20: the production set on a Cluster
+ * against the same set on standalone Redis): in every throughput table, this row's median is
+ * at least `share` × `target`'s median.
+ */
+export interface RelativeGoal { target: string, share: number, issue: string }
+
+/** The private Redis a variant's state goes to. */
+export type BenchRedis =
+  /** One redis-server, passed with --redis. */
+  | 'standalone'
+  /** A Cluster (redis-cli --cluster create), passed in the config file as `redis: { cluster }`. */
+  | { cluster: { primaries: number, replicasPerPrimary: number } }
+
+/** What a variant's config may refer to: the private Redis started for it. */
+export interface ConfigContext {
+  /** The standalone Redis (also passed with --redis). */
+  redisUrl: string | undefined
+  /** The Cluster's nodes, HOST:PORT. */
+  redisCluster: string[] | undefined
+}
 
 export interface ProxyVariant {
   id: string
   label: string
   /** The config file's content (written as JSON, which is YAML); listen/upstream come as flags. */
-  config: (ctx: { redisUrl: string | undefined }) => Record<string, unknown>
-  /** Start a private redis-server and pass it with --redis. */
-  redis?: boolean
+  config: (ctx: ConfigContext) => Record<string, unknown>
+  /** Start a private Redis for each start of the target, stopped with it. */
+  redis?: BenchRedis
   goals: Goals
+  relativeGoal?: RelativeGoal
   /** Undefined when the variant can run; otherwise why it is skipped. */
   unavailable?: () => string | undefined
   /** Writes what the config refers to (e.g. a password file) into the config's folder. */
@@ -61,6 +84,14 @@ async function writePasswd (dir: string): Promise<void> {
 
 const passwdMissing = (): string | undefined => existsSync(MOSQUITTO_PASSWD) ? undefined : `${MOSQUITTO_PASSWD} not found (Debian package mosquitto)`
 
+const PRODUCTION_PLUGINS = [
+  { name: 'auth', passwordFile: './passwd' },
+  { name: 'acl', rules: [{ allow: ['publish', 'subscribe', 'receive'], topic: 'bench/#' }] },
+  { name: 'client-id' },
+  { name: 'dedupe' }
+]
+const productionMissing = (): string | undefined => ['auth', 'acl', 'client-id', 'dedupe'].map(builtinPlugin).find((r) => r !== undefined) ?? passwdMissing()
+
 export const PROXY_VARIANTS: ProxyVariant[] = [
   {
     id: 'proxy',
@@ -79,25 +110,31 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
     // dedupe with their defaults, state in a private Redis.
     id: 'proxy-production',
     label: 'mqtt-guard, production plugins',
-    redis: true,
-    config: () => ({
-      plugins: [
-        { name: 'auth', passwordFile: './passwd' },
-        { name: 'acl', rules: [{ allow: ['publish', 'subscribe', 'receive'], topic: 'bench/#' }] },
-        { name: 'client-id' },
-        { name: 'dedupe' }
-      ]
-    }),
+    redis: 'standalone',
+    config: () => ({ plugins: PRODUCTION_PLUGINS }),
     goals: 'production',
     prepare: async (dir) => { await writePasswd(dir) },
     credentials: BENCH_USER,
-    unavailable: () => ['auth', 'acl', 'client-id', 'dedupe'].map(builtinPlugin).find((r) => r !== undefined) ?? passwdMissing()
+    unavailable: productionMissing
+  },
+  {
+    // Issue #20: the same set with its state on a Redis Cluster of 3 primaries, each with one
+    // replica (as a fleet would run it), held to 0.9 × proxy-production of the same run.
+    id: 'proxy-production-cluster',
+    label: 'mqtt-guard, production plugins, Redis Cluster',
+    redis: { cluster: { primaries: 3, replicasPerPrimary: 1 } },
+    config: ({ redisCluster }) => ({ redis: { cluster: redisCluster, keyPrefix: 'mqtt-guard:' }, plugins: PRODUCTION_PLUGINS }),
+    goals: 'none',
+    relativeGoal: { target: 'proxy-production', share: 0.9, issue: '#20' },
+    prepare: async (dir) => { await writePasswd(dir) },
+    credentials: BENCH_USER,
+    unavailable: productionMissing
   },
   {
     // Issue #6: QoS 1 with dedupe on (records in a private Redis) against the proxy without it.
     id: 'proxy-dedupe',
     label: 'mqtt-guard, dedupe (Redis)',
-    redis: true,
+    redis: 'standalone',
     config: () => ({ plugins: [{ name: 'dedupe' }] }),
     goals: 'dedupe',
     unavailable: () => builtinPlugin('dedupe')
@@ -275,10 +312,11 @@ async function startNodeScript (name: string, script: string, args: (port: numbe
   })
 }
 
-async function startProxy (variant: ProxyVariant, upstreamPort: number, redisUrl: string | undefined, options: StartOptions): Promise<ServerHandle> {
+async function startProxy (variant: ProxyVariant, upstreamPort: number, ctx: ConfigContext, options: StartOptions): Promise<ServerHandle> {
+  const { redisUrl } = ctx
   const dir = await tempDir(variant.id)
   const configFile = join(dir, 'config.yaml')
-  await writeFile(configFile, JSON.stringify(variant.config({ redisUrl }), null, 2) + '\n')
+  await writeFile(configFile, JSON.stringify(variant.config(ctx), null, 2) + '\n')
   await variant.prepare?.(dir)
   const nodeArgs = profileArgs(options)
   return await startServer({
@@ -330,15 +368,24 @@ export async function startTarget (def: TargetDef, options: StartOptions = {}): 
       return { def, port: relay.port, watch: { target: relay.pid, upstream: upstream.pid }, stop }
     }
     const variant = def.variant as ProxyVariant
-    let redisUrl: string | undefined
-    if (variant.redis === true) {
+    const ctx: ConfigContext = { redisUrl: undefined, redisCluster: undefined }
+    // The Redis processes are watched too (roles redis, redis-<port>): their CPU per message.
+    const redisWatch: Watched = {}
+    if (variant.redis === 'standalone') {
       const redis = await startRedis()
       started.push(redis)
-      redisUrl = redis.url
+      ctx.redisUrl = redis.url
+      redisWatch['redis'] = redis.pid
+    } else if (variant.redis !== undefined) {
+      // A cluster-node-timeout well above any stall a loaded machine causes: no failover mid-run.
+      const cluster = await startRedisCluster({ ...variant.redis.cluster, nodeTimeoutMs: 5000 })
+      started.push(cluster)
+      ctx.redisCluster = cluster.seeds
+      for (const node of cluster.nodes) redisWatch[`redis-${node.port}`] = node.pid
     }
-    const proxy = await startProxy(variant, upstream.port, redisUrl, options)
+    const proxy = await startProxy(variant, upstream.port, ctx, options)
     started.push(proxy)
-    return { def, port: proxy.port, watch: { target: proxy.pid, upstream: upstream.pid }, stop }
+    return { def, port: proxy.port, watch: { target: proxy.pid, upstream: upstream.pid, ...redisWatch }, stop }
   } catch (err) {
     await stop()
     throw err
