@@ -40,6 +40,10 @@ const passwordFile = path.join(dir, 'passwd')
 const fileHash = formatHash(await hashPbkdf2(PW.file))
 await writeFile(passwordFile, ['traffic', 'holder', 'intruder', 'fileprobe'].map((u) => `${u}:${fileHash}\n`).join(''))
 const redisHash = formatHash(await hashPbkdf2(PW.redis))
+const LEASE_MS = 3000
+// On a Cluster, lease renewals that span several primaries fail (ioredis auto-pipelining groups
+// the defined scripts by the slot of their first argument, the key count): see docs/reliability.md.
+const RENEW_DEFECT = 'client-id renewals fail on a Cluster when one instance holds leases on several primaries (ioredis auto-pipelining); the lease expires'
 
 /** What the test needs of a topology: its config form, where a key lives, a write, the kill. */
 interface Topology {
@@ -121,7 +125,9 @@ async function measure (t: Test, topo: Topology): Promise<void> {
     redis: topo.form(kp),
     plugins: [
       { name: 'auth', passwordFile, redisUsers: { cacheMs: 0 } },
-      { name: 'client-id' },
+      // The default policy; a lease of 3 s (renewed every 1 s) so that the held-ID check after the
+      // failover comes after several lease lifetimes: it shows renewal, not the first write.
+      { name: 'client-id', leaseMs: LEASE_MS },
       { name: 'dedupe' }
     ]
   }
@@ -132,6 +138,7 @@ async function measure (t: Test, topo: Topology): Promise<void> {
 
   const fileUser = { username: 'traffic', password: PW.file }
   const holder = await mqtt.connectAsync(a.url, { protocolVersion: 4, clientId: holderId, username: 'holder', password: PW.file, reconnectPeriod: 0 })
+  const holderSince = Date.now()
   t.teardown(async () => { await holder.endAsync(true) })
   let holderClosedAt: number | undefined
   holder.on('close', () => { holderClosedAt ??= Date.now() })
@@ -202,14 +209,24 @@ async function measure (t: Test, topo: Topology): Promise<void> {
   t.comment(`dedupe: ${resends.length} DUP resends, ${forwarded.length} forwarded (${describe(span(forwarded, () => true, t0))}), slowest PUBACK ${Math.max(...resends.map((r) => r.ms))} ms; redis failures A ${JSON.stringify({ dropped: last('A')?.dropped, lookup: last('A')?.lookup })} B ${JSON.stringify({ dropped: last('B')?.dropped, lookup: last('B')?.lookup })}`)
   t.comment(`traffic: ${JSON.stringify(counts)} (sent = acked publishes; delivered/lost/duplicates over 2 subscribers)`)
 
+  for (const [p, g] of [['A', a], ['B', b]] as const) {
+    const first = (prefix: string): string => {
+      const l = g.logged(prefix).filter((x) => prefix !== 'auth refused' || x.reason === 'user-store-unavailable')[0]
+      return l === undefined ? 'none' : `at ${new Date(l.time as string | number).getTime() - t0} ms ${JSON.stringify(l.err ?? l.detail ?? l.reason)}`
+    }
+    t.comment(`${p} logged: client-id ${first('client-id: redis unavailable')}; dedupe ${first('dedupe: redis')}; auth ${g.logged('auth refused').filter((x) => x.reason === 'user-store-unavailable').length} user-store-unavailable, first ${first('auth refused')}`)
+  }
   // After-checks.
   const healed = t0 + failover.ms + 2000
   t.same(forwarded.filter((r) => r.at > healed).map((r) => r.id), [], 'DUP resends sent 2 s after the failover are all removed (the records survived it)')
   t.equal(counts.lost, 0, 'no acknowledged message lost')
   t.equal(counts.duplicates, 0, 'no duplicate among the plain publishes')
   t.equal(holderClosedAt, undefined, 'the holder is still connected')
+  t.ok(Date.now() - holderSince > 2 * LEASE_MS, 'the holder has held its ID for more than two lease lifetimes')
   const intruder = await connectOnce(b.url, holderId, 'intruder', PW.file)
-  t.equal(intruder.code, 2, 'the held client ID is refused to another identity through the other proxy (CONNACK 2)')
+  t.comment(`intruder with the holder's client ID through B: CONNACK ${intruder.code}`)
+  t.equal(intruder.code, 2, 'the held client ID is refused to another identity through the other proxy (CONNACK 2)',
+    topo.name === 'cluster' ? { todo: RENEW_DEFECT } : {})
   const after = `${topic}/after`
   await Promise.all(traffic.publishers.map(async (c, i) => await c.publishAsync(after, `after-${i}`, { qos: 1 })))
   await pollUntil('every publisher\'s after-message at every subscriber', 10_000, () => traffic.seen.every((m) => traffic.publishers.every((_, i) => m.has(`after-${i}`))) ? true : undefined)
