@@ -8,7 +8,8 @@ import type { ListenSpec } from './config/config.js'
 import { changedLimits } from './config/limits.js'
 import { Connection } from './proxy/connection.js'
 import { PluginHost } from './plugin/host.js'
-import { loadPlugins, type ResolvedConfig, type ResolvedPlugin } from './plugin/loader.js'
+import { loadPlugins, type ResolvedConfig } from './plugin/loader.js'
+import { reconfigurePlugins } from './plugin/reconfigure.js'
 import { embeddedUpstream, tcpUpstream, type Upstream } from './upstream/upstream.js'
 import { createEmbeddedBroker } from './upstream/embedded.js'
 import type { ErrorCode } from './errors.js'
@@ -23,8 +24,9 @@ import { KickChannel } from './admin/kick.js'
 import { Diagnostics, meanMs } from './observe/diagnostics.js'
 import { SeriesRecorder, type Counters } from './observe/series.js'
 import { FRAME_TYPE } from './wire/codec.js'
-import { createRedisClient, type RedisClient } from './redis/client.js'
-import { RedisWatch, type RedisStatus } from './redis/watch.js'
+import type { RedisClient } from './redis/client.js'
+import type { RedisStatus, RedisWatch } from './redis/watch.js'
+import { openSharedRedis } from './redis/shared.js'
 import { DEFAULT_KEY_PREFIX, describeRedis } from './config/redis.js'
 
 export interface StartOptions {
@@ -89,21 +91,9 @@ export class GuardServer {
       redisTopology: config.redis?.topology,
       maxConnections: () => inForce().limits.maxConnections
     })
-    // One client for the plugins and the kick channel (their subscribers are its duplicates).
-    const watch = config.redis === undefined
-      ? undefined
-      : new RedisWatch(config.redis.topology, (detail) => { log.warn({ topology: config.redis?.topology, ...detail }, 'redis failover seen: another primary serves the proxy') })
-    const redis = config.redis === undefined ? undefined : createRedisClient(config.redis, 'shared', { onReadOnly: () => { watch?.readOnlySeen() } })
-    if (redis !== undefined) {
-      watch?.attach(redis)
-      log.info({ topology: config.redis?.topology, redis: config.redis === undefined ? undefined : describeRedis(config.redis) }, 'redis configured')
-    }
-    // Zero from the start, so increase() sees the first error.
-    if (redis !== undefined) metrics.redisErrors.inc({ source: 'connection' }, 0)
-    redis?.on('error', (err: NodeJS.ErrnoException) => {
-      metrics.redisErrors.inc({ source: 'connection' })
-      log.warn({ err: err.code ?? err.message }, 'redis error')
-    })
+    const shared = config.redis === undefined ? undefined : openSharedRedis(config.redis, log, (n) => { metrics.redisErrors.inc({ source: 'connection' }, n) })
+    const redis = shared?.client
+    const watch = shared?.watch
     const instanceId = randomBytes(8).toString('hex')
     let plugins: Plugin[] = []
     let upstream: Upstream
@@ -311,7 +301,7 @@ export class GuardServer {
       const now = this.current
       const changed = changedLimits(now.limits, next.limits)
       const restart: string[] = (['listen', 'upstream', 'redis', 'admin', 'log'] as const).filter((k) => JSON.stringify(withoutFunctions(next[k])) !== JSON.stringify(withoutFunctions(now[k])))
-      const plugins = await this.reconfigurePlugins(now.plugins, next.plugins, restart)
+      const plugins = await reconfigurePlugins(this.configured, now.plugins, next.plugins, restart, this.log)
       // One assignment: a connection accepted from here on gets the new limits, one accepted
       // before keeps the ones it was given.
       this.current = Object.freeze({ ...now, limits: next.limits, plugins })
@@ -319,35 +309,6 @@ export class GuardServer {
       if (restart.length > 0) this.log.warn({ settings: restart }, 'these settings changed in the file and take effect only after a restart')
     }
     await this.host.reload(this.log)
-  }
-
-  /**
-   * New options for plugins that take them at run time. Returns the plugin entries in force
-   * (the new one where the plugin took it) and adds what needs a restart to `restart`.
-   */
-  private async reconfigurePlugins (now: readonly ResolvedPlugin[], next: readonly ResolvedPlugin[], restart: string[]): Promise<readonly ResolvedPlugin[]> {
-    const same = (a: ResolvedPlugin | undefined, b: ResolvedPlugin | undefined): boolean => a?.name === b?.name && a?.module === b?.module
-    if (next.length !== now.length || next.some((entry, i) => !same(entry, now[i]))) {
-      restart.push('plugins')
-      return now
-    }
-    const inForce = [...now]
-    for (const [i, entry] of next.entries()) {
-      if (JSON.stringify(entry.options) === JSON.stringify(now[i]?.options)) continue
-      const plugin = this.configured[i]
-      if (plugin?.reconfigure === undefined) {
-        restart.push(`${entry.key} (${plugin?.name ?? entry.name ?? entry.module ?? '?'})`)
-        continue
-      }
-      try {
-        await plugin.reconfigure(entry.validated)
-        inForce[i] = entry
-        this.log.info({ plugin: plugin.name, key: entry.key }, 'plugin reconfigured')
-      } catch (err) {
-        this.log.error({ plugin: plugin.name, err: (err as Error).message }, 'plugin not reconfigured: its previous options stay in force')
-      }
-    }
-    return Object.freeze(inForce)
   }
 
   /**
