@@ -37,6 +37,8 @@ export interface ClientIdStats {
   failOpen: number
   failClosed: number
   leasesLost: number
+  /** Rounds of lease renewals that failed (Redis unreachable, or refused the calls). */
+  renewFailures: number
 }
 
 const WARN_EVERY_MS = 10_000
@@ -66,7 +68,7 @@ export function evidence (history: HistoryEntry[]): { connects: number, addresse
 }
 
 export class ClientIds {
-  readonly stats: ClientIdStats = { admitted: 0, refusedHeld: 0, refusedInvalid: 0, takeovers: 0, banned: 0, bans: 0, failOpen: 0, failClosed: 0, leasesLost: 0 }
+  readonly stats: ClientIdStats = { admitted: 0, refusedHeld: 0, refusedInvalid: 0, takeovers: 0, banned: 0, bans: 0, failOpen: 0, failClosed: 0, leasesLost: 0, renewFailures: 0 }
   private readonly entries = new WeakMap<ConnectionInfo, Entry>()
   /** This process's holders, by client ID. */
   private readonly owned = new Map<string, Entry>()
@@ -86,7 +88,7 @@ export class ClientIds {
     }
     const stats = this.stats
     statsCounter(ctx.metrics, 'mqtt_guard_client_id_events_total',
-      'client-id decisions: admitted, refused (held, invalid), takeovers, banned connects, bans started, fail-open admits, fail-closed refusals, leases lost',
+      'client-id decisions: admitted, refused (held, invalid), takeovers, banned connects, bans started, fail-open admits, fail-closed refusals, leases lost, failed renewal rounds',
       'event', () => ({ ...stats }))
   }
 
@@ -280,6 +282,7 @@ export class ClientIds {
   // ---- leases --------------------------------------------------------------------------------
 
   private renewing = false
+  private renewFailing = false
 
   private async renew (): Promise<void> {
     if (this.renewing || this.owned.size === 0) return
@@ -297,8 +300,14 @@ export class ClientIds {
         entry.conn.log.warn({ plugin: 'client-id' }, 'client-id: lease lost to another connection while Redis was unreachable; closing')
         entry.conn.close('GUARD_ERR_SESSION_TAKEN_OVER', 'client ID lease lost to another connection')
       })
-    } catch {
-      // Redis unreachable: leases live on until leaseMs; the next round tries again.
+      if (this.renewFailing) this.ctx.log.info({ plugin: 'client-id', leases: entries.length }, 'client-id: lease renewals work again')
+      this.renewFailing = false
+    } catch (err) {
+      // Leases live on until leaseMs; the next round tries again. Counted, and said once per
+      // outage: a lease that silently expires lets another identity take a held ID.
+      this.stats.renewFailures++
+      if (!this.renewFailing) this.ctx.log.warn({ plugin: 'client-id', err: (err as Error).message, leaseMs: this.ctx.options.leaseMs }, 'client-id: lease renewals failing; held IDs are unprotected once their leases expire')
+      this.renewFailing = true
     } finally {
       this.renewing = false
     }
