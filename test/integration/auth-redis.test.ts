@@ -1,12 +1,12 @@
 // The auth plugin's users in Redis (a hash per user at <keyPrefix>auth:user:<name>), through the
 // proxy in front of a private Mosquitto, with a private Redis and a key prefix per test. A Redis
 // user's groups reach later plugins as conn.identity, and the acl plugin's group rules with it.
+// The Redis is one server or a Cluster (MQTT_GUARD_TEST_REDIS; auth-redis.cluster.test.ts).
 
 import t, { type Test } from 'tap'
-import { Redis as IORedis } from 'ioredis'
 import { join } from 'node:path'
 import { startMosquitto } from '../helpers/mosquitto.js'
-import { startRedis } from '../helpers/redis.js'
+import { startRedisUnderTest } from '../helpers/redis-under-test.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import type { LogLine } from '../helpers/log-sink.js'
 import { assertNoPasswordsLogged, login, loginCode, tempDir } from '../helpers/auth-clients.js'
@@ -17,10 +17,9 @@ import type { Plugin } from '../../src/plugin/api.js'
 const PASSWORDS = { rita: 'pw-Rita-h3s9', sam: 'pw-Sam-scr-5p0d', file: 'pw-FileRita-x2b4', wrong: 'pw-Wrong-q1w8' }
 const mosquitto = await startMosquitto()
 t.teardown(() => mosquitto.stop())
-const redis = await startRedis()
+const redis = await startRedisUnderTest()
 t.teardown(() => redis.stop())
-const db = new IORedis(redis.url, { maxRetriesPerRequest: 1 })
-t.teardown(() => { db.disconnect() })
+const db = redis.db
 const dir = await tempDir(t, 'mqtt-guard-auth-redis-')
 const allLogs: LogLine[][] = []
 let testNo = 0
@@ -28,14 +27,14 @@ let testNo = 0
 interface Setup { proxy: TestProxy, prefix: string, groups: Map<string, string[]> }
 
 /** A proxy whose auth plugin keeps users under a fresh prefix; records each login's groups (conn.identity). */
-async function setup (t: Test, options: Record<string, unknown> = {}, redisUrl = redis.url, keyPrefix = `authtest${++testNo}:`, more: Array<Record<string, unknown>> = []): Promise<Setup> {
+async function setup (t: Test, options: Record<string, unknown> = {}, keyPrefix = `authtest${++testNo}:`, more: Array<Record<string, unknown>> = []): Promise<Setup> {
   const groups = new Map<string, string[]>()
   const recorder: Plugin = {
     name: 'groups-recorder',
     out: { connack: (conn) => { const who = conn.identity; if (who?.username !== undefined) groups.set(who.username, [...who.groups]) } }
   }
   const proxy = await startProxy({
-    config: { upstream: mosquitto.url, redis: { url: redisUrl, keyPrefix }, plugins: [{ name: 'auth', redisUsers: { cacheMs: 0 }, redisTimeoutMs: 300, ...options }, ...more] },
+    config: { upstream: mosquitto.url, redis: redis.config(keyPrefix), plugins: [{ name: 'auth', redisUsers: { cacheMs: 0 }, redisTimeoutMs: 300, ...options }, ...more] },
     extraPlugins: [recorder]
   })
   t.teardown(() => proxy.stop())
@@ -63,7 +62,7 @@ for (const version of [4, 5] as const) {
 t.test("a Redis user's group grants an acl rule, end to end", async (t) => {
   // ops has no members in the acl's own map: declared, so a typo in a rule is still caught.
   const acl = { name: 'acl', groups: { ops: [] }, rules: [{ allow: ['publish', 'subscribe', 'receive'], topic: 'ops/#', groups: ['ops'] }] }
-  const { proxy, prefix } = await setup(t, {}, redis.url, undefined, [acl])
+  const { proxy, prefix } = await setup(t, {}, undefined, [acl])
   await db.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)), groups: 'ops' })
   await db.hset(`${prefix}user:sam`, { password: formatHash(await hashPbkdf2(PASSWORDS.sam)) })
   const rita = await login(t, proxy.url, 5, { username: 'rita', password: PASSWORDS.rita })
@@ -101,19 +100,16 @@ t.test('answers are cached for cacheMs; reload() empties the cache', async (t) =
 })
 
 t.test('a broken record or an unreachable Redis: nobody gets in on it (3 / 0x88)', async (t) => {
-  const own = await startRedis()
-  t.teardown(() => own.stop())
-  const ownDb = new IORedis(own.url, { maxRetriesPerRequest: 1 })
-  t.teardown(() => { ownDb.disconnect() })
-  const { proxy, prefix } = await setup(t, {}, own.url)
-  await ownDb.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)) })
-  await ownDb.hset(`${prefix}user:plain`, { password: PASSWORDS.rita })
+  const { proxy, prefix } = await setup(t)
+  await db.hset(`${prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)) })
+  await db.hset(`${prefix}user:plain`, { password: PASSWORDS.rita })
   t.equal(await loginCode(t, proxy.url, 4, 'plain', PASSWORDS.rita), 3, 'plaintext record refused')
   const broken = await proxy.logs.waitFor((l) => l.msg === 'auth refused' && l.reason === 'user-store-unavailable')
   t.match(broken.detail, /user:plain: hash does not start with "\$"/)
   t.equal(await loginCode(t, proxy.url, 5, 'rita', PASSWORDS.rita), 0)
-  ownDb.disconnect()
-  await own.stop()
+  // One server: SIGKILL (back empty afterwards). A Cluster: every node paused (SIGSTOP).
+  t.teardown(redis.restore)
+  await redis.cut()
   t.equal(await loginCode(t, proxy.url, 4, 'rita', PASSWORDS.rita), 3)
   t.equal(await loginCode(t, proxy.url, 5, 'rita', PASSWORDS.rita), 0x88)
   const down = proxy.logs.lines.filter((l) => l.msg === 'auth refused' && l.reason === 'user-store-unavailable')
@@ -123,8 +119,8 @@ t.test('a broken record or an unreachable Redis: nobody gets in on it (3 / 0x88)
 
 t.test('brute-force counters are shared by proxies on the same Redis', async (t) => {
   const options = { bruteForce: { maxFailures: 2, windowMs: 10_000, blockMs: 60_000 } }
-  const a = await setup(t, options, redis.url, 'shared-bf:')
-  const b = await setup(t, options, redis.url, 'shared-bf:')
+  const a = await setup(t, options, 'shared-bf:')
+  const b = await setup(t, options, 'shared-bf:')
   await db.hset(`${a.prefix}user:rita`, { password: formatHash(await hashPbkdf2(PASSWORDS.rita)) })
   t.equal(await loginCode(t, a.proxy.url, 5, 'rita', PASSWORDS.wrong), 0x86)
   t.equal(await loginCode(t, b.proxy.url, 5, 'rita', PASSWORDS.wrong), 0x86)

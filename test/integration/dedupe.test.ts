@@ -2,13 +2,14 @@
 // purpose: a publisher that "loses" its PUBACK and resends with DUP through a second proxy
 // instance, a subscriber whose PUBACK is lost with the proxy's link to the broker and gets
 // the redelivery of its persistent session; each also without the plugin, to show it matters.
-// Then packet ID reuse, QoS 2 left alone, in-memory records, and Redis stopped mid-run.
+// Then packet ID reuse, QoS 2 left alone, in-memory records, and Redis unreachable mid-run.
+// The Redis is one server or a Cluster (MQTT_GUARD_TEST_REDIS; dedupe.cluster.test.ts).
 
 import t, { type Test } from 'tap'
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt'
 import { once, type EventEmitter } from 'node:events'
 import { startMosquitto } from '../helpers/mosquitto.js'
-import { startRedis } from '../helpers/redis.js'
+import { startRedisUnderTest } from '../helpers/redis-under-test.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { RawMqttClient } from '../helpers/raw-client.js'
 import { BASE, clientV, closed, nextMessage, uniqueTopic } from '../helpers/e2e-mqtt.js'
@@ -18,7 +19,7 @@ import { dedupeStats, type DedupeStats } from '../../plugins/dedupe/index.js'
 
 const mosquitto = await startMosquitto()
 t.teardown(() => mosquitto.stop())
-const redis = await startRedis()
+const redis = await startRedisUnderTest()
 t.teardown(() => redis.stop())
 let prefixNo = 0
 
@@ -30,7 +31,7 @@ interface Fleet { a: TestProxy, b: TestProxy, stats: (p: TestProxy) => DedupeSta
 async function fleet (t: Test, dedupe: boolean, upstreamA = mosquitto.url, options: Record<string, unknown> = {}): Promise<Fleet> {
   const keyPrefix = `dd${++prefixNo}:`
   const start = async (upstream: string): Promise<TestProxy> => {
-    const p = await startProxy({ config: { upstream, redis: { url: redis.url, keyPrefix }, plugins: dedupe ? [{ name: 'dedupe', ...options }] : [] } })
+    const p = await startProxy({ config: { upstream, redis: redis.config(keyPrefix), plugins: dedupe ? [{ name: 'dedupe', ...options }] : [] } })
     t.teardown(() => p.stop())
     return p
   }
@@ -214,7 +215,7 @@ t.test('without Redis: records in this process; the same instance removes the re
   t.same(seen.payloads(), ['x', 'marker'])
 })
 
-t.test('Redis stopped mid-run: messages still flow, resends are forwarded (at-least-once)', async (t) => {
+t.test('Redis unreachable mid-run: messages still flow, resends are forwarded (at-least-once)', async (t) => {
   const f = await fleet(t, true, mosquitto.url, { redisTimeoutMs: 200 })
   const topic = uniqueTopic('dd-down')
   const seen = await collector(t, topic)
@@ -224,12 +225,13 @@ t.test('Redis stopped mid-run: messages still flow, resends are forwarded (at-le
     t.equal((await c.take('puback')).messageId, messageId)
   }
   await send('before', 1)
-  redis.kill('SIGKILL')
-  await redis.exited()
+  // One server: SIGKILL, back empty. A Cluster: every node paused (SIGSTOP), back with its keys.
+  t.teardown(redis.restore)
+  await redis.cut()
   for (let i = 0; i < 20; i++) await send(`during-${i}`, 100 + i)
-  await send('during-0', 100, true) // its record could not be kept: forwarded
+  await send('during-0', 100, true) // its record could not be kept (or read): forwarded
   await f.a.logs.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('dedupe: redis'))
-  await redis.restart()
+  await redis.restore()
   await send('after', 200)
   await seen.until('after')
   const got = seen.payloads()
