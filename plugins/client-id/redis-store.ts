@@ -113,6 +113,8 @@ return 0
 type Script = (...keysThenArgs: Array<string | number>) => Promise<unknown>
 const SCRIPTS = { clientIdAdmit: ADMIT, clientIdFlap: FLAP, clientIdHistory: HIST, clientIdRelease: RELEASE, clientIdRenew: RENEW }
 type ScriptName = keyof typeof SCRIPTS
+/** The key counts each script is called with: the lease alone or with the client ID's own three flapping keys (admit), or with its history list (release). */
+const KEY_COUNTS: Record<ScriptName, number[]> = { clientIdAdmit: [1, 4], clientIdFlap: [3], clientIdHistory: [1], clientIdRelease: [1, 2], clientIdRenew: [1] }
 
 /** A takeover announced by some instance: `owner` held `id` and must let go. */
 export interface TakeoverNotice { id: string, owner: string, by: string, same: boolean }
@@ -159,7 +161,7 @@ export function flapKeys (prefix: string, key: string): [string, string, string]
 
 export class RedisStore implements Store {
   readonly channel: string
-  /** `<script><key count>` commands defined so far (see call()). */
+  /** The `<script><key count>` commands defined (see call()). */
   private readonly defined = new Set<string>()
   private readonly limits: FlapLimits
 
@@ -173,21 +175,26 @@ export class RedisStore implements Store {
   ) {
     this.channel = `${prefix}takeover`
     this.limits = limits ?? NO_LIMITS
+    for (const [name, counts] of Object.entries(KEY_COUNTS) as Array<[ScriptName, number[]]>) {
+      for (const n of counts) {
+        redis.defineCommand(`${name}${n}`, { lua: SCRIPTS[name], numberOfKeys: n })
+        this.defined.add(`${name}${n}`)
+      }
+    }
   }
 
   /**
-   * Runs a script on `keys`. Each script is defined once per key count with that count fixed
-   * (`numberOfKeys`), so a call's first argument is its first key: ioredis's auto-pipelining
-   * (on for Cluster clients) batches a call by the slot of its first argument, and with the key
-   * count first, every call made in one tick was batched as one and the whole batch refused
-   * once its keys sat on two primaries (measured: no lease was ever renewed on a Cluster).
+   * Runs a script on `keys`. Each script is defined once per key count it is called with, with
+   * that count fixed (`numberOfKeys`), so a call's first argument is its first key: ioredis's
+   * auto-pipelining (on for Cluster clients) batches a call by the slot of its first argument,
+   * and with the key count first, every call made in one tick was batched as one and the whole
+   * batch refused once its keys sat on two primaries (measured: no lease was ever renewed on a
+   * Cluster). All are defined in the constructor: an auto-pipeline made before a command was
+   * defined does not have it, and ioredis then throws outside any promise (the process ended).
    */
   private async call (name: ScriptName, keys: readonly string[], ...args: Array<string | number>): Promise<unknown> {
     const command = `${name}${keys.length}`
-    if (!this.defined.has(command)) {
-      this.redis.defineCommand(command, { lua: SCRIPTS[name], numberOfKeys: keys.length })
-      this.defined.add(command)
-    }
+    if (!this.defined.has(command)) throw new Error(`${name} is not defined for ${keys.length} keys`)
     return await (this.redis as unknown as Record<string, Script>)[command]?.(...keys, ...args)
   }
 
