@@ -1,6 +1,6 @@
-// Workarounds for two aedes 1.2 defects that made a persistent subscriber of a retained message
-// loop (disconnected about once a second, nothing received; moscajs/aedes#1003, open upstream).
-// Both are applied through aedes's documented extension points (the `authorizeForward` hook and
+// Workarounds for aedes 1.2 defects. The first two made a persistent subscriber of a retained
+// message loop (disconnected about once a second, nothing received; moscajs/aedes#1003, open
+// upstream); the third sent a message before the CONNACK. All are applied through aedes's documented extension points (the `authorizeForward` hook and
 // the persistence object), not by changing aedes's files, so an aedes upgrade cannot silently
 // undo them: test/integration/embedded-retained.test.ts fails if either is needed and missing.
 //
@@ -11,6 +11,17 @@
 //    persistent session (clean session 0), so the subscriber's PUBREC finds no stored packet;
 //    aedes answers with a client error and closes the connection. The client reconnects,
 //    re-subscribes, gets the retained message again: the loop.
+// 3. A message before the CONNACK [MQTT-3.2.0-1]. On a session resumed with clean session 0,
+//    aedes subscribes the stored subscriptions (restoreSubs) and only then stores the will and
+//    writes the CONNACK; a message published in between was written to the client first. The
+//    proxy rightly closes such a connection ("broker sent packet type 3 before CONNACK"), so the
+//    client never connected. Seen across two instances on a Redis Cluster in about one resume
+//    in three (the live message arrives through the message bus during the slower resume);
+//    possible on any persistence. Such a delivery is now left out: a QoS 1 or 2 message is in
+//    the session's queue as well (aedes queues every match of a stored subscription, online or
+//    not, before it emits the message), and that queue is sent after the CONNACK, so it arrives
+//    once instead of twice. A QoS 0 message in that window is not delivered, as if it had been
+//    published just before the session resumed (QoS 0 is never queued for an offline session).
 
 import type { Aedes, Client } from 'aedes'
 import { topicMatches } from '../wire/topic-filter.js'
@@ -83,7 +94,34 @@ function releaseUnstoredDeliveries (broker: Aedes): void {
   }
 }
 
+type Deliver = (packet: { qos: number }, done: () => void) => void
+interface Delivering { connackSent: boolean, deliver0: Deliver, deliverQoS: Deliver }
+
+/**
+ * Nothing is delivered to a client before its CONNACK is written (see 3 above). The client's
+ * two delivery functions are wrapped in preConnect, the first step of aedes' CONNECT handling,
+ * so the subscriptions restored later are made with the wrapped ones. A delivery before the
+ * CONNACK is acknowledged to the message bus at once, as aedes does for one it does not
+ * forward, and written nowhere. (authorizeForward cannot do this: a message it refuses to a
+ * persistent session is also removed from that session's queue.)
+ */
+function connackFirst (broker: Aedes): void {
+  const inner = broker.preConnect.bind(broker)
+  broker.preConnect = (client, packet, callback) => {
+    const c = client as unknown as Delivering
+    for (const name of ['deliver0', 'deliverQoS'] as const) {
+      const deliver = c[name]
+      c[name] = (message, done) => {
+        if (c.connackSent) deliver(message, done)
+        else setImmediate(done)
+      }
+    }
+    inner(client, packet, callback)
+  }
+}
+
 export function applyEmbeddedWorkarounds (broker: Aedes): void {
   capDeliveryQos(broker)
+  connackFirst(broker)
   releaseUnstoredDeliveries(broker)
 }
