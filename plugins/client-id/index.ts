@@ -290,15 +290,18 @@ export class ClientIds {
     try {
       const entries = [...this.owned.values()]
       const results = await this.store.renew(entries.map((e) => ({ clientId: e.clientId as string, holder: e.holder })))
-      results.forEach((result, i) => {
+      results.forEach((renewal, i) => {
         const entry = entries[i] as Entry
-        if (result !== 'lost' || this.owned.get(entry.clientId as string) !== entry) return
-        // Another instance holds the ID now: it won while this one could not renew (Redis down).
+        if (renewal.result !== 'lost' || this.owned.get(entry.clientId as string) !== entry) return
+        // Another instance holds the ID now: it won while this one could not renew (Redis
+        // down), or it took the ID over and its notice is still on its way. Either way the
+        // end says who took it, as the notice would have (the evidence of a flapping ban).
         this.stats.leasesLost++
         this.owned.delete(entry.clientId as string)
         entry.owns = false
-        entry.conn.log.warn({ plugin: 'client-id' }, 'client-id: lease lost to another connection while Redis was unreachable; closing')
-        entry.conn.close('GUARD_ERR_SESSION_TAKEN_OVER', 'client ID lease lost to another connection')
+        if (renewal.holder !== undefined) entry.takenOverBy = { address: renewal.holder.address, sameIdentity: sameIdentity(entry.holder, renewal.holder) }
+        entry.conn.log.warn({ plugin: 'client-id', holder: renewal.holder }, 'client-id: lease lost to another connection; closing')
+        entry.conn.close('GUARD_ERR_SESSION_TAKEN_OVER', `client ID lease lost to a connection from ${renewal.holder?.address ?? 'another instance'}`)
       })
       if (this.renewFailing) this.ctx.log.info({ plugin: 'client-id', leases: entries.length }, 'client-id: lease renewals work again')
       this.renewFailing = false

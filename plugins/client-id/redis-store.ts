@@ -14,7 +14,7 @@
 import type { Redis, Cluster } from 'ioredis'
 import { redisCall } from '../../src/redis/call.js'
 import { hashTag } from '../../src/redis/hash-tag.js'
-import { HISTORY_MAX, type Admission, type Claim, type FlapLimits, type HistoryEntry, type Holder, type RenewResult, type Store } from './store.js'
+import { HISTORY_MAX, type Admission, type Claim, type FlapLimits, type HistoryEntry, type Holder, type Renewal, type Store } from './store.js'
 
 // Shared by FLAP and ADMIT, whose ARGV start alike: 1 now, 2 maxConnects, 3 windowMs, 4 banMs,
 // 5 historyMax, 6 history entry. count() returns the answer for a connect that starts a ban.
@@ -107,7 +107,7 @@ elseif not owner then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   return 2
 end
-return 0
+return redis.call('HMGET', KEYS[1], 'addr', 'user', 'hasuser')
 `
 
 type Script = (...keysThenArgs: Array<string | number>) => Promise<unknown>
@@ -125,6 +125,12 @@ const NO_LIMITS: FlapLimits = { maxConnects: 0, windowMs: 1, banMs: 1 }
 function holderOf (reply: unknown[]): Holder {
   const [owner, user, hasUser, addr, since] = reply.slice(1).map(String)
   return { owner: owner as string, username: hasUser === '1' ? user : undefined, address: addr as string, since: Number(since) }
+}
+
+/** RENEW's answer for a lease another owner holds: [addr, user, hasuser]. */
+function holderNow (reply: unknown): Pick<Holder, 'address' | 'username'> | undefined {
+  if (!Array.isArray(reply) || typeof reply[0] !== 'string') return undefined
+  return { address: reply[0], username: reply[2] === '1' ? String(reply[1]) : undefined }
 }
 
 function parseHistory (raw: unknown): HistoryEntry[] {
@@ -269,13 +275,13 @@ export class RedisStore implements Store {
    * in batches: one server gets them back to back on one connection, and a Cluster client
    * with enableAutoPipelining batches them per node.
    */
-  async renew (leases: Array<{ clientId: string, holder: Holder }>): Promise<RenewResult[]> {
-    const results: RenewResult[] = []
+  async renew (leases: Array<{ clientId: string, holder: Holder }>): Promise<Renewal[]> {
+    const results: Renewal[] = []
     for (let i = 0; i < leases.length; i += RENEW_BATCH) {
       const batch = leases.slice(i, i + RENEW_BATCH)
       const replies = await redisCall(this.redis, this.timeoutMs, async () => await Promise.all(batch.map(async ({ clientId, holder: h }) =>
         await this.call('clientIdRenew', [leaseKey(this.prefix, clientId)], this.leaseMs, h.owner, h.username ?? '', h.username === undefined ? '0' : '1', h.address, h.since))))
-      for (const r of replies) results.push(r === 1 ? 'renewed' : r === 2 ? 'restored' : 'lost')
+      for (const r of replies) results.push(r === 1 ? { result: 'renewed' } : r === 2 ? { result: 'restored' } : { result: 'lost', holder: holderNow(r) })
     }
     return results
   }

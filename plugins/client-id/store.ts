@@ -35,13 +35,15 @@ export interface FlapLimits { maxConnects: number, windowMs: number, banMs: numb
 
 /** What renew() found for one lease. */
 export type RenewResult = 'renewed' | 'restored' | 'lost'
+/** A lease renewed; when lost, who holds the ID now (as far as the store knows). */
+export interface Renewal { result: RenewResult, holder?: Pick<Holder, 'address' | 'username'> | undefined }
 
 export interface Store {
   admit: (claim: Claim) => Admission | Promise<Admission>
   /** Ends a connection: frees its lease if it still owns it, records how it ended. */
   release: (clientId: string | undefined, owner: string, flapKeys: string[], end: HistoryEntry) => void | Promise<void>
   /** Keeps the leases of live connections; a missing one is written again. */
-  renew: (leases: Array<{ clientId: string, holder: Holder }>) => RenewResult[] | Promise<RenewResult[]>
+  renew: (leases: Array<{ clientId: string, holder: Holder }>) => Renewal[] | Promise<Renewal[]>
 }
 
 /**
@@ -135,8 +137,11 @@ export class MemoryStore implements Store {
     }
   }
 
-  renew (leases: Array<{ clientId: string, holder: Holder }>): RenewResult[] {
-    return leases.map(({ clientId, holder }) => this.leases.get(clientId)?.owner === holder.owner ? 'renewed' : 'lost')
+  renew (leases: Array<{ clientId: string, holder: Holder }>): Renewal[] {
+    return leases.map(({ clientId, holder }) => {
+      const now = this.leases.get(clientId)
+      return now?.owner === holder.owner ? { result: 'renewed' } : { result: 'lost', holder: now }
+    })
   }
 
   get size (): number {

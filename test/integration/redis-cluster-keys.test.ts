@@ -96,9 +96,9 @@ t.test('client-id: policies, takeover notices, release and renew, on three nodes
     await pollUntil('two takeover notices', 5000, () => notices.filter((n) => n.id === id).length === 2 ? true : undefined)
     t.same(notices.filter((n) => n.id === id).map((n) => [n.owner, n.same]), [[a.owner, true], [b.owner, false]], 'each old owner told, with sameIdentity')
 
-    t.same(await store.renew([{ clientId: id, holder: c }, { clientId: id, holder: a }]), ['renewed', 'lost'], 'renew: the owner keeps it, a former owner has lost it')
+    t.same(await store.renew([{ clientId: id, holder: c }, { clientId: id, holder: a }]), [{ result: 'renewed' }, { result: 'lost', holder: { address: c.address, username: undefined } }], 'renew: the owner keeps it, a former owner has lost it and learns to whom')
     await redis.del(leaseKey(prefix, id))
-    t.same(await store.renew([{ clientId: id, holder: c }]), ['restored'], 'renew writes a missing lease again')
+    t.same(await store.renew([{ clientId: id, holder: c }]), [{ result: 'restored' }], 'renew writes a missing lease again')
     await store.release(id, a.owner, [`id:${id}`], { t: Date.now(), k: 'e', a: a.address, why: 'test' })
     t.equal(await redis.hget(leaseKey(prefix, id), 'owner'), c.owner, 'a release by a non-owner leaves the lease')
     await store.release(id, c.owner, [`id:${id}`], { t: Date.now(), k: 'e', a: c.address, why: 'test' })

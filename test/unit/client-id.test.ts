@@ -65,7 +65,7 @@ t.test('MemoryStore: one holder per ID; release only by the owner', async (t) =>
   store.release('dev', 'i:2', [], { t: 2, k: 'e', a: '10.0.0.1' })
   t.equal(store.leases.get('dev')?.owner, 'i:1', 'a non-owner cannot release')
   t.same(store.admit(claim('dev', holder('i:3', 'bob'))), { kind: 'admitted', tookOver: holder('i:1', 'bob') }, 'same identity takes it back')
-  t.same(store.renew([{ clientId: 'dev', holder: holder('i:1', 'bob') }, { clientId: 'dev', holder: holder('i:3', 'bob') }]), ['lost', 'renewed'])
+  t.same(store.renew([{ clientId: 'dev', holder: holder('i:1', 'bob') }, { clientId: 'dev', holder: holder('i:3', 'bob') }]), [{ result: 'lost', holder: holder('i:3', 'bob') }, { result: 'renewed' }], 'lost, with who holds it now')
   store.release('dev', 'i:3', [], { t: 3, k: 'e', a: '10.0.0.1' })
   t.equal(store.leases.size, 0)
   t.same(store.admit(claim(undefined, holder('i:4', undefined))), { kind: 'admitted' }, 'an empty ID registers nothing')

@@ -142,7 +142,7 @@ t.test('client-id: every script call of admit, release and renew touches one slo
     }
     leases.push({ clientId: id, holder })
   }
-  t.same(await store.renew(leases), leases.map(() => 'renewed'))
+  t.same(await store.renew(leases), leases.map(() => ({ result: 'renewed' })))
   const calls = oneSlotEach(t, rec, 'client-id')
   const admits = calls.filter((c) => c.what === 'clientIdAdmit')
   t.ok(admits.some((c) => c.keys.length === 4) && admits.some((c) => c.keys.length === 1), 'ADMIT with and without the client ID\'s flapping keys')
