@@ -1,7 +1,8 @@
 // The shared Redis: one of three forms, as the operator runs it. A URL (standalone, `rediss://`
-// for TLS), a Sentinel set and the master's name, or a Cluster's seed nodes; each optionally
-// with credentials, TLS files and the key prefix. ioredis does the topology (src/redis/client.ts);
-// this file only says which form was given, and refuses a mix or a form that names no node.
+// for TLS), a Sentinel set and the master's name (the Sentinels with credentials of their own if
+// they have requirepass), or a Cluster's seed nodes; each optionally with credentials, TLS files
+// and the key prefix. ioredis does the topology (src/redis/client.ts); this file only says which
+// form was given, and refuses a mix, a form that names no node, or a key of another form.
 
 import { z } from 'zod'
 import { configError } from '../errors.js'
@@ -12,7 +13,7 @@ export type RedisTopology = 'standalone' | 'sentinel' | 'cluster'
 
 export interface RedisEndpoint { readonly host: string, readonly port: number }
 
-/** TLS towards Redis (and towards the Sentinels): absolute file paths. */
+/** TLS towards Redis (and towards the Sentinels): absolute file paths. Given, it means TLS, even with a redis:// URL. */
 export interface RedisTls { readonly ca?: string, readonly cert?: string, readonly key?: string, readonly rejectUnauthorized: boolean, readonly servername?: string }
 
 interface RedisCommon {
@@ -25,9 +26,17 @@ interface RedisCommon {
   readonly tls?: RedisTls
 }
 
+/** The Sentinels' own credentials (their requirepass or ACL user), not the data nodes'. */
+export interface SentinelAuth {
+  readonly sentinelUsername?: string
+  readonly sentinelPassword?: string
+  /** Absolute; read when the client is made, like passwordFile. */
+  readonly sentinelPasswordFile?: string
+}
+
 export type RedisSpec = RedisCommon & (
   | { readonly topology: 'standalone', readonly url: string }
-  | { readonly topology: 'sentinel', readonly sentinels: readonly RedisEndpoint[], readonly name: string }
+  | ({ readonly topology: 'sentinel', readonly sentinels: readonly RedisEndpoint[], readonly name: string } & SentinelAuth)
   | { readonly topology: 'cluster', readonly nodes: readonly RedisEndpoint[] }
 )
 
@@ -37,6 +46,9 @@ export const DEFAULT_KEY_PREFIX = 'mqtt-guard:'
 export const REDIS_FORMS = 'redis://HOST:PORT, { url }, { sentinels: [HOST:PORT, ...], name } or { cluster: [HOST:PORT, ...] }'
 
 const FORM_KEYS = ['url', 'sentinels', 'name', 'cluster'] as const
+/** Keys only the Sentinel form takes, besides name. */
+const SENTINEL_AUTH_KEYS = ['sentinelUsername', 'sentinelPassword', 'sentinelPasswordFile'] as const
+const without = (keys: readonly string[]): Array<{ required: string[] }> => keys.map((k) => ({ required: [k] }))
 
 // minItems for the JSON Schema only: the proxy's own refusal of an empty list lists the forms.
 const endpoints = (what: string): z.ZodArray<z.ZodString> => z.array(z.string(expected('HOST:PORT')), expected(`a list of ${what} (HOST:PORT)`)).meta({ minItems: 1 })
@@ -49,20 +61,23 @@ const redisObject = strictOptions({
   username: text('a user name').optional().describe('Redis ACL user'),
   password: z.string(expected('a string')).optional(),
   passwordFile: text('a file path').optional().describe('A file holding the password (relative to this file)'),
+  sentinelUsername: text('a user name').optional().describe('Sentinel form: the Sentinels\' ACL user'),
+  sentinelPassword: z.string(expected('a string')).optional().describe('Sentinel form: the Sentinels\' password (their requirepass)'),
+  sentinelPasswordFile: text('a file path').optional().describe('Sentinel form: a file holding the Sentinels\' password (relative to this file)'),
   tls: strictOptions({
     ca: text('a file path').optional(),
     cert: text('a file path').optional(),
     key: text('a file path').optional(),
     rejectUnauthorized: bool().optional(),
     servername: text('a host name').optional()
-  }).optional().describe('TLS to Redis (and to the Sentinels) when given; file paths relative to this file'),
+  }).optional().describe('TLS to Redis (and to the Sentinels) when given, also with a redis:// URL; file paths relative to this file'),
   keyPrefix: z.string(expected('a string')).optional().describe('Prefix of every key and channel (default mqtt-guard:)')
 }).meta({
   // One form per object: the JSON Schema says so too (the proxy's own words are parseRedis').
   anyOf: [
-    { required: ['url'], not: { anyOf: [{ required: ['sentinels'] }, { required: ['name'] }, { required: ['cluster'] }] } },
-    { required: ['sentinels', 'name'], not: { anyOf: [{ required: ['url'] }, { required: ['cluster'] }] } },
-    { required: ['cluster'], not: { anyOf: [{ required: ['url'] }, { required: ['sentinels'] }, { required: ['name'] }] } }
+    { required: ['url'], not: { anyOf: without(['sentinels', 'name', 'cluster', ...SENTINEL_AUTH_KEYS]) } },
+    { required: ['sentinels', 'name'], not: { anyOf: without(['url', 'cluster']) } },
+    { required: ['cluster'], not: { anyOf: without(['url', 'sentinels', 'name', ...SENTINEL_AUTH_KEYS]) } }
   ]
 })
 
@@ -93,6 +108,8 @@ function form (spec: RawObject): 'url' | 'sentinels' | 'cluster' {
   const only = main[0] === 'sentinels' || main[0] === 'cluster' ? main[0] : 'url'
   if (only === 'sentinels' && spec.name === undefined) refuse('redis.name', 'the Sentinel form needs the master name')
   if (only !== 'sentinels' && spec.name !== undefined) refuse('redis.name', `only the Sentinel form takes a master name, not the ${only === 'url' ? 'url' : 'cluster'} form`)
+  const stray = SENTINEL_AUTH_KEYS.find((k) => spec[k] !== undefined)
+  if (only !== 'sentinels' && stray !== undefined) refuse(`redis.${stray}`, `only the Sentinel form takes Sentinel credentials, not the ${only === 'url' ? 'url' : 'cluster'} form`)
   return only
 }
 
@@ -131,6 +148,7 @@ export function parseRedis (raw: RawRedis, configDir: string): RedisSpec | undef
   if (typeof raw === 'string') return { topology: 'standalone', url: checkUrl(raw, 'redis'), keyPrefix: DEFAULT_KEY_PREFIX }
   const only = form(raw)
   if (raw.password !== undefined && raw.passwordFile !== undefined) throw configError('redis.passwordFile', 'give redis.password or redis.passwordFile, not both')
+  if (raw.sentinelPassword !== undefined && raw.sentinelPasswordFile !== undefined) throw configError('redis.sentinelPasswordFile', 'give redis.sentinelPassword or redis.sentinelPasswordFile, not both')
   const common = dropUndefined({
     keyPrefix: raw.keyPrefix ?? DEFAULT_KEY_PREFIX,
     username: raw.username,
@@ -138,7 +156,14 @@ export function parseRedis (raw: RawRedis, configDir: string): RedisSpec | undef
     passwordFile: raw.passwordFile === undefined ? undefined : inputFile(configDir, raw.passwordFile, 'redis.passwordFile'),
     tls: tlsOf(raw.tls, configDir)
   })
-  if (only === 'sentinels') return { ...common, topology: 'sentinel', sentinels: nodes(raw.sentinels ?? [], 'redis.sentinels', 'Sentinel'), name: raw.name ?? '' }
+  if (only === 'sentinels') {
+    const auth: SentinelAuth = dropUndefined({
+      sentinelUsername: raw.sentinelUsername,
+      sentinelPassword: raw.sentinelPassword,
+      sentinelPasswordFile: raw.sentinelPasswordFile === undefined ? undefined : inputFile(configDir, raw.sentinelPasswordFile, 'redis.sentinelPasswordFile')
+    })
+    return { ...common, ...auth, topology: 'sentinel', sentinels: nodes(raw.sentinels ?? [], 'redis.sentinels', 'Sentinel'), name: raw.name ?? '' }
+  }
   if (only === 'cluster') {
     // A brace in the prefix would be every key's hash tag: all keys in one slot, on one node.
     if (/[{}]/.test(common.keyPrefix)) throw configError('redis.keyPrefix', `${got(common.keyPrefix)} has a { or }: on a Cluster it would become every key's hash tag and put all keys in one slot; remove the braces`)
@@ -147,16 +172,20 @@ export function parseRedis (raw: RawRedis, configDir: string): RedisSpec | undef
   return { ...common, topology: 'standalone', url: checkUrl(raw.url ?? '', 'redis.url') }
 }
 
-/** Where the proxy's Redis is, for logs and findings: no password, never. */
+/**
+ * Where the proxy's Redis is, for logs and findings: no password, never. TLS is said where the
+ * form does not say it already (a redis:// URL with `tls`, the Sentinel and Cluster forms).
+ */
 export function describeRedis (spec: RedisSpec): string {
   const list = (eps: readonly RedisEndpoint[]): string => eps.map((e) => `${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`).join(', ')
+  const tls = spec.tls === undefined ? '' : ' over TLS'
   switch (spec.topology) {
     case 'standalone': {
       const url = new URL(spec.url)
       url.password = url.password === '' ? '' : '***'
-      return url.toString()
+      return `${url.toString()}${url.protocol === 'redis:' ? tls : ''}`
     }
-    case 'sentinel': return `Sentinel master ${spec.name} via ${list(spec.sentinels)}`
-    case 'cluster': return `Cluster via ${list(spec.nodes)}`
+    case 'sentinel': return `Sentinel master ${spec.name} via ${list(spec.sentinels)}${tls}`
+    case 'cluster': return `Cluster via ${list(spec.nodes)}${tls}`
   }
 }

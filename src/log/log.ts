@@ -10,7 +10,7 @@ import pino, { type Logger, type DestinationStream } from 'pino'
 import { budgetHook } from './budget.js'
 
 export const REDACT_PATHS = [
-  'password', '*.password', 'packet.password', 'authenticationData', '*.authenticationData',
+  'password', '*.password', 'packet.password', 'sentinelPassword', '*.sentinelPassword', 'authenticationData', '*.authenticationData',
   'properties.authenticationData', 'headers.authorization'
 ]
 

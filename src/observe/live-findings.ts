@@ -44,7 +44,7 @@ function redisDown (evidence: string[], fix: string): Finding {
 
 const FIX_DOWN: Record<RedisStatus['topology'], string> = {
   standalone: 'start Redis or fix redis.url (a firewall, TLS, or credentials: see the proxy\'s "redis error" log lines)',
-  sentinel: 'check that the Sentinels in redis.sentinels answer and know the master named in redis.name (redis-cli -p PORT SENTINEL get-master-addr-by-name NAME), and that the primary they name is reachable from the proxy',
+  sentinel: 'check that the Sentinels in redis.sentinels answer and know the master named in redis.name (redis-cli -p PORT SENTINEL get-master-addr-by-name NAME), that Sentinels with requirepass get redis.sentinelPassword, and that the primary they name is reachable from the proxy',
   cluster: 'check that the seed nodes in redis.cluster answer and that CLUSTER INFO says cluster_state:ok'
 }
 
@@ -53,7 +53,7 @@ const FIX_DOWN: Record<RedisStatus['topology'], string> = {
  * write fails), Cluster slots failing (the keys of those slots fail), slots suspected.
  */
 export function redisFindings (r: RedisStatus, where: string): Finding[] {
-  const base = [`${r.topology}: ${where}`, `client: ${r.client}, role: ${r.role}`, `failovers seen: ${r.failovers}${r.lastFailoverAt === undefined ? '' : `, last at ${r.lastFailoverAt}`}`]
+  const base = [`${r.topology}: ${where}`, `client: ${r.client}, role: ${r.role}`, `failovers seen: ${r.failovers}${r.lastFailoverAt === undefined ? '' : `, last at ${r.lastFailoverAt}`}`, ...(r.lastError === undefined ? [] : [`last error: ${r.lastError}`])]
   const c = r.cluster
   const slots = c === undefined ? [] : [`cluster_state: ${c.state}`, `slots ok ${c.slotsOk}, pfail ${c.slotsPfail}, fail ${c.slotsFail}; ${c.knownNodes} nodes known`]
   if (c !== undefined && c.state === 'fail') {

@@ -26,9 +26,9 @@ export interface ClientOptions {
 }
 
 /** A password file holds the password, perhaps with a final newline (`echo pw > file`). */
-function password (spec: RedisSpec): string | undefined {
-  if (spec.passwordFile === undefined) return spec.password
-  return readFileSync(spec.passwordFile, 'utf8').replace(/\r?\n$/, '')
+function secret (password: string | undefined, file: string | undefined): string | undefined {
+  if (file === undefined) return password
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
 }
 
 function tlsOptions (tls: RedisTls | undefined): ConnectionOptions | undefined {
@@ -44,7 +44,10 @@ function nodeOptions (spec: RedisSpec, use: RedisUse, options: ClientOptions): R
   const tls = tlsOptions(spec.tls)
   return {
     ...(spec.username === undefined ? {} : { username: spec.username }),
-    ...(spec.passwordFile === undefined && spec.password === undefined ? {} : { password: password(spec) }),
+    ...(spec.passwordFile === undefined && spec.password === undefined ? {} : { password: secret(spec.password, spec.passwordFile) }),
+    // `tls` given means TLS, whatever the URL's scheme: ioredis connects with TLS whenever the
+    // option is set, and an operator who wrote a CA expects it used. rediss:// without `tls`
+    // is TLS with the system's CAs (ioredis' `tls: true`).
     ...(tls === undefined ? {} : { tls }),
     // Commands given before the first connect wait for it, so the proxy starts while Redis is
     // away. The shared client then gives up on a command after one reconnect attempt: its
@@ -89,6 +92,9 @@ export function createRedisClient (spec: RedisSpec, use: RedisUse, options: Clie
         // reachable (SENTINEL FAILOVER, a partition that heals) keeps our connection and
         // answers every write with READONLY until something breaks the connection.
         failoverDetector: true,
+        // The Sentinels' own requirepass or ACL user; the data nodes keep username/password.
+        ...(spec.sentinelUsername === undefined ? {} : { sentinelUsername: spec.sentinelUsername }),
+        ...(spec.sentinelPassword === undefined && spec.sentinelPasswordFile === undefined ? {} : { sentinelPassword: secret(spec.sentinelPassword, spec.sentinelPasswordFile) }),
         // TLS to the Sentinels too when TLS is configured: they carry the same credentials'
         // network and the primary's address.
         ...(node.tls === undefined ? {} : { enableTLSForSentinelMode: true, sentinelTLS: node.tls })

@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import type { RedisSpec } from '../config/config.js'
 import { describeRedis } from '../config/redis.js'
 import { createRedisClient, type RedisClient } from './client.js'
+import { explainRedisError } from './explain.js'
 import { RedisWatch } from './watch.js'
 
 export interface SharedRedis {
@@ -23,7 +24,9 @@ export function openSharedRedis (spec: RedisSpec, log: Logger, countError: (n?: 
   countError(0)
   client.on('error', (err: NodeJS.ErrnoException) => {
     countError()
-    log.warn({ err: err.code ?? err.message }, 'redis error')
+    const text = explainRedisError(err, spec.topology)
+    watch.errorSeen(text)
+    log.warn(text, 'redis error')
   })
   return { client, watch }
 }

@@ -1,12 +1,14 @@
 // What the proxy knows of its Redis, for /healthz, /readyz, /metrics and doctor: the form it
 // was given, the role of the server it writes to, whether writes are refused (READONLY), the
-// failovers it has seen, and on a Cluster the cluster's own state and failing slots. Read on
+// failovers it has seen, on a Cluster the cluster's own state and failing slots, and while it
+// is down the last error in words (credentials or TLS refused, explain.ts). Read on
 // demand (a scrape, a probe) with one short deadline, and shared by calls within a second,
 // so a busy scrape interval costs Redis one small command a second at most.
 
 import type { Cluster, Redis } from 'ioredis'
 import type { RedisTopology } from '../config/config.js'
 import type { RedisClient } from './client.js'
+import { redisErrorLine, type RedisErrorText } from './explain.js'
 
 /** The answer of a probe (ROLE, CLUSTER INFO) within this, or the probe says unknown. */
 const PROBE_TIMEOUT_MS = 800
@@ -46,6 +48,8 @@ export interface RedisStatus {
   /** Standalone and Sentinel: the primary's address in use. */
   primary?: string
   cluster?: ClusterReading
+  /** While not up: the client's last error since it was last ready, explained where known. */
+  lastError?: string
 }
 
 function field (info: string, name: string): string | undefined {
@@ -71,11 +75,13 @@ export class RedisWatch {
   private primary: string | undefined
   private primaries = new Set<string>()
   private last: { at: number, status: Promise<RedisStatus> } | undefined
+  private lastError: string | undefined
 
   constructor (readonly topology: RedisTopology, private readonly onFailover: (detail: Record<string, unknown>) => void = () => {}) {}
 
   /** Follows the client's connections: a ready on another address, a slot map with a new primary. */
   attach (client: RedisClient): this {
+    client.on('ready', () => { this.lastError = undefined })
     if (this.topology === 'cluster') {
       const cluster = client as Cluster
       cluster.on('refresh', () => { this.slotMapRefreshed(cluster) })
@@ -84,6 +90,11 @@ export class RedisWatch {
       redis.on('ready', () => { this.connected(redis) })
     }
     return this
+  }
+
+  /** An 'error' of the client, as logged. */
+  errorSeen (text: RedisErrorText): void {
+    this.lastError = redisErrorLine(text)
   }
 
   /** A READONLY reply (src/redis/client.ts reconnectOnError). */
@@ -131,13 +142,15 @@ export class RedisWatch {
       ...(this.readOnlyAt === undefined ? {} : { readOnlySeenAt: new Date(this.readOnlyAt).toISOString() })
     }
     const readOnlyReply = this.readOnlyAt !== undefined && Date.now() - this.readOnlyAt < READ_ONLY_MEMORY_MS
+    const whyDown = (up: boolean): { lastError?: string } => up || this.lastError === undefined ? {} : { lastError: this.lastError }
     if (this.topology === 'cluster') {
       const cluster = ready ? await this.clusterInfo(client as Cluster) : undefined
-      return { ...base, up: cluster !== undefined && cluster.state === 'ok', role: 'master', readOnly: readOnlyReply, cluster: cluster ?? { state: 'unknown', slotsOk: 0, slotsPfail: 0, slotsFail: 0, knownNodes: 0 } }
+      const up = cluster !== undefined && cluster.state === 'ok'
+      return { ...base, up, role: 'master', readOnly: readOnlyReply, cluster: cluster ?? { state: 'unknown', slotsOk: 0, slotsPfail: 0, slotsFail: 0, knownNodes: 0 }, ...whyDown(up) }
     }
     const reply = ready ? await within(PROBE_TIMEOUT_MS, (client as Redis).role()) : undefined
     const role: RedisRole = !Array.isArray(reply) ? 'unknown' : reply[0] === 'master' ? 'master' : 'replica'
-    return { ...base, up: role !== 'unknown', role, readOnly: role === 'replica' || readOnlyReply, ...(this.primary === undefined ? {} : { primary: this.primary }) }
+    return { ...base, up: role !== 'unknown', role, readOnly: role === 'replica' || readOnlyReply, ...(this.primary === undefined ? {} : { primary: this.primary }), ...whyDown(role !== 'unknown') }
   }
 
   /** CLUSTER INFO of the first of a few primaries to answer: a dead one must not hold the probe up. */

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module'
 import { applyEmbeddedWorkarounds } from './embedded-workarounds.js'
 import type { RedisSpec } from '../config/config.js'
 import { createRedisClient, type RedisClient } from '../redis/client.js'
+import { explainRedisError } from '../redis/explain.js'
 
 const require = createRequire(import.meta.url)
 
@@ -42,7 +43,7 @@ function redisParts (spec: RedisSpec, log: Logger): RedisParts {
   const persistenceConn = createRedisClient(spec, 'broker', cluster ? {} : { keyPrefix: prefix })
   const connections = [persistenceConn, createRedisClient(spec, 'broker'), createRedisClient(spec, 'broker')]
   for (const conn of connections) {
-    conn.on('error', (err: NodeJS.ErrnoException) => { log.warn({ err: err.code ?? err.message }, 'embedded broker: redis error') })
+    conn.on('error', (err: NodeJS.ErrnoException) => { log.warn(explainRedisError(err, spec.topology), 'embedded broker: redis error') })
   }
   const [, subConn, pubConn] = connections
   // Channels are not keys: the prefix stays on them in every form, so two fleets on one Redis

@@ -24,8 +24,13 @@ export interface FleetProxy {
   readyz: () => Promise<{ status: number, body: { ready: boolean, checks: Record<string, unknown>, redis?: Record<string, unknown> } }>
 }
 
-export async function fleetProxy (t: Test, redis: Record<string, unknown>): Promise<FleetProxy> {
-  const proxy = await startProxy({ config: { upstream: 'embedded', redis, admin: '127.0.0.1:0' } })
+/**
+ * A proxy with an admin endpoint, on `redis`; the embedded broker unless `upstream` says
+ * otherwise (a broker URL lets the proxy start while Redis refuses it: the embedded broker's
+ * start waits for Redis). `configFile` places relative paths (a password file).
+ */
+export async function fleetProxy (t: Test, redis: Record<string, unknown>, options: { upstream?: string, configFile?: string } = {}): Promise<FleetProxy> {
+  const proxy = await startProxy({ config: { upstream: options.upstream ?? 'embedded', redis, admin: '127.0.0.1:0' }, ...(options.configFile === undefined ? {} : { configFile: options.configFile }) })
   t.teardown(proxy.stop)
   const admin = `http://127.0.0.1:${proxy.server.admin?.port ?? 0}`
   return {
@@ -71,6 +76,24 @@ async function connack (t: Test, url: string, clientId: string): Promise<{ c: mq
     c.once('error', reject)
   })
   return { c, connack: ack, first }
+}
+
+/**
+ * One instance's embedded broker writes to Redis and reads back: a retained message found by a
+ * later subscriber. `tag` goes into topics and client IDs: letters, digits and dashes.
+ */
+export async function retainedRoundTrip (t: Test, url: string, tag: string): Promise<void> {
+  if (!/^[\w-]+$/.test(tag)) throw new Error(`tag ${JSON.stringify(tag)}: letters, digits and dashes only`)
+  const topic = uniqueTopic(`${tag}-retained`)
+  const pub = await client(t, url, { protocolVersion: 4, clientId: `${tag}-pub-${rand()}` })
+  // PUBACK comes after the broker stored the retained message (in Redis).
+  await pub.publishAsync(topic, `kept (${tag})`, { qos: 1, retain: true })
+  const sub = await client(t, url, { protocolVersion: 5, clientId: `${tag}-sub-${rand()}` })
+  const got = nextMessage(sub, topic, 10_000)
+  await sub.subscribeAsync(topic, { qos: 1 })
+  const r = await got
+  t.equal(r.payload, `kept (${tag})`, `${tag}: the retained message read back from Redis`)
+  t.equal(r.packet.retain, true, `${tag}: delivered as retained`)
 }
 
 /** A retained message set on A is found on B through a wildcard; a session made on A resumes on B. */

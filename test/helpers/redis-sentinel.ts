@@ -4,14 +4,15 @@ import { join } from 'node:path'
 import { pollUntil, startServer } from './processes.js'
 import type { ServerHandle } from './processes.js'
 import { HOST, REDIS_SERVER, pairs, redisCall, roleOf, servesAs } from './redis-admin.js'
-import type { Endpoint, Failover, Killed } from './redis-admin.js'
-import { startRedis } from './redis.js'
-import type { Redis as RedisServer } from './redis.js'
+import type { Endpoint, Failover, Killed, RedisTarget } from './redis-admin.js'
+import { startRedis, tlsTarget } from './redis.js'
+import type { Redis as RedisServer, RedisTlsFiles } from './redis.js'
 
 /**
  * A Sentinel set on loopback: one primary, replicas (`--replicaof`), and sentinels
  * (`redis-server sentinel.conf --sentinel`) monitoring it under one master name. Imported
- * through redis-topologies.ts.
+ * through redis-topologies.ts. Optionally the Sentinels have a password of their own, and
+ * every process serves TLS only; the helper's own probes then AUTH and speak TLS.
  */
 
 export interface RedisSentinelOptions {
@@ -23,7 +24,16 @@ export interface RedisSentinelOptions {
   downAfterMs?: number
   /** failover-timeout; a failed attempt is retried after twice this. Default 2000. */
   failoverTimeoutMs?: number
+  /**
+   * The Sentinels' requirepass (and their sentinel-pass, so they can talk to each other); the
+   * data nodes stay without a password. Default none.
+   */
+  sentinelPassword?: string
+  /** Every data node and Sentinel on TLS only, replication and Sentinel links too; no client certificates asked. */
+  tls?: Omit<RedisTlsFiles, 'authClients' | 'client'>
 }
+
+type Settings = Required<Omit<RedisSentinelOptions, 'sentinelPassword' | 'tls'>> & Pick<RedisSentinelOptions, 'sentinelPassword' | 'tls'>
 
 export interface RedisSentinelSet {
   /** For ioredis: `new Redis({ sentinels, name })`. */
@@ -44,10 +54,15 @@ export interface RedisSentinelSet {
   stop(): Promise<void>
 }
 
-function sentinelConf(port: number, dir: string, name: string, primaryPort: number, o: Required<RedisSentinelOptions>): string {
+function sentinelConf(port: number, dir: string, name: string, primaryPort: number, o: Settings): string {
   const quorum = Math.floor(o.sentinels / 2) + 1
+  const pw = o.sentinelPassword
+  const tls = o.tls === undefined
+    ? [`port ${port}`]
+    : ['port 0', `tls-port ${port}`, 'tls-replication yes', 'tls-auth-clients no', `tls-cert-file ${o.tls.cert}`, `tls-key-file ${o.tls.key}`, `tls-ca-cert-file ${o.tls.ca}`]
   return [
-    `port ${port}`, `bind ${HOST}`, 'daemonize no', 'logfile ""', `dir ${dir}`,
+    ...tls, `bind ${HOST}`, 'daemonize no', 'logfile ""', `dir ${dir}`,
+    ...(pw === undefined ? [] : [`requirepass ${pw}`, `sentinel sentinel-pass ${pw}`]),
     `sentinel monitor ${name} ${HOST} ${primaryPort} ${quorum}`,
     `sentinel down-after-milliseconds ${name} ${o.downAfterMs}`,
     `sentinel failover-timeout ${name} ${o.failoverTimeoutMs}`,
@@ -55,7 +70,12 @@ function sentinelConf(port: number, dir: string, name: string, primaryPort: numb
   ].join('\n')
 }
 
-async function startSentinel(name: string, primaryPort: number, o: Required<RedisSentinelOptions>): Promise<ServerHandle> {
+/** How the helper reaches a Sentinel: its password, TLS. */
+function sentinelAt(port: number, o: Settings): RedisTarget {
+  return { ...tlsTarget(port, o.tls), ...(o.sentinelPassword === undefined ? {} : { password: o.sentinelPassword }) }
+}
+
+async function startSentinel(name: string, primaryPort: number, o: Settings): Promise<ServerHandle> {
   const dir = await mkdtemp(join(tmpdir(), 'mqtt-guard-sentinel-'))
   const conf = join(dir, 'sentinel.conf')
   return startServer({
@@ -65,17 +85,18 @@ async function startSentinel(name: string, primaryPort: number, o: Required<Redi
       await writeFile(conf, sentinelConf(port, dir, name, primaryPort, o))
       return [conf, '--sentinel']
     },
-    probe: (port, child) => servesAs(port, child.pid),
-    url: port => `redis://${HOST}:${port}`
+    probe: (port, child) => servesAs(sentinelAt(port, o), child.pid),
+    url: port => `${o.tls === undefined ? 'redis' : 'rediss'}://${HOST}:${port}`
   })
 }
 
 const DATA_ARGS = ['--repl-diskless-sync-delay', '0']
 
 export async function startRedisSentinel(opts: RedisSentinelOptions = {}): Promise<RedisSentinelSet> {
-  const o: Required<RedisSentinelOptions> = {
+  const o: Settings = {
     replicas: 1, sentinels: 3, name: 'guard-primary', downAfterMs: 1000, failoverTimeoutMs: 2000, ...opts
   }
+  const dataAt = (port: number): RedisTarget => tlsTarget(port, o.tls)
   const data: RedisServer[] = []
   const sentinels: ServerHandle[] = []
   const pids = new Set<number>()
@@ -83,10 +104,11 @@ export async function startRedisSentinel(opts: RedisSentinelOptions = {}): Promi
     await Promise.all([...sentinels, ...data].map(s => s.stop()))
   }
   try {
-    data.push(await startRedis({ extraArgs: DATA_ARGS }))
+    const tls = o.tls === undefined ? {} : { tls: o.tls }
+    data.push(await startRedis({ extraArgs: DATA_ARGS, ...tls }))
     const first = data[0] as RedisServer
     const replicaArgs = [...DATA_ARGS, '--replicaof', HOST, String(first.port)]
-    data.push(...(await Promise.all(Array.from({ length: o.replicas }, () => startRedis({ extraArgs: replicaArgs })))))
+    data.push(...(await Promise.all(Array.from({ length: o.replicas }, () => startRedis({ extraArgs: replicaArgs, ...tls })))))
     sentinels.push(...(await Promise.all(Array.from({ length: o.sentinels }, () => startSentinel(o.name, first.port, o)))))
   } catch (err) {
     await stop()
@@ -97,10 +119,10 @@ export async function startRedisSentinel(opts: RedisSentinelOptions = {}): Promi
   let killed: Killed | undefined
 
   const sentinelOk = async (port: number): Promise<boolean> => {
-    const m = pairs(await redisCall(port, 'SENTINEL', 'MASTER', o.name))
+    const m = pairs(await redisCall(sentinelAt(port, o), 'SENTINEL', 'MASTER', o.name))
     if (m.get('flags') !== 'master' || Number(m.get('port')) !== primary.port) return false
     if (Number(m.get('num-other-sentinels')) !== o.sentinels - 1 || Number(m.get('num-slaves')) !== o.replicas) return false
-    const replicas = await redisCall(port, 'SENTINEL', 'REPLICAS', o.name)
+    const replicas = await redisCall(sentinelAt(port, o), 'SENTINEL', 'REPLICAS', o.name)
     return Array.isArray(replicas) && replicas.map(pairs).every(r => r.get('flags') === 'slave' && r.get('master-link-status') === 'ok')
   }
   const ready = async (deadlineMs = 15_000): Promise<void> => {
@@ -111,10 +133,10 @@ export async function startRedisSentinel(opts: RedisSentinelOptions = {}): Promi
   }
   const waitForSync = async (deadlineMs = 10_000): Promise<void> => {
     await pollUntil('replicas caught up with the primary', deadlineMs, async () => {
-      const p = await roleOf(primary.port)
+      const p = await roleOf(dataAt(primary.port))
       if (p === undefined || p[0] !== 'master') return undefined
       for (const r of data.filter(d => d !== primary && d.pid !== killed?.pid)) {
-        const role = await roleOf(r.port)
+        const role = await roleOf(dataAt(r.port))
         if (role === undefined || role[3] !== 'connected' || Number(role[4]) < Number(p[1])) return undefined
       }
       return true
@@ -133,13 +155,13 @@ export async function startRedisSentinel(opts: RedisSentinelOptions = {}): Promi
     const port = await pollUntil('the sentinels to switch to a new master', deadlineMs, async () => {
       const seen = new Set<number>()
       for (const s of sentinels) {
-        const addr = await redisCall(s.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', o.name)
+        const addr = await redisCall(sentinelAt(s.port, o), 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', o.name)
         if (!Array.isArray(addr)) return undefined
         seen.add(Number(addr[1]))
       }
       const [p] = seen
       if (seen.size !== 1 || p === undefined || p === k.port) return undefined
-      return (await roleOf(p))?.[0] === 'master' ? p : undefined
+      return (await roleOf(dataAt(p)))?.[0] === 'master' ? p : undefined
     })
     const ms = Date.now() - k.at
     primary = data.find(d => d.port === port) ?? primary

@@ -66,6 +66,7 @@ t.test('the schema and the proxy agree', async (t) => {
     { redis: 'redis://127.0.0.1:6379' },
     { redis: { url: 'rediss://127.0.0.1:6380', username: 'guard', password: 'pw', keyPrefix: 'g:' } },
     { redis: { sentinels: ['127.0.0.1:26379', '127.0.0.1:26380'], name: 'mymaster' } },
+    { redis: { sentinels: ['127.0.0.1:26379'], name: 'mymaster', sentinelUsername: 'watcher', sentinelPassword: 'pw' } },
     { redis: { cluster: ['127.0.0.1:7000'], tls: { rejectUnauthorized: false } } }
   ]
   const refused: unknown[] = [
@@ -88,7 +89,9 @@ t.test('the schema and the proxy agree', async (t) => {
     { redis: { keyPrefix: 'p:' } },
     { redis: { cluster: [] } },
     { redis: { url: 'redis://h:1', name: 'm' } },
-    { redis: { cluster: ['h:7000'], tls: { cafile: 'x' } } }
+    { redis: { cluster: ['h:7000'], tls: { cafile: 'x' } } },
+    { redis: { url: 'redis://h:1', sentinelPassword: 'pw' } },
+    { redis: { cluster: ['h:7000'], sentinelUsername: 'u' } }
   ]
   for (const raw of accepted) {
     t.same(check(schema, raw), [], `schema accepts ${JSON.stringify(raw)}`)

@@ -252,7 +252,7 @@ t.test('path options resolve against the config folder and are checked', async (
 })
 
 t.test('a union names the form the value had the shape of', async (t) => {
-  t.equal(configErrorOf(() => buildConfig({ redis: { url: 'redis://x:1', keyPrefx: 'p' } }, {})), 'redis.keyPrefx: unknown key (expected one of url, sentinels, name, cluster, username, password, passwordFile, tls, keyPrefix)')
+  t.equal(configErrorOf(() => buildConfig({ redis: { url: 'redis://x:1', keyPrefx: 'p' } }, {})), 'redis.keyPrefx: unknown key (expected one of url, sentinels, name, cluster, username, password, passwordFile, sentinelUsername, sentinelPassword, sentinelPasswordFile, tls, keyPrefix)')
   t.equal(configErrorOf(() => buildConfig({ listen: [{ url: 'mqtt://127.0.0.1:1', proxyProtocol: 'yes' }] }, {})), 'listen[0].proxyProtocol: expected true or false, got "yes"')
   t.match(configErrorOf(() => buildConfig({ upstream: 5 }, {})), /^upstream: expected embedded, mqtt:\/\/HOST:PORT, .* got 5$/, 'no form fits: the union lists them')
 })
@@ -263,6 +263,8 @@ t.test('redis: a URL, a Sentinel set or a Cluster, one form at a time', async (t
   t.same(buildConfig({ redis: { sentinels: ['127.0.0.1:26379', '[::1]:26380'], name: 'mymaster', username: 'guard', password: 'pw' } }, {}).redis,
     { topology: 'sentinel', sentinels: [{ host: '127.0.0.1', port: 26379 }, { host: '::1', port: 26380 }], name: 'mymaster', username: 'guard', password: 'pw', keyPrefix: 'mqtt-guard:' })
   t.same(buildConfig({ redis: { cluster: ['10.0.0.1:7000'], keyPrefix: 'g:' } }, {}).redis, { topology: 'cluster', nodes: [{ host: '10.0.0.1', port: 7000 }], keyPrefix: 'g:' })
+  t.same(buildConfig({ redis: { sentinels: ['h:26379'], name: 'm', password: 'data', sentinelUsername: 'watcher', sentinelPassword: 'watch' } }, {}).redis,
+    { topology: 'sentinel', sentinels: [{ host: 'h', port: 26379 }], name: 'm', password: 'data', sentinelUsername: 'watcher', sentinelPassword: 'watch', keyPrefix: 'mqtt-guard:' }, 'the Sentinels\' own credentials beside the data nodes\'')
   // The refusals: the key, what is wrong, and every accepted form.
   const refused: Array<[string, unknown, string]> = [
     ['url and cluster', { url: 'redis://h:1', cluster: ['h:7000'] }, `redis.cluster: given with redis.url: give one form only; ${forms}`],
@@ -277,6 +279,11 @@ t.test('redis: a URL, a Sentinel set or a Cluster, one form at a time', async (t
     ['a seed without host', { cluster: [':7000'] }, 'redis.cluster[0]: expected HOST:PORT, got ":7000"'],
     ['braces in keyPrefix on a Cluster', { cluster: ['h:7000'], keyPrefix: '{guard}:' }, 'redis.keyPrefix: "{guard}:" has a { or }: on a Cluster it would become every key\'s hash tag and put all keys in one slot; remove the braces'],
     ['password and passwordFile', { url: 'redis://h:1', password: 'a', passwordFile: './p' }, 'redis.passwordFile: give redis.password or redis.passwordFile, not both'],
+    ['Sentinel password with url', { url: 'redis://h:1', sentinelPassword: 'a' }, `redis.sentinelPassword: only the Sentinel form takes Sentinel credentials, not the url form; ${forms}`],
+    ['Sentinel user with cluster', { cluster: ['h:7000'], sentinelUsername: 'u' }, `redis.sentinelUsername: only the Sentinel form takes Sentinel credentials, not the cluster form; ${forms}`],
+    ['Sentinel password file with url', { url: 'redis://h:1', sentinelPasswordFile: './p' }, `redis.sentinelPasswordFile: only the Sentinel form takes Sentinel credentials, not the url form; ${forms}`],
+    ['sentinelPassword and sentinelPasswordFile', { sentinels: ['h:26379'], name: 'm', sentinelPassword: 'a', sentinelPasswordFile: './p' }, 'redis.sentinelPasswordFile: give redis.sentinelPassword or redis.sentinelPasswordFile, not both'],
+    ['an empty Sentinel user', { sentinels: ['h:26379'], name: 'm', sentinelUsername: '' }, 'redis.sentinelUsername: expected a user name, got ""'],
     ['url of another scheme', { url: 'http://h:1' }, 'redis.url: expected redis://HOST:PORT or rediss://HOST:PORT, got "http://h:1"'],
     ['a cluster that is a string', { cluster: 'h:7000' }, 'redis.cluster: expected a list of Cluster seed nodes (HOST:PORT), got "h:7000"']
   ]
@@ -295,6 +302,10 @@ t.test('redis: passwordFile and TLS files resolve against the config folder', as
     topology: 'sentinel', sentinels: [{ host: 'h', port: 26379 }], name: 'm', keyPrefix: 'mqtt-guard:',
     passwordFile: path.join(dir, 'redis.pass'), tls: { ca: path.join(dir, 'ca.pem'), rejectUnauthorized: true }
   })
+  await writeFile(file, 'redis:\n  sentinels: ["h:26379"]\n  name: m\n  sentinelPasswordFile: ./redis.pass\n')
+  t.same(loadConfig({ config: file }).redis, { topology: 'sentinel', sentinels: [{ host: 'h', port: 26379 }], name: 'm', keyPrefix: 'mqtt-guard:', sentinelPasswordFile: path.join(dir, 'redis.pass') })
+  await writeFile(file, 'redis:\n  sentinels: ["h:26379"]\n  name: m\n  sentinelPasswordFile: ./nope\n')
+  t.match(configErrorOf(() => loadConfig({ config: file })), /^redis\.sentinelPasswordFile: file \S+\/nope does not exist$/)
   await writeFile(file, 'redis:\n  cluster: ["h:7000"]\n  passwordFile: ./nope\n')
   t.match(configErrorOf(() => loadConfig({ config: file })), /^redis\.passwordFile: file \S+\/nope does not exist$/)
   await writeFile(file, 'redis:\n  url: redis://h:1\n  tls: { ca: ./nope.pem }\n')

@@ -124,6 +124,8 @@ t.test('redis: down, read-only, Cluster slots failing or suspected, each with ev
     ['healthy', status({}), undefined, []],
     ['standalone down', status({ up: false, client: 'reconnecting', role: 'unknown' }), { severity: 'error', summary: 'Redis is not connected', fix: /fix redis\.url/ }, [/standalone: redis:\/\/127\.0\.0\.1:6379/, /client: reconnecting/]],
     ['sentinel down', status({ topology: 'sentinel', up: false, client: 'reconnecting', role: 'unknown', failovers: 2, lastFailoverAt: '2026-01-01T00:00:00.000Z' }), { severity: 'error', fix: /SENTINEL get-master-addr-by-name/ }, [/failovers seen: 2, last at 2026/]],
+    ['sentinels refuse the proxy', status({ topology: 'sentinel', up: false, client: 'connecting', role: 'unknown', lastError: 'NOAUTH: the Sentinels refused authentication: they require a password; set redis.sentinelPassword or redis.sentinelPasswordFile' }),
+      { severity: 'error', fix: /Sentinels with requirepass get redis\.sentinelPassword/ }, [/^last error: NOAUTH: the Sentinels refused authentication/]],
     ['standalone URL on a replica', status({ role: 'replica', readOnly: true }), { severity: 'error', summary: /refuses the proxy's writes/, fix: /point redis\.url at the primary, or give the Sentinel form/ }, [/ROLE says replica/]],
     ['sentinel: a READONLY reply', status({ topology: 'sentinel', readOnly: true, readOnlySeenAt: '2026-01-01T00:00:01.000Z' }), { severity: 'error', fix: /reconnects on READONLY/ }, [/a READONLY reply at 2026-01-01T00:00:01/]],
     ['cluster slots failing', status({ topology: 'cluster', up: false, cluster: cluster('fail', 0, 5461) }), { severity: 'error', summary: /failing slots: 5461 of 16384/, fix: /CLUSTERDOWN/ }, [/cluster_state: fail/, /fail 5461/]],
