@@ -9,7 +9,10 @@ export async function redisCall<T> (redis: Redis | Cluster, timeoutMs: number, w
   if (GONE.has(redis.status)) throw new Error(`not connected (${redis.status})`)
   let timer: NodeJS.Timeout | undefined
   try {
-    return await Promise.race([work(redis), new Promise<never>((_resolve, reject) => {
+    // The call goes on after the deadline: its rejection, then, is nobody's (handled here).
+    const call = work(redis)
+    call.catch(() => {})
+    return await Promise.race([call, new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => { reject(new Error(`no answer within ${timeoutMs} ms`)) }, timeoutMs)
     })])
   } finally {

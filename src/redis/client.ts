@@ -123,8 +123,10 @@ export function createRedisClient (spec: RedisSpec, use: RedisUse, options: Clie
         maxRedirections: use === 'shared' ? 16 : 64,
         // ioredis refreshes its slot map only when a command meets MOVED or a dead node. The
         // shared client may be idle (no plugin that uses Redis), yet /metrics and doctor
-        // should see a new primary: one CLUSTER SLOTS every 5 s keeps the map current.
-        ...(use === 'shared' ? { slotsRefreshInterval: 5000 } : {})
+        // should see a new primary; and the embedded broker finds retained messages for a
+        // wildcard by SCAN on every primary it knows, so a promoted replica it has not met
+        // yet would be skipped. One CLUSTER SLOTS every 5 s keeps the map current for both.
+        slotsRefreshInterval: 5000
       }
       return new Cluster(spec.nodes.map((n) => ({ host: n.host, port: n.port })), cluster)
     }
