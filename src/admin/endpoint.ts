@@ -20,6 +20,7 @@ import { RequestError, checkSameOrigin, decodePart, readJson, requestUrl, send }
 import { AdminSockets, RefusalLog } from './sockets.js'
 import { Viewers, openEvents } from './stream.js'
 import { adminMetrics } from './own-metrics.js'
+import type { PoolView } from '../upstream/pool.js'
 
 
 /** What the admin endpoint asks of the proxy. */
@@ -41,7 +42,11 @@ export interface AdminTarget {
   plugins?: (req: AdminRequest) => Promise<AdminResponse | undefined>
   /** MQTT connections open now, for the descriptors the admin endpoint leaves them. */
   openConnections?: () => number
+  /** The brokers behind the proxy: one (embedded, a URL) or a pool with each broker's state. */
+  upstreams?: () => UpstreamsView
 }
+
+export type UpstreamsView = ({ kind: 'pool' } & PoolView) | { kind: 'embedded' | 'mqtt', description: string }
 
 function sameToken (given: string, token: string): boolean {
   const a = Buffer.from(given)
@@ -131,6 +136,7 @@ const ROUTES: Route[] = [
   { path: '/diagnostics', methods: { GET: async ({ res, target }) => { send(res, 200, await target.diagnostics()) } } },
   { path: '/overview', methods: { GET: async ({ res, target }) => { send(res, 200, await target.overview()) } } },
   { path: '/events', methods: { GET: ({ req, res, feed, viewers }) => { if (req.method === 'HEAD') headOfEvents(res); else if (roomFor(viewers, 'events')) feed.open(res) } } },
+  { path: '/upstreams', methods: { GET: ({ res, target }) => { send(res, 200, target.upstreams?.() ?? { kind: 'unknown' }) } } },
   { path: /^\/clients\/(.+)$/, methods: { GET: ({ res, params: [clientId = ''], target }) => { send(res, 200, target.client(clientId)) } } }
 ]
 

@@ -94,6 +94,7 @@ export abstract class Admission extends ConnectionCore {
     this.state = 'dialing'
     this.startTimer(this.deps.limits.connectTimeoutMs, () => {
       const reason = 'broker did not answer CONNECT within connectTimeoutMs'
+      if (this.sides.broker !== null) this.deps.upstream.connacked?.(this, 'timeout')
       if (this.state === 'dialing') this.refuseConnect('GUARD_ERR_CONNACK_TIMEOUT', reason)
       else this.close('GUARD_ERR_CONNACK_TIMEOUT', reason)
     })
@@ -156,6 +157,7 @@ export abstract class Admission extends ConnectionCore {
     if (outcome.verdict.action === 'reject') return this.refuseConnect(outcome.verdict.code, outcome.verdict.reason ?? 'refused')
     let packet = outcome.packet as IConnackPacket
     const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0
+    this.deps.upstream.connacked?.(this, code)
     const announced = code === 0 ? this.announceLimits(packet) : packet
     const changed = outcome.changed || announced !== packet
     packet = announced
@@ -174,7 +176,7 @@ export abstract class Admission extends ConnectionCore {
     this.setUpAliases(packet)
     this.state = 'relaying'
     this.accepted = true
-    if (this.deps.log.isLevelEnabled('info')) this.log.info({ protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
+    if (this.deps.log.isLevelEnabled('info')) this.log.info({ protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent, broker: this.deps.upstream.brokerOf?.(this) }, 'connection opened')
     const early = this.early
     this.early = []
     for (const f of early) this.inLane.push(f)

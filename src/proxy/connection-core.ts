@@ -201,7 +201,7 @@ export abstract class ConnectionCore implements ConnectionInfo {
    * Closes both sides; idempotent. The broker side is ended without DISCONNECT unless the
    * client sent one, so the broker publishes the will of a client that vanished [MQTT-3.1.2-8].
    */
-  close (reason: CloseReason, detail?: string): void {
+  close (reason: CloseReason, detail?: string, serverReference?: string): void {
     if (this.state === 'closed') return
     const wasRelaying = this.state === 'relaying'
     const neverConnected = this.state === 'awaiting-connect'
@@ -211,7 +211,10 @@ export abstract class ConnectionCore implements ConnectionInfo {
     const code = isErrorCode(reason) ? reason : undefined
     // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
     if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.codec !== null && !this.sides.client.destroyed) {
-      const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
+      // A Server Reference goes with 0x9C "use another server" (failover: redirect) [MQTT-4.11].
+      const disconnect = serverReference === undefined
+        ? { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
+        : { cmd: 'disconnect', reasonCode: reasonFor(code), properties: { serverReference } } as const
       this.toClient(this.codec.encode(disconnect), true)
     }
     if (this.hasWill && this.connackSent && !this.clientSentDisconnect && this.willWithheld()) {
