@@ -18,6 +18,7 @@ export const ERRORS = {
   GUARD_ERR_STATE_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'shared state (Redis) unreachable' },
   GUARD_ERR_CONNACK_TIMEOUT: { reason: 0x88, connack: 3, summary: 'broker did not answer CONNECT in time' },
   GUARD_ERR_BROKER_DOWN: { reason: 0x8b, connack: 3, summary: 'the client\'s broker was marked down (several brokers, failover: reconnect): reconnect, and the next CONNECT goes to another broker' },
+  GUARD_ERR_BROKER_DRAINING: { reason: 0x8b, connack: 3, summary: 'the client\'s broker is drained for maintenance (POST /upstreams/{n}/drain): reconnect, and the next CONNECT goes to another broker' },
   GUARD_ERR_USE_ANOTHER_SERVER: { reason: 0x9c, connack: 3, summary: 'the client\'s broker was marked down (several brokers, failover: redirect): use the Server Reference given' },
   GUARD_ERR_QUEUE_FULL: { reason: 0x97, connack: 3, summary: 'too many packets queued before CONNACK' },
   GUARD_ERR_MAX_CONNECTIONS: { reason: 0x89, connack: 3, summary: 'maximum connections reached' },

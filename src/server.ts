@@ -140,6 +140,7 @@ export class GuardServer {
           client: (id) => ({ clientId: id, connections: server.connectionViews().filter((c) => c.clientId === id), history: server.diagnostics.history(id) }),
           plugins: async (req) => await server.pluginAdmin(req),
           openConnections: () => server.connections.size,
+          drain: (index, rate) => upstream instanceof BrokerPool ? (rate === undefined ? upstream.undrain(index) : upstream.drainBroker(index, rate)) : undefined,
           upstreams: () => upstream instanceof BrokerPool ? { kind: 'pool', ...upstream.view() } : { kind: config.upstream.kind === 'embedded' ? 'embedded' : 'mqtt', description: upstream.description }
         }, log)
       }

@@ -27,7 +27,9 @@ export interface BrokerView {
   index: number
   url: string
   weight: number
-  state: BrokerState | 'draining'
+  state: BrokerState
+  /** Drained by an operator (POST /upstreams/{n}/drain): no new clients; since when. */
+  drainingSince: string | undefined
   connections: number
   failuresInRow: number
   lastError: string | undefined
@@ -60,6 +62,8 @@ interface Member {
   readonly clients: Set<PoolClient>
   dials: number
   dialFailures: number
+  /** Set while an operator drains it: no new clients, its own moved away at `rate`/s. */
+  drain: { rate: number, timer: NodeJS.Timeout, since: number } | undefined
 }
 
 export interface PoolOptions {
@@ -92,7 +96,8 @@ export class BrokerPool implements Upstream {
       health: new BrokerHealth(options.healthCheck.failures, options.healthCheck.recoveries),
       clients: new Set(),
       dials: 0,
-      dialFailures: 0
+      dialFailures: 0,
+      drain: undefined
     }))
     this.rr = new RoundRobin(this.members.map((m) => m.target))
     this.description = `${this.members.length} brokers (balance ${options.balance}, failover ${options.failover}): ${this.members.map((m) => m.spec.url).join(', ')}`
@@ -107,13 +112,13 @@ export class BrokerPool implements Upstream {
 
   async dial (connect: IConnectPacket, conn: ConnectionInfo): Promise<Duplex> {
     const client = conn as PoolClient
-    const up = (i: number): boolean => this.members[i]?.health.state === 'up'
+    const up = (i: number): boolean => this.takes(this.members[i])
     const order = preferenceOrder(this.options.balance, this.members.map((m) => m.target), connect.clientId, up, (i) => this.members[i]?.clients.size ?? 0, this.rr)
     if (order.length === 0) throw new GuardError('GUARD_ERR_UPSTREAM_UNAVAILABLE', `all ${this.members.length} brokers are down`)
     const errors: string[] = []
     for (const i of order) {
       const m = this.members[i] as Member
-      if (m.health.state !== 'up') continue // went down during an earlier attempt
+      if (!this.takes(m)) continue // went down during an earlier attempt
       try {
         const socket = await m.socket.open(conn, this.options.healthCheck.timeoutMs)
         this.track(m, client, socket)
@@ -140,12 +145,50 @@ export class BrokerPool implements Upstream {
   }
 
   async check (): Promise<boolean> {
-    return this.members.some((m) => m.health.state === 'up')
+    return this.members.some((m) => this.takes(m))
   }
 
   async close (): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
+    this.members.forEach((_m, i) => { this.undrain(i) })
+  }
+
+  /**
+   * Drains broker `index` for maintenance (as EMQX evacuates a node): it takes no new clients,
+   * and its clients are moved away by the failover mode, `rate` a second (at least one). Ends
+   * by itself when it has no client left? No: it stays drained until undrain(), so that
+   * clients that reconnect do not come back to it. False when there is no such broker.
+   */
+  drainBroker (index: number, rate: number): BrokerView | undefined {
+    const m = this.members[index]
+    if (m === undefined) return undefined
+    if (m.drain !== undefined) clearInterval(m.drain.timer)
+    const perTick = Math.max(1, Math.round(rate / 10))
+    const timer = setInterval(() => {
+      let moved = 0
+      for (const client of m.clients) {
+        if (moved++ >= perTick) break
+        this.move(client, 'GUARD_ERR_BROKER_DRAINING', `broker ${m.spec.url} is drained for maintenance`)
+      }
+    }, 100)
+    timer.unref()
+    m.drain = { rate, timer, since: Date.now() }
+    return this.memberView(m, index)
+  }
+
+  /** Ends a drain: the broker takes new clients again (if its checks pass). */
+  undrain (index: number): BrokerView | undefined {
+    const m = this.members[index]
+    if (m === undefined) return undefined
+    if (m.drain !== undefined) clearInterval(m.drain.timer)
+    m.drain = undefined
+    return this.memberView(m, index)
+  }
+
+  /** Up and not drained: may get new clients. */
+  private takes (m: Member | undefined): boolean {
+    return m !== undefined && m.health.state === 'up' && m.drain === undefined
   }
 
   /** The broker a connection went to, for the trace and /connections. */
@@ -165,6 +208,7 @@ export class BrokerPool implements Upstream {
       url: m.spec.url,
       weight: m.spec.weight,
       state: h.state,
+      drainingSince: m.drain === undefined ? undefined : new Date(m.drain.since).toISOString(),
       connections: m.clients.size,
       failuresInRow: h.failuresInRow,
       lastError: h.lastError,
@@ -223,21 +267,21 @@ export class BrokerPool implements Upstream {
   /** The broker is down: its clients still connected are moved by the failover mode. */
   private failover (m: Member): void {
     const why = `broker ${m.spec.url} is down: ${m.health.lastError ?? 'failed its checks'}`
-    for (const client of [...m.clients]) {
-      if (this.options.failover === 'redirect' && client.protocolVersion === 5) {
-        const reference = this.referenceFor(client)
-        if (reference !== undefined) {
-          client.close('GUARD_ERR_USE_ANOTHER_SERVER', why, reference)
-          continue
-        }
-      }
-      client.close('GUARD_ERR_BROKER_DOWN', why)
+    for (const client of [...m.clients]) this.move(client, 'GUARD_ERR_BROKER_DOWN', why)
+  }
+
+  /** Closes one client by the failover mode: redirect (MQTT 5, with a reference), else `code`. */
+  private move (client: PoolClient, code: ErrorCode, why: string): void {
+    if (this.options.failover === 'redirect' && client.protocolVersion === 5) {
+      const reference = this.referenceFor(client)
+      if (reference !== undefined) return client.close('GUARD_ERR_USE_ANOTHER_SERVER', why, reference)
     }
+    client.close(code, why)
   }
 
   /** The Server Reference of the client's next broker that is up and has one. */
   referenceFor (client: ConnectionInfo): string | undefined {
-    const up = (i: number): boolean => this.members[i]?.health.state === 'up' && this.members[i]?.spec.serverReference !== undefined
+    const up = (i: number): boolean => this.takes(this.members[i]) && this.members[i]?.spec.serverReference !== undefined
     const order = preferenceOrder(this.options.balance === 'round-robin' ? 'least-connections' : this.options.balance, this.members.map((m) => m.target), client.clientId, up, (i) => this.members[i]?.clients.size ?? 0, this.rr)
     const first = order[0]
     return first === undefined ? undefined : this.members[first]?.spec.serverReference
