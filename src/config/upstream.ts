@@ -131,8 +131,6 @@ function pool (raw: z.infer<typeof poolObject>, configDir: string): UpstreamSpec
     return { ...spec, weight: 'weight' in e ? e.weight ?? 1 : 1, serverReference: 'serverReference' in e ? e.serverReference : undefined }
   })
   const failover = raw.failover ?? 'reconnect'
-  // Not built yet: refused rather than quietly run as reconnect.
-  if (failover === 'rehome') throw configError('upstream.failover', 'rehome is not available yet (issue 21, in progress); use reconnect or redirect')
   if (failover === 'redirect' && brokers.every((b) => b.serverReference === undefined)) {
     throw configError('upstream.failover', 'redirect sends MQTT 5 clients to another broker\'s serverReference, and no broker has one: give upstream.brokers[i].serverReference (an address clients can reach), or use reconnect or rehome')
   }

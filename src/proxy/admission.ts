@@ -16,8 +16,14 @@ import type { Outcome } from '../plugin/host.js'
 import type { Direction } from '../plugin/api.js'
 import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from '../wire/connect-peek.js'
 import { ConnectionCore, receivedVerdict } from './connection-core.js'
+import { SessionRecord } from './session-record.js'
 
 export abstract class Admission extends ConnectionCore {
+  /** failover: rehome: the CONNECT as the broker got it, to send another broker. */
+  protected connectSent: { packet: IConnectPacket, bytes: Buffer } | undefined
+  /** failover: rehome: the session as sent both ways, from CONNACK on. */
+  protected record: SessionRecord | null = null
+
   // The relay, in connection.ts.
   protected abstract relay (direction: Direction, frame: Buffer, type: number): void | Promise<void>
   protected abstract fromBroker (frame: Buffer): void | Promise<void>
@@ -92,6 +98,7 @@ export abstract class Admission extends ConnectionCore {
 
   private dial (bytes: Buffer, connect: IConnectPacket): void {
     this.state = 'dialing'
+    if (this.deps.upstream.rehomes === true) this.connectSent = { packet: connect, bytes }
     this.startTimer(this.deps.limits.connectTimeoutMs, () => {
       const reason = 'broker did not answer CONNECT within connectTimeoutMs'
       if (this.sides.broker !== null) this.deps.upstream.connacked?.(this, 'timeout')
@@ -119,9 +126,10 @@ export abstract class Admission extends ConnectionCore {
     })
   }
 
-  private attachBroker (socket: Duplex): void {
+  protected attachBroker (socket: Duplex): void {
     const valve = this.sides.attachBroker(socket)
-    const lane = new Lane((f) => this.fromBroker(f), (e) => { this.failed(e) }, valve, this.deps.limits.maxQueuedPackets)
+    // After a move (failover: rehome), what the old broker's lane still holds is dropped.
+    const lane: Lane = new Lane((f) => lane === this.outLane ? this.fromBroker(f) : undefined, (e) => { this.failed(e) }, valve, this.deps.limits.maxQueuedPackets)
     this.outLane = lane
     // The broker is trusted with large packets up to the protocol maximum; the client's own
     // CONNECT maximumPacketSize is the broker's business [MQTT-3.1.2-24].
@@ -131,6 +139,7 @@ export abstract class Admission extends ConnectionCore {
     // A GuardError here comes from the embedded broker's version bridge judging the client's
     // packet: it is the client's fault and gets the client the matching reason code.
     socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (lane !== this.outLane || this.brokerLost(lane)) return
       if (isGuardError(err)) this.close(err.code, err.message)
       else this.close('broker-error', err.code ?? err.message)
     })
@@ -159,6 +168,7 @@ export abstract class Admission extends ConnectionCore {
     const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0
     this.deps.upstream.connacked?.(this, code)
     const announced = code === 0 ? this.announceLimits(packet) : packet
+    if (code === 0 && this.connectSent !== undefined) this.record = new SessionRecord(this.codec as Codec, this.deps.limits.maxQueuedPackets)
     const changed = outcome.changed || announced !== packet
     packet = announced
     this.toClient(changed ? (this.codec as Codec).encode(packet) : frame)
@@ -193,10 +203,14 @@ export abstract class Admission extends ConnectionCore {
    */
   private announceLimits (connack: IConnackPacket): IConnackPacket {
     if (this.protocolVersion !== 5) return connack
+    // failover: rehome cannot carry a client's topic aliases to another broker: none are allowed.
+    const aliases = this.connectSent !== undefined && (connack.properties?.topicAliasMaximum ?? 0) > 0
     const limit = this.deps.limits.maxPacketSize
     const brokers = connack.properties?.maximumPacketSize
-    if (brokers !== undefined && brokers <= limit) return connack
-    return { ...connack, properties: { ...connack.properties, maximumPacketSize: limit } }
+    if (!aliases && brokers !== undefined && brokers <= limit) return connack
+    const properties = { ...connack.properties, ...(brokers === undefined || brokers > limit ? { maximumPacketSize: limit } : {}) }
+    if (aliases) delete properties.topicAliasMaximum
+    return { ...connack, properties }
   }
 
   private setUpAliases (connack: IConnackPacket): void {

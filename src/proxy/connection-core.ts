@@ -41,7 +41,7 @@ function nextConnectionId (): string {
   return (++connections).toString(36)
 }
 
-export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'closed'
+export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'rehoming' | 'closed'
 
 /** What every connection needs from the server; connection.ts adds the server's callbacks. */
 export interface CoreDeps {
@@ -101,6 +101,11 @@ export abstract class ConnectionCore implements ConnectionInfo {
   protected publishRate: TokenBucket | null = null
   /** Set while a plugin traces this connection; undefined otherwise (one check per packet). */
   protected tap: PacketTap | undefined
+
+  /** Several brokers: the one this connection is on now (it changes with a re-home). */
+  get broker (): string | undefined {
+    return this.deps.upstream.brokerOf?.(this)
+  }
 
   /** The connection's logger, bound to who it is, with its log budget (connection-log.ts). */
   get log (): Logger {
@@ -256,7 +261,13 @@ export abstract class ConnectionCore implements ConnectionInfo {
     this.closeWhenDrained(this.inLane, () => this.clientSentDisconnect ? 'client-disconnect' : 'client-closed')
   }
 
+  /** The broker side of `lane` ended or failed: true when failover takes it from here. */
+  protected brokerLost (_lane: Lane): boolean {
+    return false
+  }
+
   protected brokerGone (lane: Lane): void {
+    if (this.brokerLost(lane)) return
     if (this.brokerEnded) return
     this.brokerEnded = true
     // After the client's DISCONNECT the broker closes first, often before the client does:

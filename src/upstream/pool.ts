@@ -20,6 +20,8 @@ import { BrokerHealth, probeBroker, unavailableCode, type BrokerState } from './
 /** A connection the pool can close with a reason (and, for redirect, a Server Reference). */
 export interface PoolClient extends ConnectionInfo {
   close: (code: ErrorCode, reason: string, serverReference?: string) => void
+  /** failover: rehome: moves to another broker without closing the client (connection.ts). */
+  rehome?: (why: string) => void
 }
 
 /** One broker as /upstreams, /metrics and doctor see it. */
@@ -81,6 +83,7 @@ export interface PoolOptions {
 
 export class BrokerPool implements Upstream {
   readonly description: string
+  readonly rehomes: boolean
   private readonly members: Member[]
   private readonly rr: RoundRobin
   private timer: NodeJS.Timeout | undefined
@@ -100,6 +103,7 @@ export class BrokerPool implements Upstream {
       drain: undefined
     }))
     this.rr = new RoundRobin(this.members.map((m) => m.target))
+    this.rehomes = options.failover === 'rehome'
     this.description = `${this.members.length} brokers (balance ${options.balance}, failover ${options.failover}): ${this.members.map((m) => m.spec.url).join(', ')}`
   }
 
@@ -110,15 +114,16 @@ export class BrokerPool implements Upstream {
     this.timer.unref()
   }
 
-  async dial (connect: IConnectPacket, conn: ConnectionInfo): Promise<Duplex> {
+  async dial (connect: IConnectPacket, conn: ConnectionInfo, avoid?: string): Promise<Duplex> {
     const client = conn as PoolClient
-    const up = (i: number): boolean => this.takes(this.members[i])
+    const up = (i: number): boolean => this.takes(this.members[i]) && this.members[i]?.spec.url !== avoid
     const order = preferenceOrder(this.options.balance, this.members.map((m) => m.target), connect.clientId, up, (i) => this.members[i]?.clients.size ?? 0, this.rr)
     if (order.length === 0) throw new GuardError('GUARD_ERR_UPSTREAM_UNAVAILABLE', `all ${this.members.length} brokers are down`)
     const errors: string[] = []
     for (const i of order) {
       const m = this.members[i] as Member
       if (!this.takes(m)) continue // went down during an earlier attempt
+      this.untrack(client)
       try {
         const socket = await m.socket.open(conn, this.options.healthCheck.timeoutMs)
         this.track(m, client, socket)
@@ -223,16 +228,32 @@ export class BrokerPool implements Upstream {
     }
   }
 
+  /** One active check of the broker at `url` now (a client's connection to it ended). */
+  async probe (url: string): Promise<boolean> {
+    const m = this.members.find((x) => x.spec.url === url)
+    if (m === undefined) return false
+    const r = await probeBroker(m.socket, `mqtt-guard-probe-${this.options.instanceId}-${this.members.indexOf(m)}`, this.options.healthCheck.timeoutMs)
+    if (!r.ok) this.failed(m, r.error)
+    return r.ok
+  }
+
   private track (m: Member, client: PoolClient, socket: Duplex): void {
     m.dials++
     m.clients.add(client)
     this.byConn.set(client.id, m)
     this.dialedAt.set(client.id, performance.now())
     socket.once('close', () => {
-      m.clients.delete(client)
-      this.byConn.delete(client.id)
-      this.dialedAt.delete(client.id)
+      // A client that moved to another broker is that broker's now.
+      if (this.byConn.get(client.id) !== m) return
+      this.untrack(client)
     })
+  }
+
+  private untrack (client: PoolClient): void {
+    const m = this.byConn.get(client.id)
+    m?.clients.delete(client)
+    this.byConn.delete(client.id)
+    this.dialedAt.delete(client.id)
   }
 
   private async checkAll (): Promise<void> {
@@ -270,8 +291,9 @@ export class BrokerPool implements Upstream {
     for (const client of [...m.clients]) this.move(client, 'GUARD_ERR_BROKER_DOWN', why)
   }
 
-  /** Closes one client by the failover mode: redirect (MQTT 5, with a reference), else `code`. */
+  /** Moves one client by the failover mode: rehome, redirect (MQTT 5, with a reference), else closed with `code`. */
   private move (client: PoolClient, code: ErrorCode, why: string): void {
+    if (this.rehomes && client.rehome !== undefined) return client.rehome(why)
     if (this.options.failover === 'redirect' && client.protocolVersion === 5) {
       const reference = this.referenceFor(client)
       if (reference !== undefined) return client.close('GUARD_ERR_USE_ANOTHER_SERVER', why, reference)

@@ -15,13 +15,18 @@ import { brokerSocket } from './broker-socket.js'
 export interface Upstream {
   /** `embedded` or the broker URL, for logs. */
   readonly description: string
-  dial: (connect: IConnectPacket, conn: ConnectionInfo) => Promise<Duplex>
+  /** `avoid`: several brokers, the URL of a broker not to use (the one a client is moving from). */
+  dial: (connect: IConnectPacket, conn: ConnectionInfo, avoid?: string) => Promise<Duplex>
   /** Can a connection be made now? For readiness. */
   check: () => Promise<boolean>
   /** The broker's CONNACK code to a client's CONNECT, or its absence (several brokers: passive health). */
   connacked?: (conn: ConnectionInfo, code: number | 'timeout') => void
   /** Several brokers: the URL of the one this connection went to. */
   brokerOf?: (conn: ConnectionInfo) => string | undefined
+  /** Several brokers with failover rehome: connections record their session to move it. */
+  readonly rehomes?: boolean
+  /** Several brokers: one health check of the broker at `url` now; false also counts as a failure. */
+  probe?: (url: string) => Promise<boolean>
   close: () => Promise<void>
 }
 

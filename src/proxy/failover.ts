@@ -1,0 +1,111 @@
+// failover: rehome (issue 21): a client whose broker fails moves to its next broker and keeps
+// its socket. The proxy dials the next broker with the client's own CONNECT, keeps that
+// CONNACK to itself, subscribes the client's granted filters again (their SUBACKs too), resends
+// its unacknowledged QoS 1/2 PUBLISHes with DUP, and only then lets the client's packets
+// through; they wait meanwhile in the client's lane (bounded by limits.maxQueuedPackets: past
+// it the proxy stops reading the client until the move ends). What is moved is recorded by
+// session-record.ts. A broker that closed one connection while it still answers its health
+// check closed it on purpose (a takeover, a keepalive): that client is closed as before.
+
+import type { IConnackPacket } from 'mqtt-packet'
+import { FRAME_TYPE, type Codec } from '../wire/codec.js'
+import { Admission } from './admission.js'
+import type { Lane } from './lane.js'
+
+export abstract class Failover extends Admission {
+  /** Resolves when a move ends (either way); the client's lane waits on it. */
+  protected moving: Promise<void> | null = null
+  /** Moves this connection made, for /connections and logs. */
+  rehomed = 0
+  private onMoveConnack: ((packet: IConnackPacket) => void) | null = null
+
+  /** The pool's call for a broker marked down or drained (pool.ts move). */
+  rehome (why: string): void {
+    if (!this.movable()) return this.close('GUARD_ERR_BROKER_DOWN', why)
+    void this.move(why, false)
+  }
+
+  protected override brokerLost (lane: Lane): boolean {
+    if (lane !== this.outLane) return true // the old broker of a move: nothing more to do
+    if (!this.movable()) return false
+    void this.move('the broker closed the connection', true)
+    return true
+  }
+
+  private movable (): boolean {
+    return this.record !== null && this.record.usable && this.state === 'relaying' && !this.clientSentDisconnect && !this.clientEnded
+  }
+
+  /** The new broker's packets while moving: its CONNACK, the SUBACKs of the proxy's SUBSCRIBEs. */
+  protected duringMove (frame: Buffer, type: number): void | Promise<void> {
+    if (type === FRAME_TYPE.connack) {
+      const packet = (this.codec as Codec).decode(frame) as IConnackPacket
+      this.tap?.received('broker', frame, 'dropped', undefined, packet)
+      this.onMoveConnack?.(packet)
+      return undefined
+    }
+    // Only the SUBACKs are looked at here: any other frame is recorded once, on its way out.
+    if (type === FRAME_TYPE.suback && this.record?.toClientFrame(frame) === null) {
+      this.tap?.received('broker', frame, 'dropped', undefined, undefined) // a SUBACK of the proxy's own
+      return undefined
+    }
+    return this.relay('out', frame, type)
+  }
+
+  /** A packet the proxy makes for the new broker: traced as the proxy's, not recorded. */
+  private made (bytes: Buffer): void {
+    this.tap?.sent('broker', bytes, true)
+    this.sides.toBroker(bytes)
+  }
+
+  private async move (why: string, probeFirst: boolean): Promise<void> {
+    const record = this.record
+    const sent = this.connectSent
+    if (record === null || sent === undefined) return
+    const upstream = this.deps.upstream
+    const from = upstream.brokerOf?.(this)
+    const started = performance.now()
+    this.state = 'rehoming'
+    let release = (): void => {}
+    this.moving = new Promise((resolve) => { release = resolve })
+    this.sides.detachBroker()?.destroy()
+    const deadline = setTimeout(() => { this.close('GUARD_ERR_BROKER_DOWN', `${why}; no other broker took the client within connectTimeoutMs`) }, this.deps.limits.connectTimeoutMs)
+    try {
+      // Alive and answering: the broker ended this one connection itself.
+      if (probeFirst && from !== undefined && upstream.probe !== undefined && await upstream.probe(from)) {
+        return this.close('broker-closed', 'the broker closed the connection and still answers its health check: not moved')
+      }
+      if (this.state !== 'rehoming') return
+      const socket = await upstream.dial(sent.packet, this, from)
+      if (this.state !== 'rehoming') {
+        socket.destroy()
+        return
+      }
+      const connack = new Promise<IConnackPacket>((resolve) => { this.onMoveConnack = resolve })
+      this.attachBroker(socket)
+      this.made(sent.bytes)
+      const ack = await connack
+      this.onMoveConnack = null
+      const code = this.protocolVersion === 5 ? ack.reasonCode ?? 0 : ack.returnCode ?? 0
+      if (code !== 0) return this.close('GUARD_ERR_BROKER_DOWN', `${why}; the next broker refused the client's CONNECT (code ${code})`)
+      let subscribed = (): void => {}
+      const acked = new Promise<void>((resolve) => { subscribed = resolve })
+      const { subscribe, resend } = record.moved(subscribed)
+      for (const f of subscribe) this.made(f)
+      await acked
+      if (this.state !== 'rehoming') return
+      for (const f of resend) this.made(f)
+      this.state = 'relaying'
+      this.rehomed++
+      const to = upstream.brokerOf?.(this)
+      this.deps.metrics.rehomes.inc()
+      this.log.info({ from, to, why, subscriptions: subscribe.length, resent: resend.length, ms: Math.round(performance.now() - started) }, 'connection re-homed to another broker')
+    } catch (err) {
+      this.close('GUARD_ERR_BROKER_DOWN', `${why}; ${err instanceof Error ? err.message : String(err)}`)
+    } finally {
+      clearTimeout(deadline)
+      this.moving = null
+      release()
+    }
+  }
+}
