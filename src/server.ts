@@ -277,7 +277,9 @@ export class GuardServer {
       certificates: await certificateExpiry(this.metrics),
       plugins
     })
-    return { instance: this.instanceId, at: new Date().toISOString(), findings }
+    // Several brokers: the pool's own findings say which broker and why; the generic one repeats it.
+    const shown = this.upstream instanceof BrokerPool ? findings.filter((f) => f.id !== 'upstream-unhealthy') : findings
+    return { instance: this.instanceId, at: new Date().toISOString(), findings: shown }
   }
 
   connectionViews (): ConnectionView[] {

@@ -95,7 +95,7 @@ function broker (value: string, rawTls: RawTls | undefined, proxy: 1 | 2 | undef
   try {
     url = new URL(value)
   } catch {
-    throw configError(key, `expected "embedded", ${URL_FORMS}, got ${got(value)}`)
+    throw configError(key, `expected ${key.endsWith(']') ? '' : '"embedded", '}${URL_FORMS}, got ${got(value)}`)
   }
   if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw configError(key, `unsupported scheme "${url.protocol}": expected mqtt: or mqtts:`)
   const secure = url.protocol === 'mqtts:'

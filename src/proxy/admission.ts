@@ -21,6 +21,8 @@ import { SessionRecord } from './session-record.js'
 export abstract class Admission extends ConnectionCore {
   /** failover: rehome: the CONNECT as the broker got it, to send another broker. */
   protected connectSent: { packet: IConnectPacket, bytes: Buffer } | undefined
+  /** Several brokers: the URL of the broker this connection's current broker socket goes to. */
+  protected brokerUrl: string | undefined
   /** failover: rehome: the session as sent both ways, from CONNACK on. */
   protected record: SessionRecord | null = null
 
@@ -80,7 +82,7 @@ export abstract class Admission extends ConnectionCore {
     }
   }
 
-  private refuseConnect (code: ErrorCode, reason: string): void {
+  protected refuseConnect (code: ErrorCode, reason: string): void {
     const connack = connackFor(this.protocolVersion, code, reason)
     this.deps.metrics.refusals.inc({ code, reason_code: String(connack.reasonCode ?? connack.returnCode ?? '') })
     this.toClient((this.codec as Codec).encode(connack), true)
@@ -98,7 +100,8 @@ export abstract class Admission extends ConnectionCore {
 
   private dial (bytes: Buffer, connect: IConnectPacket): void {
     this.state = 'dialing'
-    if (this.deps.upstream.rehomes === true) this.connectSent = { packet: connect, bytes }
+    // Several brokers: kept to send another broker (one that dies during CONNECT, a re-home).
+    if (this.deps.upstream.brokerOf !== undefined) this.connectSent = { packet: connect, bytes }
     this.startTimer(this.deps.limits.connectTimeoutMs, () => {
       const reason = 'broker did not answer CONNECT within connectTimeoutMs'
       if (this.sides.broker !== null) this.deps.upstream.connacked?.(this, 'timeout')
@@ -127,6 +130,7 @@ export abstract class Admission extends ConnectionCore {
   }
 
   protected attachBroker (socket: Duplex): void {
+    this.brokerUrl = this.deps.upstream.brokerOf?.(this)
     const valve = this.sides.attachBroker(socket)
     // After a move (failover: rehome), what the old broker's lane still holds is dropped.
     const lane: Lane = new Lane((f) => lane === this.outLane ? this.fromBroker(f) : undefined, (e) => { this.failed(e) }, valve, this.deps.limits.maxQueuedPackets)
@@ -168,7 +172,7 @@ export abstract class Admission extends ConnectionCore {
     const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0
     this.deps.upstream.connacked?.(this, code)
     const announced = code === 0 ? this.announceLimits(packet) : packet
-    if (code === 0 && this.connectSent !== undefined) this.record = new SessionRecord(this.codec as Codec, this.deps.limits.maxQueuedPackets)
+    if (code === 0 && this.deps.upstream.rehomes === true) this.record = new SessionRecord(this.codec as Codec, this.deps.limits.maxQueuedPackets)
     const changed = outcome.changed || announced !== packet
     packet = announced
     this.toClient(changed ? (this.codec as Codec).encode(packet) : frame)
@@ -204,7 +208,7 @@ export abstract class Admission extends ConnectionCore {
   private announceLimits (connack: IConnackPacket): IConnackPacket {
     if (this.protocolVersion !== 5) return connack
     // failover: rehome cannot carry a client's topic aliases to another broker: none are allowed.
-    const aliases = this.connectSent !== undefined && (connack.properties?.topicAliasMaximum ?? 0) > 0
+    const aliases = this.deps.upstream.rehomes === true && (connack.properties?.topicAliasMaximum ?? 0) > 0
     const limit = this.deps.limits.maxPacketSize
     const brokers = connack.properties?.maximumPacketSize
     if (!aliases && brokers !== undefined && brokers <= limit) return connack

@@ -85,6 +85,8 @@ export class Connection extends Failover {
         this.clientSentDisconnect = true
         if (this.hasWill) frame = this.disconnectWithWill(frame)
       }
+    } else if (type === FRAME_TYPE.disconnect) {
+      this.brokerSentDisconnect = true
     }
     if (!this.deps.host.wants(direction, type)) {
       this.tap?.received(direction === 'in' ? 'client' : 'broker', frame, 'forwarded', undefined, undefined)

@@ -17,6 +17,10 @@ export abstract class Failover extends Admission {
   protected moving: Promise<void> | null = null
   /** Moves this connection made, for /connections and logs. */
   rehomed = 0
+  /** The broker sent DISCONNECT (MQTT 5): it ended the connection on purpose. */
+  protected brokerSentDisconnect = false
+  /** This broker connection's loss is being handled (its 'end', 'close' and 'error' all come). */
+  private lostHandled = false
   private onMoveConnack: ((packet: IConnackPacket) => void) | null = null
 
   /** The pool's call for a broker marked down or drained (pool.ts move). */
@@ -27,9 +31,56 @@ export abstract class Failover extends Admission {
 
   protected override brokerLost (lane: Lane): boolean {
     if (lane !== this.outLane) return true // the old broker of a move: nothing more to do
-    if (!this.movable()) return false
-    void this.move('the broker closed the connection', true)
+    if (this.lostHandled) return true
+    const pool = this.brokerUrl
+    if (pool === undefined) return false
+    if (this.state === 'dialing' && this.connectSent !== undefined) {
+      this.lostHandled = true
+      void this.redial(pool)
+      return true
+    }
+    if (this.movable()) {
+      void this.move('the broker closed the connection', true)
+      return true
+    }
+    if (this.state !== 'relaying' || this.clientSentDisconnect || this.brokerSentDisconnect) return false
+    // The broker vanished without a word (killed, crashed, its host gone). MQTT 5 clients are
+    // told so, as for a broker marked down: 0x8B, or 0x9C with the Server Reference of their
+    // next broker (redirect). What the lane still holds for the client goes first. A health
+    // check of that broker now marks it down without waiting for the next round.
+    this.lostHandled = true
+    void this.deps.upstream.probe?.(pool)
+    const why = `broker ${pool} closed the connection without DISCONNECT`
+    const reference = this.deps.upstream.referenceFor?.(this, pool)
+    const end = (): void => {
+      if (reference !== undefined && this.protocolVersion === 5) this.close('GUARD_ERR_USE_ANOTHER_SERVER', why, reference)
+      else this.close('GUARD_ERR_BROKER_DOWN', why)
+    }
+    if (lane.idle) end()
+    else lane.whenIdle(end)
     return true
+  }
+
+  /**
+   * The broker closed before its CONNACK (it died during the CONNECT): the client's next
+   * broker gets the CONNECT, once; the client sees one CONNACK either way.
+   */
+  private async redial (from: string): Promise<void> {
+    const sent = this.connectSent as NonNullable<typeof this.connectSent>
+    this.sides.detachBroker()?.destroy()
+    void this.deps.upstream.probe?.(from)
+    try {
+      const socket = await this.deps.upstream.dial(sent.packet, this, from)
+      if (this.state !== 'dialing') {
+        socket.destroy()
+        return
+      }
+      this.lostHandled = false
+      this.attachBroker(socket)
+      this.made(sent.bytes)
+    } catch (err) {
+      if (this.state === 'dialing') this.refuseConnect('GUARD_ERR_UPSTREAM_UNAVAILABLE', `broker ${from} closed the connection during CONNECT; ${err instanceof Error ? err.message : String(err)}`)
+    }
   }
 
   private movable (): boolean {
@@ -63,7 +114,7 @@ export abstract class Failover extends Admission {
     const sent = this.connectSent
     if (record === null || sent === undefined) return
     const upstream = this.deps.upstream
-    const from = upstream.brokerOf?.(this)
+    const from = this.brokerUrl
     const started = performance.now()
     this.state = 'rehoming'
     let release = (): void => {}
@@ -82,6 +133,7 @@ export abstract class Failover extends Admission {
         return
       }
       const connack = new Promise<IConnackPacket>((resolve) => { this.onMoveConnack = resolve })
+      this.lostHandled = false
       this.attachBroker(socket)
       this.made(sent.bytes)
       const ack = await connack

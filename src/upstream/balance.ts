@@ -50,8 +50,8 @@ export function leastLoadedOrder (targets: readonly BalanceTarget[], load: (i: n
 
 /**
  * Smooth weighted round-robin (as NGINX does it): each pick adds every weight to its broker's
- * running total, takes the largest and subtracts the sum from it; a broker of weight 2 among
- * weights 1 is picked twice as often, never twice in a row unless it must be.
+ * running total, takes the largest and subtracts the sum from it. A broker of weight 2 among
+ * two of weight 1 is picked twice in every four picks, spread out (0, 1, 2, 0), not in a run.
  */
 export class RoundRobin {
   private readonly current: number[]

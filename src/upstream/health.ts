@@ -12,12 +12,14 @@ export function unavailableCode (code: number): boolean {
   return code === 3 || code === 0x88 || code === 0x89
 }
 
-/** CONNECT, MQTT 3.1.1, clean session, keepalive 0, the given client ID (ASCII). */
+/** CONNECT, MQTT 3.1.1, clean session, keepalive 0, the given client ID (ASCII, < 16 kB). */
 export function probeConnect (clientId: string): Buffer {
   const id = Buffer.from(clientId, 'latin1')
   const variable = Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, 0, 0, id.length >> 8, id.length & 0xff])
   const remaining = variable.length + id.length
-  return Buffer.concat([Buffer.from([0x10, remaining]), variable, id])
+  // Remaining Length is a variable-length integer [MQTT-2.2.3]: two bytes from 128 on.
+  const length = remaining < 128 ? [remaining] : [(remaining & 0x7f) | 0x80, remaining >> 7]
+  return Buffer.concat([Buffer.from([0x10, ...length]), variable, id])
 }
 
 const DISCONNECT = Buffer.from([0xe0, 0])

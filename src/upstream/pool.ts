@@ -301,9 +301,10 @@ export class BrokerPool implements Upstream {
     client.close(code, why)
   }
 
-  /** The Server Reference of the client's next broker that is up and has one. */
-  referenceFor (client: ConnectionInfo): string | undefined {
-    const up = (i: number): boolean => this.takes(this.members[i]) && this.members[i]?.spec.serverReference !== undefined
+  /** failover redirect: the Server Reference of the client's next broker that is up and has one. */
+  referenceFor (client: ConnectionInfo, avoid = this.brokerOf(client)): string | undefined {
+    if (this.options.failover !== 'redirect') return undefined
+    const up = (i: number): boolean => this.takes(this.members[i]) && this.members[i]?.spec.serverReference !== undefined && this.members[i]?.spec.url !== avoid
     const order = preferenceOrder(this.options.balance === 'round-robin' ? 'least-connections' : this.options.balance, this.members.map((m) => m.target), client.clientId, up, (i) => this.members[i]?.clients.size ?? 0, this.rr)
     const first = order[0]
     return first === undefined ? undefined : this.members[first]?.spec.serverReference

@@ -27,6 +27,8 @@ export interface Upstream {
   readonly rehomes?: boolean
   /** Several brokers: one health check of the broker at `url` now; false also counts as a failure. */
   probe?: (url: string) => Promise<boolean>
+  /** Several brokers, failover redirect: the Server Reference of the client's next broker. */
+  referenceFor?: (conn: ConnectionInfo, avoid?: string) => string | undefined
   close: () => Promise<void>
 }
 

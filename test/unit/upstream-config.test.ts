@@ -81,7 +81,6 @@ t.test('refusals name the key and the accepted forms', async (t) => {
     ['the same broker, the default port spelled out', { brokers: ['mqtt://localhost', 'mqtt://localhost:1883'] }, /^upstream\.brokers\[1\]: .*same broker as upstream\.brokers\[0\]/],
     ['an unknown balance', { brokers: ['mqtt://b1.example:1883'], balance: 'random' }, /^upstream\.balance: expected one of client-id, round-robin, least-connections, first, got "random"/],
     ['an unknown failover', { brokers: ['mqtt://b1.example:1883'], failover: 'migrate' }, /^upstream\.failover: expected one of .*reconnect.*redirect.*, got "migrate"/],
-    ['rehome, not built yet', { brokers: ['mqtt://b1.example:1883'], failover: 'rehome' }, /^upstream\.failover: rehome is not available yet.*use reconnect or redirect/],
     ['embedded inside a list', { brokers: ['mqtt://b1.example:1883', 'embedded'] }, /^upstream\.brokers\[1\]: the embedded broker cannot be one of several; give mqtt:\/\/HOST:PORT or mqtts:\/\/HOST:PORT/],
     ['embedded inside a list, as an object', { brokers: [{ url: 'embedded' }, 'mqtt://b1.example:1883'] }, /^upstream\.brokers\[0\]: the embedded broker cannot be one of several/],
     ['redirect without any serverReference', { brokers: ['mqtt://b1.example:1883', 'mqtt://b2.example:1883'], failover: 'redirect' }, /^upstream\.failover: redirect .*no broker has one: give upstream\.brokers\[i\]\.serverReference.*or use reconnect/],
@@ -111,7 +110,7 @@ t.test('a refusal offers only forms that are accepted there', async (t) => {
   // Inside a list the embedded broker is refused, so a bad URL there must not be told it could be "embedded".
   const badUrl = refusal({ brokers: ['mqtt://b1.example:1883', 'nowhere'] })
   t.notMatch(badUrl, /embedded/, `a bad URL in a list is not offered "embedded": "${badUrl}"`)
-  // rehome is refused for now, so the advice on redirect must not send the user to it.
+  // The advice on redirect names the modes that work without a serverReference.
   const redirect = refusal({ brokers: ['mqtt://b1.example:1883', 'mqtt://b2.example:1883'], failover: 'redirect' })
-  t.notMatch(redirect, /rehome/, `redirect without serverReference does not suggest rehome, which is refused: "${redirect}"`)
+  t.match(redirect, /or use reconnect or rehome$/, `redirect without serverReference suggests the other modes: "${redirect}"`)
 })
