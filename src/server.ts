@@ -228,7 +228,10 @@ export class GuardServer {
       duplicatesRemoved: counted.duplicatesRemoved ?? { in: 0, out: 0 },
       roundTrips: { client: meanMs(legs.client), broker: meanMs(legs.broker) },
       health: (await this.readiness()).checks,
-      certificates: (await certificateExpiry(this.metrics)).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) }))
+      certificates: (await certificateExpiry(this.metrics)).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) })),
+      brokers: this.upstream instanceof BrokerPool
+        ? this.upstream.view().brokers.map((b) => ({ url: b.url, state: b.drainingSince !== undefined ? 'draining' : b.state, connections: b.connections, lastError: b.lastError }))
+        : []
     }
   }
 

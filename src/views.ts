@@ -60,6 +60,8 @@ export interface Overview {
   roundTrips: { client: number | null, broker: number | null }
   health: Record<string, boolean | string>
   certificates: Array<{ listener: string, subject: string, days: number }>
+  /** Several brokers (upstream.brokers): each one's state and connections; empty otherwise. */
+  brokers: Array<{ url: string, state: 'up' | 'down' | 'draining', connections: number, lastError?: string | undefined }>
 }
 
 /** Columns of equal length, oldest point first; point i is the second ending at t[i]. */
