@@ -25,6 +25,9 @@ export interface ConnectionView {
   /** Times the per-connection queue (limits.maxQueuedPackets) filled while plugins worked. */
   queueFullHolds: number
   subscriptions: Array<{ filter: string, qos: number }>
+  /** Several brokers: the broker it is on now, and how often it was re-homed. */
+  broker?: string | undefined
+  rehomed?: number
   /** This client ID's most recent refused connect (last 10 minutes), in words. */
   lastRefusal?: string
 }

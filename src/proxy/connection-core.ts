@@ -172,8 +172,15 @@ export abstract class ConnectionCore implements ConnectionInfo {
       stalls: this.sides.clientStalls,
       stalledMs: this.sides.clientStalledMs(),
       queueFullHolds: this.sides.clientValve.queueFullHolds + (this.sides.brokerValve?.queueFullHolds ?? 0),
-      subscriptions: [...this.telemetry.subscriptions].map(([filter, qos]) => ({ filter, qos }))
+      subscriptions: [...this.telemetry.subscriptions].map(([filter, qos]) => ({ filter, qos })),
+      ...this.brokerView()
     }
+  }
+
+  /** Several brokers: where the connection is (failover.ts adds its moves). */
+  protected brokerView (): Pick<ConnectionView, 'broker' | 'rehomed'> {
+    const broker = this.broker
+    return broker === undefined ? {} : { broker }
   }
 
   // ---- closing ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import type { IConnackPacket } from 'mqtt-packet'
 import { FRAME_TYPE, type Codec } from '../wire/codec.js'
 import { Admission } from './admission.js'
 import type { Lane } from './lane.js'
+import type { ConnectionView } from '../views.js'
 
 export abstract class Failover extends Admission {
   /** Resolves when a move ends (either way); the client's lane waits on it. */
@@ -22,6 +23,11 @@ export abstract class Failover extends Admission {
   /** This broker connection's loss is being handled (its 'end', 'close' and 'error' all come). */
   private lostHandled = false
   private onMoveConnack: ((packet: IConnackPacket) => void) | null = null
+
+  protected override brokerView (): Pick<ConnectionView, 'broker' | 'rehomed'> {
+    const view = super.brokerView()
+    return this.rehomed === 0 ? view : { ...view, rehomed: this.rehomed }
+  }
 
   /** The pool's call for a broker marked down or drained (pool.ts move). */
   rehome (why: string): void {
