@@ -87,6 +87,7 @@ export class ConnectionTrace implements PacketTap {
       const line: Body = { ...last, leg, dir, verdict: 'sent' }
       delete line.plugin
       delete line.rttUs
+      if (leg === 'broker' && line.type === 'connect' && this.conn.broker !== undefined) line.broker = this.conn.broker
       this.roundTrip(leg, dir, line.type, line, us)
       this.emit(line, us)
       return

@@ -13,6 +13,9 @@ import { Admission } from './admission.js'
 import type { Lane } from './lane.js'
 import type { ConnectionView } from '../views.js'
 
+/** DISCONNECT 0x00 in both versions: a normal end, the will discarded. */
+const NORMAL_DISCONNECT = Buffer.from([0xe0, 0x00])
+
 export abstract class Failover extends Admission {
   /** Resolves when a move ends (either way); the client's lane waits on it. */
   protected moving: Promise<void> | null = null
@@ -31,13 +34,14 @@ export abstract class Failover extends Admission {
 
   /** The pool's call for a broker marked down or drained (pool.ts move). */
   rehome (why: string): void {
+    if (this.state === 'rehoming') return // moving already (its broker socket ended first)
     if (!this.movable()) return this.close('GUARD_ERR_BROKER_DOWN', why)
     void this.move(why, false)
   }
 
   protected override brokerLost (lane: Lane): boolean {
-    if (lane !== this.outLane) return true // the old broker of a move: nothing more to do
-    if (this.lostHandled) return true
+    // The old broker of a move ('end', 'error' and 'close' all come), or one being handled.
+    if (lane !== this.outLane || this.lostHandled || this.state === 'rehoming') return true
     const pool = this.brokerUrl
     if (pool === undefined) return false
     if (this.state === 'dialing' && this.connectSent !== undefined) {
@@ -49,21 +53,26 @@ export abstract class Failover extends Admission {
       void this.move('the broker closed the connection', true)
       return true
     }
-    if (this.state !== 'relaying' || this.clientSentDisconnect || this.brokerSentDisconnect) return false
-    // The broker vanished without a word (killed, crashed, its host gone). MQTT 5 clients are
-    // told so, as for a broker marked down: 0x8B, or 0x9C with the Server Reference of their
-    // next broker (redirect). What the lane still holds for the client goes first. A health
-    // check of that broker now marks it down without waiting for the next round.
+    if (this.state !== 'relaying' || this.clientSentDisconnect || this.brokerSentDisconnect || this.deps.upstream.probe === undefined) return false
+    // Ended without DISCONNECT. One health check of that broker says which: it vanished
+    // (killed, crashed, its host gone; the check also marks it down without waiting for the
+    // next round), and MQTT 5 clients are told so, 0x8B or 0x9C with the Server Reference of
+    // their next broker (redirect); or it is alive and closed this connection on purpose (a
+    // takeover: Mosquitto sends no DISCONNECT for it), and the client is closed as before.
+    // What the lane still holds for the client goes first.
     this.lostHandled = true
-    void this.deps.upstream.probe?.(pool)
     const why = `broker ${pool} closed the connection without DISCONNECT`
-    const reference = this.deps.upstream.referenceFor?.(this, pool)
-    const end = (): void => {
+    const probe = this.deps.upstream.probe(pool)
+    const end = (alive: boolean): void => {
+      if (alive) return this.close('broker-closed', 'the broker still answers its health check')
+      const reference = this.deps.upstream.referenceFor?.(this, pool)
       if (reference !== undefined && this.protocolVersion === 5) this.close('GUARD_ERR_USE_ANOTHER_SERVER', why, reference)
       else this.close('GUARD_ERR_BROKER_DOWN', why)
     }
-    if (lane.idle) end()
-    else lane.whenIdle(end)
+    void probe.then((alive) => {
+      if (lane.idle) end(alive)
+      else lane.whenIdle(() => { end(alive) })
+    })
     return true
   }
 
@@ -125,7 +134,14 @@ export abstract class Failover extends Admission {
     this.state = 'rehoming'
     let release = (): void => {}
     this.moving = new Promise((resolve) => { release = resolve })
-    this.sides.detachBroker()?.destroy()
+    // A broker still alive (drained, marked down while up) gets DISCONNECT 0x00: the client is
+    // not gone, so its will must not be published there [MQTT-3.1.2-10].
+    const old = this.sides.detachBroker()
+    this.outLane = null // what the old broker still sends is not this connection's any more
+    if (old !== null && !old.destroyed) {
+      old.end(NORMAL_DISCONNECT)
+      setTimeout(() => { old.destroy() }, 1000).unref()
+    }
     const deadline = setTimeout(() => { this.close('GUARD_ERR_BROKER_DOWN', `${why}; no other broker took the client within connectTimeoutMs`) }, this.deps.limits.connectTimeoutMs)
     try {
       // Alive and answering: the broker ended this one connection itself.
@@ -148,7 +164,9 @@ export abstract class Failover extends Admission {
       if (code !== 0) return this.close('GUARD_ERR_BROKER_DOWN', `${why}; the next broker refused the client's CONNECT (code ${code})`)
       let subscribed = (): void => {}
       const acked = new Promise<void>((resolve) => { subscribed = resolve })
-      const { subscribe, resend } = record.moved(subscribed)
+      const { subscribe, resend, answers } = record.moved(subscribed)
+      // QoS 2 deliveries the client had acknowledged with PUBREC: their PUBREL, from the proxy.
+      if (answers.length > 0) this.answer('client', answers)
       for (const f of subscribe) this.made(f)
       await acked
       if (this.state !== 'rehoming') return

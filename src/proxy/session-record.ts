@@ -24,8 +24,10 @@ export type Answer = Packet | undefined
 export class SessionRecord {
   /** Granted: filter → its subscription as subscribed, and the SUBSCRIBE's properties. */
   private readonly subs = new Map<string, { sub: ISubscription, properties: Properties }>()
-  private readonly pendingSub = new Map<number, ISubscribePacket>()
-  private readonly pendingUnsub = new Map<number, string[]>()
+  private readonly pendingSub = new Map<number, { packet: ISubscribePacket, frame: Buffer }>()
+  private readonly pendingUnsub = new Map<number, { filters: string[], frame: Buffer }>()
+  /** QoS 2 deliveries the client acknowledged with PUBREC, waiting for the broker's PUBREL. */
+  private readonly awaitingRel = new Set<number>()
   /** Client → broker QoS 1/2 PUBLISHes in flight, by packet identifier. */
   private readonly up = new Map<number, { frame: Buffer, stage: Stage }>()
   /** Broker → client deliveries in flight, by the identifier the client knows. */
@@ -71,10 +73,10 @@ export class SessionRecord {
         return { frame }
       }
       case FRAME_TYPE.subscribe:
-        this.pendingSub.set(id, this.codec.decode(frame) as ISubscribePacket)
+        this.pendingSub.set(id, { packet: this.codec.decode(frame) as ISubscribePacket, frame })
         return { frame }
       case FRAME_TYPE.unsubscribe:
-        this.pendingUnsub.set(id, (this.codec.decode(frame) as { unsubscriptions: string[] }).unsubscriptions)
+        this.pendingUnsub.set(id, { filters: (this.codec.decode(frame) as { unsubscriptions: string[] }).unsubscriptions, frame })
         return { frame }
       case FRAME_TYPE.puback: case FRAME_TYPE.pubrec: case FRAME_TYPE.pubcomp:
         return this.clientAck(type, frame, at, id)
@@ -90,7 +92,11 @@ export class SessionRecord {
       // The old broker would have sent PUBREL: the client's QoS 2 flow completes here.
       return { frame: null, answer: type === FRAME_TYPE.pubrec ? { cmd: 'pubrel', messageId: id } : undefined }
     }
-    if (type !== FRAME_TYPE.pubrec) this.down.delete(id)
+    if (type === FRAME_TYPE.pubrec) this.awaitingRel.add(id)
+    else {
+      this.down.delete(id)
+      this.awaitingRel.delete(id)
+    }
     const brokerId = this.toBroker.get(id)
     if (brokerId === undefined) return { frame }
     if (type !== FRAME_TYPE.pubrec) {
@@ -111,6 +117,7 @@ export class SessionRecord {
       case FRAME_TYPE.pubrel: {
         const mine = type === FRAME_TYPE.publish ? this.clientIdFor(id) : this.toClient.get(id) ?? id
         if (type === FRAME_TYPE.publish && publishQos(frame) > 0) this.down.add(mine)
+        if (type === FRAME_TYPE.pubrel) this.awaitingRel.delete(mine)
         return mine === id ? frame : withPacketId(frame, at, mine)
       }
       case FRAME_TYPE.puback: case FRAME_TYPE.pubcomp:
@@ -124,7 +131,7 @@ export class SessionRecord {
       }
       case FRAME_TYPE.suback: return this.suback(frame, id)
       case FRAME_TYPE.unsuback:
-        for (const filter of this.pendingUnsub.get(id) ?? []) this.subs.delete(filter)
+        for (const filter of this.pendingUnsub.get(id)?.filters ?? []) this.subs.delete(filter)
         this.pendingUnsub.delete(id)
         return frame
       default:
@@ -141,7 +148,7 @@ export class SessionRecord {
       }
       return null
     }
-    const asked = this.pendingSub.get(id)
+    const asked = this.pendingSub.get(id)?.packet
     this.pendingSub.delete(id)
     if (asked === undefined) return frame
     const granted = (this.codec.decode(frame) as { granted: Array<number | object> }).granted
@@ -172,13 +179,16 @@ export class SessionRecord {
    * filter (when their SUBACKs are in, `subscribed` is called; at once when there is none)
    * and the resends.
    */
-  moved (subscribed: () => void): { subscribe: Buffer[], resend: Buffer[] } {
+  moved (subscribed: () => void): { subscribe: Buffer[], resend: Buffer[], answers: Packet[] } {
     for (const id of this.down) this.stale.add(id)
+    // A QoS 2 delivery the client acknowledged with PUBREC waits for a PUBREL the old broker
+    // will not send: the proxy sends it, and the client's PUBCOMP ends here (stale).
+    const answers: Packet[] = [...this.awaitingRel].map((id) => ({ cmd: 'pubrel', messageId: id }))
+    for (const id of this.awaitingRel) this.stale.add(id)
+    this.awaitingRel.clear()
     this.down.clear()
     this.toClient.clear()
     this.toBroker.clear()
-    this.pendingSub.clear()
-    this.pendingUnsub.clear()
     const resend: Buffer[] = []
     for (const [id, e] of this.up) {
       resend.push(withDup(e.frame))
@@ -187,9 +197,13 @@ export class SessionRecord {
       if (e.stage === 'pubrel') resend.push(Buffer.from([0x62, 0x02, id >> 8, id & 0xff]))
       e.stage = 'sent'
     }
+    // SUBSCRIBEs and UNSUBSCRIBEs the old broker never answered: the client still waits for
+    // their SUBACK / UNSUBACK, which the new broker gives (and the record reads as before).
+    for (const { frame } of this.pendingSub.values()) resend.push(frame)
+    for (const { frame } of this.pendingUnsub.values()) resend.push(frame)
     if (this.subs.size === 0) {
       subscribed()
-      return { subscribe: [], resend }
+      return { subscribe: [], resend, answers }
     }
     // MQTT 5 properties (a subscription identifier, user properties) belong to a whole
     // SUBSCRIBE: one SUBSCRIBE per distinct set keeps each filter's identifier.
@@ -208,7 +222,7 @@ export class SessionRecord {
       return this.codec.encode(packet as Packet)
     })
     this.resubscribed = { ids, done: subscribed }
-    return { subscribe, resend }
+    return { subscribe, resend, answers }
   }
 
   /** A client → broker identifier no PUBLISH, SUBSCRIBE or UNSUBSCRIBE of the client uses now. */
