@@ -84,13 +84,17 @@ export class GuardError extends Error {
    */
   readonly setting: { readonly key: string, readonly problem: string } | undefined
 
-  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, plugin?: string, setting?: { key: string, problem: string } }) {
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, plugin?: string, setting?: { key: string, problem: string }, serverReference?: string }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'GuardError'
     this.code = code
     this.plugin = options?.plugin
     this.setting = options?.setting
+    this.serverReference = options?.serverReference
   }
+
+  /** GUARD_ERR_USE_ANOTHER_SERVER: where an MQTT 5 client is sent (CONNACK 0x9C). */
+  readonly serverReference: string | undefined
 
   /** MQTT 5 reason code for this error, if one applies. */
   get reasonCode (): number | undefined {

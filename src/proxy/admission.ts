@@ -82,8 +82,8 @@ export abstract class Admission extends ConnectionCore {
     }
   }
 
-  protected refuseConnect (code: ErrorCode, reason: string): void {
-    const connack = connackFor(this.protocolVersion, code, reason)
+  protected refuseConnect (code: ErrorCode, reason: string, serverReference?: string): void {
+    const connack = connackFor(this.protocolVersion, code, reason, serverReference)
     this.deps.metrics.refusals.inc({ code, reason_code: String(connack.reasonCode ?? connack.returnCode ?? '') })
     this.toClient((this.codec as Codec).encode(connack), true)
     this.close(code, reason)
@@ -125,7 +125,7 @@ export abstract class Admission extends ConnectionCore {
     }, (err: unknown) => {
       if (this.state !== 'dialing') return
       const reason = err instanceof Error ? err.message : String(err)
-      this.refuseConnect(isGuardError(err) ? err.code : 'GUARD_ERR_UPSTREAM_UNAVAILABLE', reason)
+      this.refuseConnect(isGuardError(err) ? err.code : 'GUARD_ERR_UPSTREAM_UNAVAILABLE', reason, isGuardError(err) ? err.serverReference : undefined)
     })
   }
 

@@ -14,7 +14,7 @@ import type { Balance, Failover, HealthCheck, PoolBroker } from '../config/confi
 import type { ConnectionInfo } from '../plugin/api.js'
 import type { Upstream } from './upstream.js'
 import { brokerSocket, type BrokerSocket } from './broker-socket.js'
-import { preferenceOrder, RoundRobin, type BalanceTarget } from './balance.js'
+import { preferenceOrder, rendezvousOrder, RoundRobin, type BalanceTarget } from './balance.js'
 import { BrokerHealth, probeBroker, unavailableCode, type BrokerState } from './health.js'
 
 /** A connection the pool can close with a reason (and, for redirect, a Server Reference). */
@@ -119,6 +119,15 @@ export class BrokerPool implements Upstream {
     const up = (i: number): boolean => this.takes(this.members[i]) && this.members[i]?.spec.url !== avoid
     const order = preferenceOrder(this.options.balance, this.members.map((m) => m.target), connect.clientId, up, (i) => this.members[i]?.clients.size ?? 0, this.rr)
     if (order.length === 0) throw new GuardError('GUARD_ERR_UPSTREAM_UNAVAILABLE', `all ${this.members.length} brokers are down`)
+    // redirect: an MQTT 5 client whose own broker (client-id: its hash; first: the first) is
+    // down or drained is sent to its next broker's public address (CONNACK 0x9C) instead of
+    // being relayed there. The other balances give a client no broker of its own.
+    const own = this.options.balance === 'client-id' && connect.clientId !== '' ? rendezvousOrder(this.members.map((m) => m.target), connect.clientId)[0] : this.options.balance === 'first' ? 0 : undefined
+    if (this.options.failover === 'redirect' && connect.protocolVersion === 5 && avoid === undefined && own !== undefined) {
+      const home = this.members[own]
+      const reference = home === undefined || this.takes(home) ? undefined : this.referenceFor(conn, home.spec.url)
+      if (reference !== undefined) throw new GuardError('GUARD_ERR_USE_ANOTHER_SERVER', `broker ${home?.spec.url ?? '?'} is ${home?.drain === undefined ? 'down' : 'drained'}: use ${reference}`, { serverReference: reference })
+    }
     const errors: string[] = []
     for (const i of order) {
       const m = this.members[i] as Member
