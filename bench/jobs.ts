@@ -13,6 +13,12 @@ interface JobBase {
   clkTck: number
   /** User name and password for every CONNECT, when the target requires them. */
   credentials?: Credentials | undefined
+  /**
+   * Several brokers behind the target (balance client-id), HOST:PORT each: a pair's publisher
+   * and subscriber get client IDs that hash to the same broker, as a fleet whose devices talk
+   * through one broker each (independent Mosquittos do not pass messages between them).
+   */
+  brokers?: string[] | undefined
 }
 
 /** `pairs` publishers, each with its own subscriber on its own topic. */

@@ -3,6 +3,7 @@
 // PUBACKs batched per read. Everything is bounded by count and by a deadline.
 
 import net from 'node:net'
+import { rendezvousOrder } from '../src/upstream/balance.js'
 import { cpuTicks, rssKiB } from './proc.js'
 import { connectPacket, DISCONNECT, publishPacket, pubackPacket, Splitter, subscribePacket, TYPE, type Credentials, type PacketHandler } from './mqtt-bytes.js'
 import type {
@@ -142,12 +143,29 @@ interface Pair {
   acks: number[]
 }
 
-async function openPairs (job: { port: number, tag: string, credentials?: Credentials | undefined }, count: number, qos: 0 | 1, payloadBytes: number, window: number): Promise<{ pairs: Pair[], qos0: Buffer[] }> {
+/**
+ * The client IDs of pair i. With several brokers behind the target (balance client-id), the
+ * subscriber's ID is the first `<tag>-s<i>-<k>` that hashes to the publisher's broker, the
+ * way the proxy hashes (src/upstream/balance.ts), so the pair meets on one broker.
+ */
+function pairIds (tag: string, i: number, brokers: string[] | undefined): [string, string] {
+  const pub = `${tag}-p${i}`
+  if (brokers === undefined || brokers.length < 2) return [pub, `${tag}-s${i}`]
+  const targets = brokers.map((key) => ({ key: key.toLowerCase(), weight: 1 }))
+  const home = rendezvousOrder(targets, pub)[0]
+  for (let k = 0; ; k++) {
+    const sub = `${tag}-s${i}-${k}`
+    if (rendezvousOrder(targets, sub)[0] === home) return [pub, sub]
+  }
+}
+
+async function openPairs (job: { port: number, tag: string, credentials?: Credentials | undefined, brokers?: string[] | undefined }, count: number, qos: 0 | 1, payloadBytes: number, window: number): Promise<{ pairs: Pair[], qos0: Buffer[] }> {
   const payload = Buffer.alloc(payloadBytes, 0x61)
   const qos0: Buffer[] = []
   const pairs = await Promise.all(Array.from({ length: count }, async (_, i): Promise<Pair> => {
     const topic = `bench/${job.tag}/${i}`
-    const [pub, sub] = await Promise.all([Client.open(job.port, `${job.tag}-p${i}`, job.credentials), Client.open(job.port, `${job.tag}-s${i}`, job.credentials)])
+    const [pubId, subId] = pairIds(job.tag, i, job.brokers)
+    const [pub, sub] = await Promise.all([Client.open(job.port, pubId, job.credentials), Client.open(job.port, subId, job.credentials)])
     await sub.subscribe(topic, qos)
     qos0[i] = publishPacket(topic, payload, 0).bytes
     const pool: Buffer[] = []

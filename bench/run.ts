@@ -311,7 +311,7 @@ async function main (): Promise<number> {
           for (const scenario of plan) {
             if (stopping) break
             const tag = `b${process.pid}r${round}${def.id}${++jobCount}`
-            const job = { ...scenario.job({ tag, port: current.port, watch: current.watch, clkTck }), credentials: def.variant?.credentials }
+            const job = { ...scenario.job({ tag, port: current.port, watch: current.watch, clkTck }), credentials: def.variant?.credentials, brokers: current.brokers }
             const result = await loadgen.run(job, scenario.timeoutMs)
             ;((store[scenario.id] ??= {})[def.id] ??= []).push(result)
             log(`  ${def.id} ${scenario.id}: ${describeResult(scenario.id, result)}`)

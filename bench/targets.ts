@@ -38,7 +38,14 @@ export type Goals = 'no-plugins' | 'production' | 'dedupe' | 'trace' | 'trace-no
  * against the same set on standalone Redis): in every throughput table, this row's median is
  * at least `share` × `target`'s median.
  */
-export interface RelativeGoal { target: string, share: number, issue: string }
+export interface RelativeGoal {
+  target: string
+  /** Throughput tables: at least this × the other row's median. */
+  share: number
+  issue: string
+  /** The fixed-rate table (CPU per message), when given: at most this × the other row's. */
+  cpu?: number
+}
 
 /** The private Redis a variant's state goes to. */
 export type BenchRedis =
@@ -68,6 +75,8 @@ export interface ProxyVariant {
   unavailable?: () => string | undefined
   /** Writes what the config refers to (e.g. a password file) into the config's folder. */
   prepare?: (dir: string) => Promise<void>
+  /** Brokers behind the proxy (issue 21): this many Mosquittos, given as `--upstream` list. */
+  brokers?: number
   /** User name and password the load generator sends in every CONNECT. */
   credentials?: Credentials
 }
@@ -98,6 +107,17 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
     label: 'mqtt-guard, no plugins',
     config: () => ({ plugins: [] }),
     goals: 'no-plugins'
+  },
+  {
+    // Issue #21: the same proxy with three Mosquittos behind it (balance client-id, health
+    // checks on), against one broker in the same run: throughput at least 0.95 ×, CPU per
+    // message at most 1/0.95 ×. Each pair's publisher and subscriber hash to one broker.
+    id: 'proxy-brokers',
+    label: 'mqtt-guard, no plugins, 3 brokers',
+    config: () => ({ plugins: [] }),
+    brokers: 3,
+    goals: 'none',
+    relativeGoal: { target: 'proxy', share: 0.95, issue: '#21', cpu: 1 / 0.95 }
   },
   {
     id: 'proxy-hook',
@@ -223,6 +243,8 @@ export interface RunningTarget {
   /** `target`: the process under test; `upstream`: the Mosquitto behind a relay or proxy. */
   watch: Watched
   stop: () => Promise<void>
+  /** Several brokers behind the proxy: HOST:PORT of each (the generator pairs clients by them). */
+  brokers?: string[]
 }
 
 /**
@@ -327,7 +349,7 @@ async function startNodeScript (name: string, script: string, args: (port: numbe
   })
 }
 
-async function startProxy (variant: ProxyVariant, upstreamPort: number, ctx: ConfigContext, options: StartOptions): Promise<ServerHandle> {
+async function startProxy (variant: ProxyVariant, upstreamPorts: number[], ctx: ConfigContext, options: StartOptions): Promise<ServerHandle> {
   const { redisUrl } = ctx
   const dir = await tempDir(variant.id)
   const configFile = join(dir, 'config.yaml')
@@ -344,7 +366,7 @@ async function startProxy (variant: ProxyVariant, upstreamPort: number, ctx: Con
       '-c', FD_WRAP, process.execPath, ...nodeArgs, join(options.proxyRoot ?? ROOT, 'bin', 'mqtt-guard.js'), 'start',
       '--config', configFile,
       '--listen', `127.0.0.1:${port}`,
-      '--upstream', `mqtt://127.0.0.1:${upstreamPort}`,
+      '--upstream', upstreamPorts.map((p) => `mqtt://127.0.0.1:${p}`).join(','),
       ...(redisUrl === undefined ? [] : ['--redis', redisUrl]),
       '--admin', 'off',
       '--log-level', 'warn'
@@ -398,9 +420,18 @@ export async function startTarget (def: TargetDef, options: StartOptions = {}): 
       ctx.redisCluster = cluster.seeds
       for (const node of cluster.nodes) redisWatch[`redis-${node.port}`] = node.pid
     }
-    const proxy = await startProxy(variant, upstream.port, ctx, options)
+    // Several brokers: the others are watched as upstream-2, upstream-3, ...
+    const more = []
+    for (let i = 1; i < (variant.brokers ?? 1); i++) {
+      const m = await startBenchMosquitto()
+      started.push(m)
+      more.push(m)
+    }
+    const ports = [upstream.port, ...more.map((m) => m.port)]
+    const proxy = await startProxy(variant, ports, ctx, options)
     started.push(proxy)
-    return { def, port: proxy.port, watch: { target: proxy.pid, upstream: upstream.pid, ...redisWatch }, stop }
+    const brokerWatch = Object.fromEntries(more.map((m, i) => [`upstream-${i + 2}`, m.pid]))
+    return { def, port: proxy.port, watch: { target: proxy.pid, upstream: upstream.pid, ...brokerWatch, ...redisWatch }, stop, ...(more.length > 0 ? { brokers: ports.map((p) => `127.0.0.1:${p}`) } : {}) }
   } catch (err) {
     await stop()
     throw err

@@ -79,6 +79,9 @@ function renderOverview (o: Overview): void {
   rows('ov-verdicts', o.verdicts.map((v) => [v.plugin, v.action, v.count]))
   rows('ov-health', Object.entries(o.health).map(([k, v]) => [k, v === true ? 'ok' : v === false ? 'DOWN' : v]))
   rows('ov-certs', o.certificates.map((c) => [c.listener, c.subject, c.days]))
+  // Several brokers only: which broker is up, how many clients each holds.
+  $('ov-brokers-box').hidden = o.brokers.length === 0
+  rows('ov-brokers', o.brokers.map((b) => [b.url, b.state === 'down' ? 'DOWN' : b.state, b.connections, b.lastError ?? '']))
 }
 
 rangeButtons(document.querySelectorAll<HTMLButtonElement>('#ov-range button'), $('ov-range-title'))

@@ -17,6 +17,9 @@ export const ERRORS = {
   GUARD_ERR_UPSTREAM_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'broker unreachable' },
   GUARD_ERR_STATE_UNAVAILABLE: { reason: 0x88, connack: 3, summary: 'shared state (Redis) unreachable' },
   GUARD_ERR_CONNACK_TIMEOUT: { reason: 0x88, connack: 3, summary: 'broker did not answer CONNECT in time' },
+  GUARD_ERR_BROKER_DOWN: { reason: 0x8b, connack: 3, summary: 'the client\'s broker was marked down (several brokers, failover: reconnect): reconnect, and the next CONNECT goes to another broker' },
+  GUARD_ERR_BROKER_DRAINING: { reason: 0x8b, connack: 3, summary: 'the client\'s broker is drained for maintenance (POST /upstreams/{n}/drain): reconnect, and the next CONNECT goes to another broker' },
+  GUARD_ERR_USE_ANOTHER_SERVER: { reason: 0x9c, connack: 3, summary: 'the client\'s broker was marked down (several brokers, failover: redirect): use the Server Reference given' },
   GUARD_ERR_QUEUE_FULL: { reason: 0x97, connack: 3, summary: 'too many packets queued before CONNACK' },
   GUARD_ERR_MAX_CONNECTIONS: { reason: 0x89, connack: 3, summary: 'maximum connections reached' },
   GUARD_ERR_ADDRESS_LIMIT: { reason: 0x97, connack: 3, summary: 'too many connections from this address (maxConnectionsPerAddress)' },
@@ -81,13 +84,17 @@ export class GuardError extends Error {
    */
   readonly setting: { readonly key: string, readonly problem: string } | undefined
 
-  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, plugin?: string, setting?: { key: string, problem: string } }) {
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, plugin?: string, setting?: { key: string, problem: string }, serverReference?: string }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'GuardError'
     this.code = code
     this.plugin = options?.plugin
     this.setting = options?.setting
+    this.serverReference = options?.serverReference
   }
+
+  /** GUARD_ERR_USE_ANOTHER_SERVER: where an MQTT 5 client is sent (CONNACK 0x9C). */
+  readonly serverReference: string | undefined
 
   /** MQTT 5 reason code for this error, if one applies. */
   get reasonCode (): number | undefined {

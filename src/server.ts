@@ -12,6 +12,10 @@ import { loadPlugins, type ResolvedConfig } from './plugin/loader.js'
 import { reconfigurePlugins } from './plugin/reconfigure.js'
 import { embeddedUpstream, tcpUpstream, type Upstream } from './upstream/upstream.js'
 import { createEmbeddedBroker } from './upstream/embedded.js'
+import { brokerPool } from './upstream/pool-start.js'
+import { BrokerPool } from './upstream/pool.js'
+import { poolMetrics, type PoolMetrics } from './observe/upstream-metrics.js'
+import { poolFindings } from './observe/upstream-findings.js'
 import type { ErrorCode } from './errors.js'
 import type { AdminRequest, AdminResponse, Plugin } from './plugin/api.js'
 import { GuardMetrics } from './observe/metrics.js'
@@ -97,6 +101,7 @@ export class GuardServer {
     const instanceId = randomBytes(8).toString('hex')
     let plugins: Plugin[] = []
     let upstream: Upstream
+    let poolSeries: PoolMetrics | undefined
     try {
       plugins = await loadPlugins(config.plugins, {
         configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, metrics: metrics.registry,
@@ -104,7 +109,13 @@ export class GuardServer {
       })
       upstream = config.upstream.kind === 'embedded'
         ? embeddedUpstream(await createEmbeddedBroker(config.redis, log))
-        : tcpUpstream(config.upstream)
+        : config.upstream.kind === 'pool'
+          ? brokerPool(config.upstream, instanceId, log, (url, seconds) => { poolSeries?.connack.observe({ broker: url }, seconds) })
+          : tcpUpstream(config.upstream)
+      if (upstream instanceof BrokerPool) {
+        const pool = upstream
+        poolSeries = poolMetrics(metrics.registry, () => pool.view())
+      }
     } catch (err) {
       // Nothing may keep the process alive after a failed start.
       await new PluginHost(plugins).close().catch(() => {})
@@ -128,7 +139,9 @@ export class GuardServer {
           overview: async () => await server.overview(),
           client: (id) => ({ clientId: id, connections: server.connectionViews().filter((c) => c.clientId === id), history: server.diagnostics.history(id) }),
           plugins: async (req) => await server.pluginAdmin(req),
-          openConnections: () => server.connections.size
+          openConnections: () => server.connections.size,
+          drain: (index, rate) => upstream instanceof BrokerPool ? (rate === undefined ? upstream.undrain(index) : upstream.drainBroker(index, rate)) : undefined,
+          upstreams: () => upstream instanceof BrokerPool ? { kind: 'pool', ...upstream.view() } : { kind: config.upstream.kind === 'embedded' ? 'embedded' : 'mqtt', description: upstream.description }
         }, log)
       }
       server.kicks.listen()
@@ -215,7 +228,10 @@ export class GuardServer {
       duplicatesRemoved: counted.duplicatesRemoved ?? { in: 0, out: 0 },
       roundTrips: { client: meanMs(legs.client), broker: meanMs(legs.broker) },
       health: (await this.readiness()).checks,
-      certificates: (await certificateExpiry(this.metrics)).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) }))
+      certificates: (await certificateExpiry(this.metrics)).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) })),
+      brokers: this.upstream instanceof BrokerPool
+        ? this.upstream.view().brokers.map((b) => ({ url: b.url, state: b.drainingSince !== undefined ? 'draining' : b.state, connections: b.connections, lastError: b.lastError }))
+        : []
     }
   }
 
@@ -252,6 +268,7 @@ export class GuardServer {
         this.log.error({ plugin: plugin.name, err }, 'plugin diagnose failed')
       }
     }
+    if (this.upstream instanceof BrokerPool) plugins.push(...poolFindings(this.upstream.view()))
     const readiness = await this.readiness()
     const redis = readiness.redis === undefined || this.config.redis === undefined ? undefined : { status: readiness.redis, where: describeRedis(this.config.redis) }
     const findings = this.diagnostics.report({
@@ -263,7 +280,9 @@ export class GuardServer {
       certificates: await certificateExpiry(this.metrics),
       plugins
     })
-    return { instance: this.instanceId, at: new Date().toISOString(), findings }
+    // Several brokers: the pool's own findings say which broker and why; the generic one repeats it.
+    const shown = this.upstream instanceof BrokerPool ? findings.filter((f) => f.id !== 'upstream-unhealthy') : findings
+    return { instance: this.instanceId, at: new Date().toISOString(), findings: shown }
   }
 
   connectionViews (): ConnectionView[] {

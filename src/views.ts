@@ -25,6 +25,9 @@ export interface ConnectionView {
   /** Times the per-connection queue (limits.maxQueuedPackets) filled while plugins worked. */
   queueFullHolds: number
   subscriptions: Array<{ filter: string, qos: number }>
+  /** Several brokers: the broker it is on now, and how often it was re-homed. */
+  broker?: string | undefined
+  rehomed?: number
   /** This client ID's most recent refused connect (last 10 minutes), in words. */
   lastRefusal?: string
 }
@@ -60,6 +63,8 @@ export interface Overview {
   roundTrips: { client: number | null, broker: number | null }
   health: Record<string, boolean | string>
   certificates: Array<{ listener: string, subject: string, days: number }>
+  /** Several brokers (upstream.brokers): each one's state and connections; empty otherwise. */
+  brokers: Array<{ url: string, state: 'up' | 'down' | 'draining', connections: number, lastError?: string | undefined }>
 }
 
 /** Columns of equal length, oldest point first; point i is the second ending at t[i]. */

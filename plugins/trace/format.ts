@@ -72,6 +72,8 @@ export interface TraceLine {
   reasonCodes?: number[]
   /** MQTT 5 properties; configured user-property keys and authenticationData are redacted. */
   properties?: Record<string, unknown>
+  /** CONNECT on the broker leg, several brokers: the broker's URL (a later one is a re-home). */
+  broker?: string
   /** CONNECT: what the client asked for (never its password). */
   connect?: { clean: boolean, keepalive: number, hasPassword: boolean, will?: { topic: string, qos: number, retain: boolean, payload?: TracePayload } }
   payload?: TracePayload

@@ -87,6 +87,7 @@ export class ConnectionTrace implements PacketTap {
       const line: Body = { ...last, leg, dir, verdict: 'sent' }
       delete line.plugin
       delete line.rttUs
+      if (leg === 'broker' && line.type === 'connect' && this.conn.broker !== undefined) line.broker = this.conn.broker
       this.roundTrip(leg, dir, line.type, line, us)
       this.emit(line, us)
       return
@@ -154,6 +155,8 @@ export class ConnectionTrace implements PacketTap {
   private base (leg: Leg, dir: TraceDir, verdict: TraceVerdict, plugin: string | undefined, type: string, frame: Buffer): Body {
     const line: Body = { leg, dir, verdict, type, protocolVersion: this.conn.protocolVersion, size: frame.length }
     if (plugin !== undefined) line.plugin = plugin
+    // Several brokers: which one the CONNECT went to (a second one, made by the proxy, is a re-home).
+    if (leg === 'broker' && type === 'connect' && this.conn.broker !== undefined) line.broker = this.conn.broker
     return line
   }
 

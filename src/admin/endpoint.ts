@@ -20,6 +20,7 @@ import { RequestError, checkSameOrigin, decodePart, readJson, requestUrl, send }
 import { AdminSockets, RefusalLog } from './sockets.js'
 import { Viewers, openEvents } from './stream.js'
 import { adminMetrics } from './own-metrics.js'
+import type { BrokerView, PoolView } from '../upstream/pool.js'
 
 
 /** What the admin endpoint asks of the proxy. */
@@ -41,7 +42,13 @@ export interface AdminTarget {
   plugins?: (req: AdminRequest) => Promise<AdminResponse | undefined>
   /** MQTT connections open now, for the descriptors the admin endpoint leaves them. */
   openConnections?: () => number
+  /** The brokers behind the proxy: one (embedded, a URL) or a pool with each broker's state. */
+  upstreams?: () => UpstreamsView
+  /** Starts (rate a second) or ends (undefined) a drain of broker `index`; undefined: no such broker. */
+  drain?: (index: number, rate: number | undefined) => BrokerView | undefined
 }
+
+export type UpstreamsView = ({ kind: 'pool' } & PoolView) | { kind: 'embedded' | 'mqtt', description: string }
 
 function sameToken (given: string, token: string): boolean {
   const a = Buffer.from(given)
@@ -131,6 +138,23 @@ const ROUTES: Route[] = [
   { path: '/diagnostics', methods: { GET: async ({ res, target }) => { send(res, 200, await target.diagnostics()) } } },
   { path: '/overview', methods: { GET: async ({ res, target }) => { send(res, 200, await target.overview()) } } },
   { path: '/events', methods: { GET: ({ req, res, feed, viewers }) => { if (req.method === 'HEAD') headOfEvents(res); else if (roomFor(viewers, 'events')) feed.open(res) } } },
+  { path: '/upstreams', methods: { GET: ({ res, target }) => { send(res, 200, target.upstreams?.() ?? { kind: 'unknown' }) } } },
+  {
+    // Drain a broker of a pool for maintenance: POST starts it ({ ratePerSecond }, default 10),
+    // DELETE ends it. Per instance: a fleet drains a broker by calling every instance.
+    path: /^\/upstreams\/(\d+)\/drain$/,
+    methods: {
+      POST: async ({ req, res, params: [n = ''], spec, target }) => {
+        const body = await readJson(req, spec.maxBodyBytes) as { ratePerSecond?: unknown } | undefined
+        const rate = body?.ratePerSecond ?? DRAIN_RATE
+        if (typeof rate !== 'number' || !Number.isInteger(rate) || rate < 1 || rate > 100_000) {
+          return send(res, 400, { error: `ratePerSecond: expected an integer from 1 to 100000, got ${JSON.stringify(rate)}` })
+        }
+        drained(res, target, Number(n), rate)
+      },
+      DELETE: ({ res, params: [n = ''], target }) => { drained(res, target, Number(n), undefined) }
+    }
+  },
   { path: /^\/clients\/(.+)$/, methods: { GET: ({ res, params: [clientId = ''], target }) => { send(res, 200, target.client(clientId)) } } }
 ]
 
@@ -266,6 +290,16 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse, stat
   if (found !== undefined) return await serve(found.route, call)
   if (target.plugins !== undefined && await askPlugins(call, target.plugins)) return
   send(res, 404, { error: 'not found' })
+}
+
+/** Clients a second a drain moves when the request does not say. */
+const DRAIN_RATE = 10
+
+function drained (res: http.ServerResponse, target: AdminTarget, index: number, rate: number | undefined): void {
+  if (target.drain === undefined || target.upstreams?.().kind !== 'pool') return send(res, 409, { error: 'the proxy has one broker: upstream.brokers lists several to drain one' })
+  const view = target.drain(index, rate)
+  if (view === undefined) return send(res, 404, { error: `no broker ${index}: GET /upstreams lists them from 0` })
+  send(res, 200, view)
 }
 
 /** Paths the core does not know, for the plugins (HEAD asked as GET); false when none answered. */

@@ -201,6 +201,6 @@ async function checkConfig (args: string[]): Promise<number> {
   if (file === undefined || file === '' || positionals.length > 1) return usageError(CHECK, 'expected one FILE')
   // As `start` would load it: MQTT_GUARD_* variables and flags over the file.
   const config = await readConfig({ ...flags, config: file }, env)
-  process.stdout.write(`${file}: ok (listen ${config.listen.map((l) => `${l.host}:${l.port}`).join(', ')}; upstream ${config.upstream.kind === 'embedded' ? 'embedded' : config.upstream.url}; plugins ${config.plugins.map((p) => p.name ?? p.module).join(', ') || 'none'})\n`)
+  process.stdout.write(`${file}: ok (listen ${config.listen.map((l) => `${l.host}:${l.port}`).join(', ')}; upstream ${config.upstream.kind === 'embedded' ? 'embedded' : config.upstream.kind === 'pool' ? config.upstream.brokers.map((b) => b.url).join(', ') : config.upstream.url}; plugins ${config.plugins.map((p) => p.name ?? p.module).join(', ') || 'none'})\n`)
   return 0
 }

@@ -11,20 +11,16 @@ import { z } from 'zod'
 import { configError } from '../errors.js'
 import { listenEntry, parseHostPort, parseListen, type ListenSpec } from './listen.js'
 import { bool, expected, oneOf, parseWith, strictOptions, text } from './zod.js'
-import { inputFile } from './paths.js'
 import type { OptionsContext } from './paths.js'
 import { ADMIN_DEFAULTS, LOOPBACK, adminSchema, parseAdmin, type AdminSpec } from './admin.js'
 import { LIMIT_DEFAULTS, limitsSchema, resolveLimits, type Limits } from './limits.js'
 import { parseRedis, redisSchema, type RedisSpec } from './redis.js'
+import { parseUpstream, upstreamSchema, type UpstreamSpec } from './upstream.js'
 
 export type { ListenSpec } from './listen.js'
 export { zodToConfigError } from './zod.js'
 
-export interface TlsFiles { readonly ca?: string, readonly cert?: string, readonly key?: string, readonly rejectUnauthorized: boolean, readonly servername?: string }
-
-export type UpstreamSpec =
-  | { readonly kind: 'embedded' }
-  | { readonly kind: 'mqtt', readonly url: string, readonly host: string, readonly port: number, readonly tls: TlsFiles | undefined, readonly proxyProtocol: 1 | 2 | undefined }
+export type { BrokerSpec, PoolBroker, TlsFiles, UpstreamSpec, Balance, Failover, HealthCheck } from './upstream.js'
 
 export interface PluginEntry {
   /** `plugins[i]`, for error messages. */
@@ -82,23 +78,12 @@ export const DEFAULTS = {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
-const tlsOptions = {
-  ca: text('a file path').optional(),
-  cert: text('a file path').optional(),
-  key: text('a file path').optional(),
-  rejectUnauthorized: bool().default(true),
-  servername: text('a host name').optional()
-}
-
-const URLS = 'embedded, mqtt://HOST:PORT, mqtts://HOST:PORT or { url, ca, cert, key, rejectUnauthorized, servername, proxyProtocol }'
-
 /** The config file's own keys; each plugin's options have their schema in its folder. */
 export const fileSchema = strictOptions({
   listen: z.union([z.string(), z.array(listenEntry, expected('a non-empty list of listeners')).min(1)], expected('HOST:PORT, a URL, or a non-empty list of them or of { url, cert, key, ... }'))
     .optional().describe('Where clients connect: HOST:PORT, mqtt://, mqtts://, ws://, wss:// URLs, or a list (default 127.0.0.1:1884)'),
   admin: adminSchema,
-  upstream: z.union([z.string(), strictOptions({ url: text('a URL'), proxyProtocol: z.union([z.literal(1), z.literal(2)], expected('1 or 2')).optional(), ...tlsOptions })], expected(URLS))
-    .optional().describe('The broker: embedded, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS file paths relative to this file)'),
+  upstream: upstreamSchema,
   redis: redisSchema,
   limits: limitsSchema,
   log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
@@ -109,29 +94,6 @@ export const fileSchema = strictOptions({
 })
 
 export { parseHostPort }
-
-function parseUpstream (raw: z.infer<typeof fileSchema>['upstream'], configDir: string): UpstreamSpec {
-  const spec = typeof raw === 'object' ? raw : { url: raw ?? DEFAULTS.upstream, rejectUnauthorized: true }
-  if (spec.url === 'embedded') return { kind: 'embedded' }
-  let url: URL
-  try {
-    url = new URL(spec.url)
-  } catch {
-    throw configError('upstream', `expected "embedded", mqtt://HOST:PORT or mqtts://HOST:PORT, got "${spec.url}"`)
-  }
-  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') {
-    throw configError('upstream', `unsupported scheme "${url.protocol}": expected mqtt: or mqtts:`)
-  }
-  const secure = url.protocol === 'mqtts:'
-  const resolve = (file: string | undefined, key: string): string | undefined => file === undefined ? undefined : inputFile(configDir, file, `upstream.${key}`)
-  const tls = secure
-    ? { ca: resolve(spec.ca, 'ca'), cert: resolve(spec.cert, 'cert'), key: resolve(spec.key, 'key'), rejectUnauthorized: spec.rejectUnauthorized, servername: spec.servername }
-    : undefined
-  const host = url.hostname.replace(/^\[|\]$/g, '')
-  if (host === '') throw configError('upstream', `no host in "${spec.url}"`)
-  const proxyProtocol = 'proxyProtocol' in spec ? spec.proxyProtocol : undefined
-  return { kind: 'mqtt', url: spec.url, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls, proxyProtocol }
-}
 
 function readFile (file: string): unknown {
   let text: string

@@ -44,6 +44,8 @@ export interface ConnectionInfo {
   readonly openedAt: number
   /** A client certificate the TLS listener verified (its CA is configured), if the client sent one. */
   readonly certificate?: { commonName: string | undefined, subjectAltName: string | undefined } | undefined
+  /** Several brokers (upstream.brokers): the URL of the broker this connection is on now. */
+  readonly broker?: string | undefined
   /** Known from CONNECT on (or from CONNACK when the broker assigns it). */
   clientId: string
   username: string | undefined

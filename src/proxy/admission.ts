@@ -16,8 +16,16 @@ import type { Outcome } from '../plugin/host.js'
 import type { Direction } from '../plugin/api.js'
 import { peekProtocolLevel, UNSUPPORTED_PROTOCOL_CONNACK } from '../wire/connect-peek.js'
 import { ConnectionCore, receivedVerdict } from './connection-core.js'
+import { SessionRecord } from './session-record.js'
 
 export abstract class Admission extends ConnectionCore {
+  /** failover: rehome: the CONNECT as the broker got it, to send another broker. */
+  protected connectSent: { packet: IConnectPacket, bytes: Buffer } | undefined
+  /** Several brokers: the URL of the broker this connection's current broker socket goes to. */
+  protected brokerUrl: string | undefined
+  /** failover: rehome: the session as sent both ways, from CONNACK on. */
+  protected record: SessionRecord | null = null
+
   // The relay, in connection.ts.
   protected abstract relay (direction: Direction, frame: Buffer, type: number): void | Promise<void>
   protected abstract fromBroker (frame: Buffer): void | Promise<void>
@@ -74,8 +82,8 @@ export abstract class Admission extends ConnectionCore {
     }
   }
 
-  private refuseConnect (code: ErrorCode, reason: string): void {
-    const connack = connackFor(this.protocolVersion, code, reason)
+  protected refuseConnect (code: ErrorCode, reason: string, serverReference?: string): void {
+    const connack = connackFor(this.protocolVersion, code, reason, serverReference)
     this.deps.metrics.refusals.inc({ code, reason_code: String(connack.reasonCode ?? connack.returnCode ?? '') })
     this.toClient((this.codec as Codec).encode(connack), true)
     this.close(code, reason)
@@ -92,8 +100,11 @@ export abstract class Admission extends ConnectionCore {
 
   private dial (bytes: Buffer, connect: IConnectPacket): void {
     this.state = 'dialing'
+    // Several brokers: kept to send another broker (one that dies during CONNECT, a re-home).
+    if (this.deps.upstream.brokerOf !== undefined) this.connectSent = { packet: connect, bytes }
     this.startTimer(this.deps.limits.connectTimeoutMs, () => {
       const reason = 'broker did not answer CONNECT within connectTimeoutMs'
+      if (this.sides.broker !== null) this.deps.upstream.connacked?.(this, 'timeout')
       if (this.state === 'dialing') this.refuseConnect('GUARD_ERR_CONNACK_TIMEOUT', reason)
       else this.close('GUARD_ERR_CONNACK_TIMEOUT', reason)
     })
@@ -114,13 +125,15 @@ export abstract class Admission extends ConnectionCore {
     }, (err: unknown) => {
       if (this.state !== 'dialing') return
       const reason = err instanceof Error ? err.message : String(err)
-      this.refuseConnect(isGuardError(err) ? err.code : 'GUARD_ERR_UPSTREAM_UNAVAILABLE', reason)
+      this.refuseConnect(isGuardError(err) ? err.code : 'GUARD_ERR_UPSTREAM_UNAVAILABLE', reason, isGuardError(err) ? err.serverReference : undefined)
     })
   }
 
-  private attachBroker (socket: Duplex): void {
+  protected attachBroker (socket: Duplex): void {
+    this.brokerUrl = this.deps.upstream.brokerOf?.(this)
     const valve = this.sides.attachBroker(socket)
-    const lane = new Lane((f) => this.fromBroker(f), (e) => { this.failed(e) }, valve, this.deps.limits.maxQueuedPackets)
+    // After a move (failover: rehome), what the old broker's lane still holds is dropped.
+    const lane: Lane = new Lane((f) => lane === this.outLane ? this.fromBroker(f) : undefined, (e) => { this.failed(e) }, valve, this.deps.limits.maxQueuedPackets)
     this.outLane = lane
     // The broker is trusted with large packets up to the protocol maximum; the client's own
     // CONNECT maximumPacketSize is the broker's business [MQTT-3.1.2-24].
@@ -130,6 +143,7 @@ export abstract class Admission extends ConnectionCore {
     // A GuardError here comes from the embedded broker's version bridge judging the client's
     // packet: it is the client's fault and gets the client the matching reason code.
     socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (lane !== this.outLane || this.brokerLost(lane)) return
       if (isGuardError(err)) this.close(err.code, err.message)
       else this.close('broker-error', err.code ?? err.message)
     })
@@ -156,7 +170,9 @@ export abstract class Admission extends ConnectionCore {
     if (outcome.verdict.action === 'reject') return this.refuseConnect(outcome.verdict.code, outcome.verdict.reason ?? 'refused')
     let packet = outcome.packet as IConnackPacket
     const code = this.protocolVersion === 5 ? packet.reasonCode ?? 0 : packet.returnCode ?? 0
+    this.deps.upstream.connacked?.(this, code)
     const announced = code === 0 ? this.announceLimits(packet) : packet
+    if (code === 0 && this.deps.upstream.rehomes === true) this.record = new SessionRecord(this.codec as Codec, this.deps.limits.maxQueuedPackets)
     const changed = outcome.changed || announced !== packet
     packet = announced
     this.toClient(changed ? (this.codec as Codec).encode(packet) : frame)
@@ -174,7 +190,7 @@ export abstract class Admission extends ConnectionCore {
     this.setUpAliases(packet)
     this.state = 'relaying'
     this.accepted = true
-    if (this.deps.log.isLevelEnabled('info')) this.log.info({ protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent }, 'connection opened')
+    if (this.deps.log.isLevelEnabled('info')) this.log.info({ protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent, broker: this.deps.upstream.brokerOf?.(this) }, 'connection opened')
     const early = this.early
     this.early = []
     for (const f of early) this.inLane.push(f)
@@ -191,10 +207,14 @@ export abstract class Admission extends ConnectionCore {
    */
   private announceLimits (connack: IConnackPacket): IConnackPacket {
     if (this.protocolVersion !== 5) return connack
+    // failover: rehome cannot carry a client's topic aliases to another broker: none are allowed.
+    const aliases = this.deps.upstream.rehomes === true && (connack.properties?.topicAliasMaximum ?? 0) > 0
     const limit = this.deps.limits.maxPacketSize
     const brokers = connack.properties?.maximumPacketSize
-    if (brokers !== undefined && brokers <= limit) return connack
-    return { ...connack, properties: { ...connack.properties, maximumPacketSize: limit } }
+    if (!aliases && brokers !== undefined && brokers <= limit) return connack
+    const properties = { ...connack.properties, ...(brokers === undefined || brokers > limit ? { maximumPacketSize: limit } : {}) }
+    if (aliases) delete properties.topicAliasMaximum
+    return { ...connack, properties }
   }
 
   private setUpAliases (connack: IConnackPacket): void {

@@ -23,10 +23,12 @@ export function connackCodeFor (code: ErrorCode): number {
   return ERRORS[code].connack ?? 3
 }
 
-export function connackFor (version: ProtocolVersion, code: ErrorCode, reason?: string): IConnackPacket {
+export function connackFor (version: ProtocolVersion, code: ErrorCode, reason?: string, serverReference?: string): IConnackPacket {
   if (version === 5) {
     // [MQTT-3.2.2-6]: a refusing CONNACK has session present 0.
-    const properties = reason === undefined ? undefined : { reasonString: reason.slice(0, 200) }
+    const properties = reason === undefined && serverReference === undefined
+      ? undefined
+      : { ...(reason === undefined ? {} : { reasonString: reason.slice(0, 200) }), ...(serverReference === undefined ? {} : { serverReference }) }
     return { cmd: 'connack', sessionPresent: false, reasonCode: reasonFor(code), ...(properties && { properties }) }
   }
   return { cmd: 'connack', sessionPresent: false, returnCode: connackCodeFor(code) }

@@ -42,6 +42,11 @@ export class Coalescer {
     this.write(range)
   }
 
+  /** Forgets what is pending, unwritten (its destination is gone). */
+  drop (): void {
+    this.start = this.end
+  }
+
   /** The chunk is done: write what is pending and collect no more from it. */
   finish (): void {
     this.flush()

@@ -41,7 +41,7 @@ function nextConnectionId (): string {
   return (++connections).toString(36)
 }
 
-export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'closed'
+export type ConnectionState = 'awaiting-connect' | 'admitting' | 'dialing' | 'relaying' | 'rehoming' | 'closed'
 
 /** What every connection needs from the server; connection.ts adds the server's callbacks. */
 export interface CoreDeps {
@@ -101,6 +101,11 @@ export abstract class ConnectionCore implements ConnectionInfo {
   protected publishRate: TokenBucket | null = null
   /** Set while a plugin traces this connection; undefined otherwise (one check per packet). */
   protected tap: PacketTap | undefined
+
+  /** Several brokers: the one this connection is on now (it changes with a re-home). */
+  get broker (): string | undefined {
+    return this.deps.upstream.brokerOf?.(this)
+  }
 
   /** The connection's logger, bound to who it is, with its log budget (connection-log.ts). */
   get log (): Logger {
@@ -167,8 +172,15 @@ export abstract class ConnectionCore implements ConnectionInfo {
       stalls: this.sides.clientStalls,
       stalledMs: this.sides.clientStalledMs(),
       queueFullHolds: this.sides.clientValve.queueFullHolds + (this.sides.brokerValve?.queueFullHolds ?? 0),
-      subscriptions: [...this.telemetry.subscriptions].map(([filter, qos]) => ({ filter, qos }))
+      subscriptions: [...this.telemetry.subscriptions].map(([filter, qos]) => ({ filter, qos })),
+      ...this.brokerView()
     }
+  }
+
+  /** Several brokers: where the connection is (failover.ts adds its moves). */
+  protected brokerView (): Pick<ConnectionView, 'broker' | 'rehomed'> {
+    const broker = this.broker
+    return broker === undefined ? {} : { broker }
   }
 
   // ---- closing ---------------------------------------------------------------------------
@@ -201,7 +213,7 @@ export abstract class ConnectionCore implements ConnectionInfo {
    * Closes both sides; idempotent. The broker side is ended without DISCONNECT unless the
    * client sent one, so the broker publishes the will of a client that vanished [MQTT-3.1.2-8].
    */
-  close (reason: CloseReason, detail?: string): void {
+  close (reason: CloseReason, detail?: string, serverReference?: string): void {
     if (this.state === 'closed') return
     const wasRelaying = this.state === 'relaying'
     const neverConnected = this.state === 'awaiting-connect'
@@ -211,7 +223,10 @@ export abstract class ConnectionCore implements ConnectionInfo {
     const code = isErrorCode(reason) ? reason : undefined
     // [MQTT-3.14.0-1]: the server sends DISCONNECT only after CONNACK, and only in MQTT 5.
     if (code !== undefined && this.protocolVersion === 5 && this.connackSent && this.codec !== null && !this.sides.client.destroyed) {
-      const disconnect = { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
+      // A Server Reference goes with 0x9C "use another server" (failover: redirect) [MQTT-4.11].
+      const disconnect = serverReference === undefined
+        ? { cmd: 'disconnect', reasonCode: reasonFor(code) } as const
+        : { cmd: 'disconnect', reasonCode: reasonFor(code), properties: { serverReference } } as const
       this.toClient(this.codec.encode(disconnect), true)
     }
     if (this.hasWill && this.connackSent && !this.clientSentDisconnect && this.willWithheld()) {
@@ -253,7 +268,13 @@ export abstract class ConnectionCore implements ConnectionInfo {
     this.closeWhenDrained(this.inLane, () => this.clientSentDisconnect ? 'client-disconnect' : 'client-closed')
   }
 
+  /** The broker side of `lane` ended or failed: true when failover takes it from here. */
+  protected brokerLost (_lane: Lane): boolean {
+    return false
+  }
+
   protected brokerGone (lane: Lane): void {
+    if (this.brokerLost(lane)) return
     if (this.brokerEnded) return
     this.brokerEnded = true
     // After the client's DISCONNECT the broker closes first, often before the client does:

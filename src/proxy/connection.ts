@@ -15,7 +15,7 @@ import type { Outcome } from '../plugin/host.js'
 import type { Direction } from '../plugin/api.js'
 import { checkClientFrame } from '../wire/header-check.js'
 import type { ConnectionEnd } from '../observe/ends.js'
-import { Admission } from './admission.js'
+import { Failover } from './failover.js'
 import type { Peer } from './listeners.js'
 import { receivedVerdict, type CoreDeps } from './connection-core.js'
 
@@ -27,7 +27,7 @@ export interface ConnectionDeps extends CoreDeps {
   readonly onRefusedPublish?: ((conn: Connection, topic: string, plugin: string | undefined) => void) | undefined
 }
 
-export class Connection extends Admission {
+export class Connection extends Failover {
   declare protected readonly deps: ConnectionDeps
 
   constructor (client: Duplex, remote: Peer, deps: ConnectionDeps) {
@@ -46,6 +46,8 @@ export class Connection extends Admission {
       case 'relaying':
         if (type === FRAME_TYPE.publish && this.publishRate !== null && this.publishRate.take() > 0) return this.throttled(this.publishRate, frame, type)
         return this.relay('in', frame, type)
+      // Moving to another broker: this frame, and the lane behind it, wait for the move.
+      case 'rehoming': return (this.moving ?? Promise.resolve()).then(() => this.fromClient(frame))
       case 'closed': return undefined
     }
   }
@@ -69,6 +71,7 @@ export class Connection extends Admission {
     const type = frameType(frame)
     this.telemetry.seen(1, type, frame, this.codec)
     if (this.state === 'relaying') return this.relay('out', frame, type)
+    if (this.state === 'rehoming') return this.duringMove(frame, type)
     return this.beforeConnack(frame, type)
   }
 
@@ -82,6 +85,8 @@ export class Connection extends Admission {
         this.clientSentDisconnect = true
         if (this.hasWill) frame = this.disconnectWithWill(frame)
       }
+    } else if (type === FRAME_TYPE.disconnect) {
+      this.brokerSentDisconnect = true
     }
     if (!this.deps.host.wants(direction, type)) {
       this.tap?.received(direction === 'in' ? 'client' : 'broker', frame, 'forwarded', undefined, undefined)
@@ -131,11 +136,22 @@ export class Connection extends Admission {
 
   /** `made`: the proxy made this packet (an answer, a refusal), for traces. */
   protected toBroker (bytes: Buffer, made = false): void {
+    if (this.record !== null) {
+      const { frame, answer } = this.record.toBrokerFrame(bytes)
+      if (answer !== undefined) this.answer('client', [answer])
+      if (frame === null) return
+      bytes = frame
+    }
     this.tap?.sent('broker', bytes, made)
     this.sides.toBroker(bytes)
   }
 
   protected toClient (bytes: Buffer, made = false): void {
+    if (this.record !== null) {
+      const frame = this.record.toClientFrame(bytes)
+      if (frame === null) return
+      bytes = frame
+    }
     this.telemetry.toClient(bytes, this.codec)
     this.tap?.sent('client', bytes, made)
     this.sides.toClient(bytes)

@@ -37,6 +37,22 @@ export class Sides {
     return this.brokerValve
   }
 
+  /**
+   * Lets go of the broker socket (failover: rehome): what was still batched for it is dropped
+   * (the session record resends what matters), a hold it caused on the client is released.
+   */
+  detachBroker (): Duplex | null {
+    const old = this.broker
+    this.toBrokerBatch.drop()
+    this.broker = null
+    this.brokerValve = null
+    if (this.brokerFull) {
+      this.brokerFull = false
+      this.clientValve.release(HOLD.destinationFull)
+    }
+    return old
+  }
+
   /** Frames every chunk read from one side; what that produces for the other side is batched. */
   read (from: 'client' | 'broker', framer: Framer, fail: (err: unknown) => void): void {
     const socket = from === 'client' ? this.client : this.broker as Duplex

@@ -2,9 +2,6 @@
 // in-process duplex into the embedded aedes broker. Failing to reach the broker is a
 // GUARD_ERR_UPSTREAM_UNAVAILABLE, which the Connection answers with CONNACK 3 / 0x88.
 
-import net from 'node:net'
-import tls from 'node:tls'
-import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { IConnectPacket } from 'mqtt-packet'
 import { GuardError } from '../errors.js'
@@ -13,64 +10,39 @@ import type { ConnectionInfo } from '../plugin/api.js'
 import type { EmbeddedBroker } from './embedded.js'
 import { duplexPair } from './duplex-pair.js'
 import { bridgeV5ToV4 } from './version-bridge.js'
-import { encodeProxyV1, encodeProxyV2, type ProxyAddress } from '../wire/proxy-protocol.js'
+import { brokerSocket } from './broker-socket.js'
 
 export interface Upstream {
   /** `embedded` or the broker URL, for logs. */
   readonly description: string
-  dial: (connect: IConnectPacket, conn: ConnectionInfo) => Promise<Duplex>
+  /** `avoid`: several brokers, the URL of a broker not to use (the one a client is moving from). */
+  dial: (connect: IConnectPacket, conn: ConnectionInfo, avoid?: string) => Promise<Duplex>
   /** Can a connection be made now? For readiness. */
   check: () => Promise<boolean>
+  /** The broker's CONNACK code to a client's CONNECT, or its absence (several brokers: passive health). */
+  connacked?: (conn: ConnectionInfo, code: number | 'timeout') => void
+  /** Several brokers: the URL of the one this connection went to. */
+  brokerOf?: (conn: ConnectionInfo) => string | undefined
+  /** Several brokers with failover rehome: connections record their session to move it. */
+  readonly rehomes?: boolean
+  /** Several brokers: one health check of the broker at `url` now; false also counts as a failure. */
+  probe?: (url: string) => Promise<boolean>
+  /** Several brokers, failover redirect: the Server Reference of the client's next broker. */
+  referenceFor?: (conn: ConnectionInfo, avoid?: string) => string | undefined
   close: () => Promise<void>
 }
 
 type TcpSpec = Extract<UpstreamSpec, { kind: 'mqtt' }>
 
-function unavailable (spec: TcpSpec, err: NodeJS.ErrnoException): GuardError {
-  return new GuardError('GUARD_ERR_UPSTREAM_UNAVAILABLE', `broker ${spec.host}:${spec.port} unreachable: ${err.code ?? err.message}`, { cause: err })
-}
-
+/** One broker URL, as before issue 21: no health checks, no failover. */
 export function tcpUpstream (spec: TcpSpec): Upstream {
-  const secure = spec.tls === undefined
-    ? undefined
-    : {
-        ca: spec.tls.ca === undefined ? undefined : readFileSync(spec.tls.ca),
-        cert: spec.tls.cert === undefined ? undefined : readFileSync(spec.tls.cert),
-        key: spec.tls.key === undefined ? undefined : readFileSync(spec.tls.key),
-        rejectUnauthorized: spec.tls.rejectUnauthorized,
-        servername: spec.tls.servername ?? (net.isIP(spec.host) === 0 ? spec.host : undefined),
-        minVersion: 'TLSv1.2' as const
-      }
-  // TCP first; then the PROXY header, if the broker wants one, before anything else (TLS too).
-  const tcp = (conn?: ConnectionInfo): Promise<net.Socket> => new Promise((resolve, reject) => {
-    const socket = net.connect({ host: spec.host, port: spec.port, noDelay: true })
-    const onError = (err: NodeJS.ErrnoException): void => { socket.destroy(); reject(unavailable(spec, err)) }
-    socket.once('error', onError)
-    socket.once('connect', () => {
-      socket.removeListener('error', onError)
-      if (spec.proxyProtocol !== undefined && conn !== undefined) socket.write(proxyHeader(spec.proxyProtocol, conn, socket))
-      resolve(socket)
-    })
-  })
-  const open = async (conn?: ConnectionInfo): Promise<Duplex> => {
-    const socket = await tcp(conn)
-    if (secure === undefined) return socket
-    return await new Promise((resolve, reject) => {
-      const secured = tls.connect({ socket, host: spec.host, ...secure })
-      const onError = (err: NodeJS.ErrnoException): void => { secured.destroy(); reject(unavailable(spec, err)) }
-      secured.once('error', onError)
-      secured.once('secureConnect', () => {
-        secured.removeListener('error', onError)
-        resolve(secured)
-      })
-    })
-  }
+  const broker = brokerSocket(spec)
   return {
     description: spec.url,
-    dial: async (_connect, conn) => await (secure === undefined ? tcp(conn) : open(conn)),
+    dial: async (_connect, conn) => await broker.open(conn),
     check: async () => {
       try {
-        (await open()).destroy()
+        (await broker.open()).destroy()
         return true
       } catch {
         return false
@@ -78,19 +50,6 @@ export function tcpUpstream (spec: TcpSpec): Upstream {
     },
     close: async () => {}
   }
-}
-
-/** The client's address towards a broker that reads the PROXY protocol (e.g. Mosquitto 2.1+). */
-function proxyHeader (version: 1 | 2, conn: ConnectionInfo, socket: net.Socket): Buffer {
-  const v6 = net.isIPv6(conn.address) || net.isIPv6(socket.remoteAddress ?? '')
-  const address: ProxyAddress = {
-    family: v6 ? 'IPv6' : 'IPv4',
-    sourceAddress: conn.address,
-    sourcePort: conn.port,
-    destinationAddress: socket.remoteAddress ?? '',
-    destinationPort: socket.remotePort ?? 0
-  }
-  return version === 1 ? encodeProxyV1(address) : encodeProxyV2(address)
 }
 
 /**

@@ -54,6 +54,11 @@ export function hourOfPoints (newest: number): Overview {
   }
   return {
     at: new Date(newest * 1000).toISOString(), instance: 'fixture', connections: 49, series, connects: 7200, refusals: [],
-    rates: { in: 39, out: 19 }, verdicts: [], duplicatesRemoved: { in: 0, out: 0 }, roundTrips: { client: 1.5, broker: 0.7 }, health: {}, certificates: []
+    rates: { in: 39, out: 19 }, verdicts: [], duplicatesRemoved: { in: 0, out: 0 }, roundTrips: { client: 1.5, broker: 0.7 }, health: {}, certificates: [],
+    brokers: [
+      { url: 'mqtt://10.0.0.1:1883', state: 'up', connections: 30 },
+      { url: 'mqtt://10.0.0.2:1883', state: 'down', connections: 0, lastError: 'broker 10.0.0.2:1883 unreachable: ECONNREFUSED' },
+      { url: 'mqtt://10.0.0.3:1883', state: 'draining', connections: 19 }
+    ]
   }
 }

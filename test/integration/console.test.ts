@@ -137,6 +137,7 @@ if (!existsSync(CHROMIUM)) {
     await until('#ov-verdicts tbody', new RegExp(`aclreject${DENIED + 1}`))
     t.match(await page.textContent('#ov-verdicts tbody'), `aclreject${DENIED + 1}`, `${DENIED + 1} denials by the acl plugin (publishes and the will)`)
     t.match(await page.textContent('#ov-health tbody'), /listeningokupstreamok/, 'health')
+    t.equal(await page.isVisible('#ov-brokers'), false, 'no brokers table with one broker')
     t.not(await page.textContent('#ov-rtt-broker'), '–', 'a broker-leg round trip')
   })
 
@@ -269,6 +270,9 @@ if (!existsSync(CHROMIUM)) {
     t.equal(legend('refused BAD_CREDENTIALS'), '1')
     t.equal(legend('refused NOT_AUTHORIZED'), '2')
     t.equal(column(connects, refused[0] as string).at(-1), 3, 'the top of the stack: both codes')
+    // Several brokers: the overview lists them, a down one in capitals with its last error.
+    t.equal(await fed.isVisible('#ov-brokers'), true, 'the brokers table, with several brokers')
+    t.match(await fed.textContent('#ov-brokers tbody'), /mqtt:\/\/10\.0\.0\.1:1883up30mqtt:\/\/10\.0\.0\.2:1883DOWN0broker 10\.0\.0\.2:1883 unreachable: ECONNREFUSEDmqtt:\/\/10\.0\.0\.3:1883draining19/)
     await fed.screenshot({ path: `${artifactName('console-fed-hour')}.png` })
     t.same(fedErrors, [], 'no script error')
   })
