@@ -290,7 +290,7 @@ export function buildTables (store: Store, targets: TargetInfo[], defs: TableDef
 /** Markdown, readable in a terminal and pasted as is into docs/performance.md. */
 export function renderTable (table: Table): string {
   const hasGoals = table.rows.some((r) => r.goal !== null)
-  const header = ['target', `median ${table.unit}`, 'min–max', '× direct', '× relay', ...table.extraHeaders, ...(hasGoals ? ['target (issues #3, #6, #8, #20)'] : [])]
+  const header = ['target', `median ${table.unit}`, 'min–max', '× direct', '× relay', ...table.extraHeaders, ...(hasGoals ? ['target (issues #3, #6, #8, #20, #21)'] : [])]
   const lines = [
     `### ${table.title} (${table.better} is better)`,
     '',

@@ -71,7 +71,7 @@ t.test('bench --quick prints the tables and writes the JSON', { timeout: DEADLIN
     for (const label of ['Mosquitto direct', 'bare TCP relay', 'mqtt-guard, no plugins', 'aedes alone']) {
       t.equal(stdout.split('\n').filter((l) => l.startsWith(`| ${label} |`)).length, TABLES.length, `${label}: one row in each of the ${TABLES.length} tables`)
     }
-    t.match(stdout, /^### Targets of issues #3, #6 and #8/m)
+    t.match(stdout, /^### Targets of issues #3, #6, #8, #20 and #21/m)
   })
 
   t.test('one JSON file of the documented shape', async (t) => {
