@@ -237,7 +237,7 @@ async function main (): Promise<number> {
   for (const def of allTargets(baseline)) {
     if (only !== undefined && !only.includes(def.id)) continue
     if (profile && def.kind !== 'proxy' && def.kind !== 'relay') continue
-    const reason = def.variant?.unavailable?.()
+    const reason = def.unavailable?.() ?? def.variant?.unavailable?.()
     if (reason !== undefined) { skipped.push({ id: def.id, reason }); continue }
     targets.push(def)
   }
@@ -346,7 +346,7 @@ async function main (): Promise<number> {
   out.push(`${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.kernel}; Node ${machine.node}; Mosquitto ${machine.mosquitto}; aedes ${machine.aedes}; mqtt-guard ${machine.commit}${build === undefined ? '' : ` (build ${build.hash})`}; load average at start ${machine.loadAverage.join(' ')}, at end ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}; ${settings.rounds} round(s), medians with min–max.`, '')
   for (const table of tables) out.push(renderTable(table))
   if (goals.length > 0) {
-    out.push('### Targets of issues #3, #6, #8, #20 and #21 (reported, not asserted)', '')
+    out.push('### Targets of issues #3, #6, #8, #20, #21 and #22 (reported, not asserted)', '')
     for (const g of goals) out.push(`- ${g.pass ? '✅ pass' : '❌ FAIL'} · ${g.target} · ${g.table}: ${g.text}`)
     out.push('')
   }

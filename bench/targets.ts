@@ -22,6 +22,8 @@ const DIST_BENCH = fileURLToPath(new URL('./', import.meta.url))
 export const MOSQUITTO = process.env['MOSQUITTO_BIN'] ?? '/usr/sbin/mosquitto'
 /** Debian's mosquitto_passwd, which writes the password file the auth plugin reads. */
 const MOSQUITTO_PASSWD = process.env['MOSQUITTO_PASSWD_BIN'] ?? '/usr/bin/mosquitto_passwd'
+/** Debian's haproxy, the peer of issue #22 (test/setup/system-packages.sh installs it). */
+const HAPROXY = process.env['HAPROXY_BIN'] ?? '/usr/sbin/haproxy'
 
 /**
  * Runs "$0" "$@" with the soft descriptor limit raised to the hard one: 9 900 idle clients
@@ -208,7 +210,7 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
   }
 ]
 
-export type TargetKind = 'mosquitto' | 'relay' | 'proxy' | 'aedes'
+export type TargetKind = 'mosquitto' | 'relay' | 'haproxy' | 'proxy' | 'aedes'
 
 export interface TargetDef {
   id: string
@@ -217,6 +219,8 @@ export interface TargetDef {
   variant?: ProxyVariant
   /** A built checkout (bin/, dist/, node_modules) the proxy runs from instead of this one's copy. */
   root?: string
+  /** Undefined when the target can run; otherwise why it is skipped. */
+  unavailable?: () => string | undefined
 }
 
 /** Another build of the proxy without plugins, to set against this one in the same run. */
@@ -231,6 +235,7 @@ export function allTargets (baseline?: Baseline): TargetDef[] {
   return [
     { id: 'mosquitto', label: 'Mosquitto direct', kind: 'mosquitto' },
     { id: 'relay', label: 'bare TCP relay', kind: 'relay' },
+    { id: 'haproxy', label: 'HAProxy, TCP, CONNECT validated', kind: 'haproxy', unavailable: () => existsSync(HAPROXY) ? undefined : `${HAPROXY} not found (Debian package haproxy)` },
     ...PROXY_VARIANTS.map((variant): TargetDef => ({ id: variant.id, label: variant.label, kind: 'proxy', variant })),
     ...before,
     { id: 'aedes', label: 'aedes alone', kind: 'aedes' }
@@ -335,6 +340,39 @@ function profileArgs (options: StartOptions): string[] {
 }
 
 /** A Node process of ours that prints "listening" once bound (relay, aedes). */
+/**
+ * The peer of issue #22: HAProxy as a user would set it up to "validate and forward" MQTT, TCP
+ * mode, one thread, the CONNECT checked with `mqtt_is_valid` before the broker is dialled (as
+ * mqtt-guard reads it first), then relayed untouched. Debian's `haproxy` (test/setup/
+ * system-packages.sh); the target is skipped when it is missing.
+ */
+async function startHaproxy (upstreamPort: number): Promise<ServerHandle> {
+  const dir = await tempDir('haproxy')
+  const conf = join(dir, 'haproxy.cfg')
+  return await startServer({
+    name: 'haproxy',
+    command: 'bash',
+    dir,
+    logFile: join(dir, 'haproxy.log'),
+    startTimeoutMs: 15_000,
+    argv: async (port) => {
+      await writeFile(conf, [
+        // Two descriptors per client: 9 950 fit the bench's 20 000 (the idle scenario holds 9 900).
+        'global', '  nbthread 1', '  maxconn 9950',
+        'defaults', '  mode tcp', '  maxconn 9950', '  timeout connect 5s', '  timeout client 1h', '  timeout server 1h',
+        'frontend mqtt', `  bind 127.0.0.1:${port}`,
+        '  tcp-request inspect-delay 10s',
+        '  tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }',
+        '  default_backend broker',
+        'backend broker', `  server broker 127.0.0.1:${upstreamPort}`, ''
+      ].join('\n'))
+      return ['-c', FD_WRAP, HAPROXY, '-db', '-f', conf]
+    },
+    probe: async (port, child) => child.running && await canConnect(port),
+    url: (port) => `mqtt://127.0.0.1:${port}`
+  })
+}
+
 async function startNodeScript (name: string, script: string, args: (port: number) => string[], options: StartOptions = {}): Promise<ServerHandle> {
   const dir = await tempDir(name)
   return await startServer({
@@ -399,6 +437,11 @@ export async function startTarget (def: TargetDef, options: StartOptions = {}): 
     }
     const upstream = await startBenchMosquitto()
     started.push(upstream)
+    if (def.kind === 'haproxy') {
+      const haproxy = await startHaproxy(upstream.port)
+      started.push(haproxy)
+      return { def, port: haproxy.port, watch: { target: haproxy.pid, upstream: upstream.pid }, stop }
+    }
     if (def.kind === 'relay') {
       const relay = await startNodeScript('relay', 'relay.js', (port) => [String(port), String(upstream.port)], options)
       started.push(relay)

@@ -47,7 +47,7 @@ export type UpstreamSpec =
   | { readonly kind: 'pool', readonly brokers: readonly PoolBroker[], readonly balance: Balance, readonly healthCheck: HealthCheck, readonly failover: Failover }
 
 const URL_FORMS = 'mqtt://HOST:PORT or mqtts://HOST:PORT'
-const FORMS = `embedded, ${URL_FORMS}, { url, ca, cert, key, rejectUnauthorized, servername, proxyProtocol } or { brokers: [...], balance, healthCheck, failover }`
+const FORMS = 'embedded, mqtt://HOST:PORT, mqtts://HOST:PORT, { url, ca, cert, key, rejectUnauthorized, servername, proxyProtocol } or { brokers: [...], balance, healthCheck, failover }'
 
 const tlsShape = {
   ca: text('a file path').optional(),
@@ -107,7 +107,7 @@ function broker (value: string, rawTls: RawTls | undefined, proxy: 1 | 2 | undef
   }
   const file = (f: string | undefined, name: string): string | undefined => f === undefined ? undefined : inputFile(configDir, f, `${tlsKey}.${name}`)
   const tls = secure
-    ? dropUndefined({ ca: file(rawTls?.ca, 'ca'), cert: file(rawTls?.cert, 'cert'), key: file(rawTls?.key, 'key'), rejectUnauthorized: rawTls?.rejectUnauthorized ?? true, servername: rawTls?.servername })
+    ? { ca: file(rawTls?.ca, 'ca'), cert: file(rawTls?.cert, 'cert'), key: file(rawTls?.key, 'key'), rejectUnauthorized: rawTls?.rejectUnauthorized ?? true, servername: rawTls?.servername }
     : undefined
   return { url: value, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls, proxyProtocol: proxy }
 }

@@ -11,13 +11,13 @@ import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 const RUN = join(ROOT, 'dist', 'bench', 'run.js')
-const DEADLINE_MS = 55_000
+const DEADLINE_MS = 70_000
 
 const TABLES = [
   'throughput-q0-64', 'throughput-q1-64', 'throughput-q0-4096', 'throughput-q1-4096',
   'latency-q0', 'latency-q1', 'fixed-rate', 'idle'
 ]
-const TARGETS = ['mosquitto', 'relay', 'proxy', 'aedes']
+const TARGETS = ['mosquitto', 'relay', 'haproxy', 'proxy', 'aedes']
 
 interface Row { target: string, label: string, median: number, min: number, max: number, values: number[], vsDirect: number | null, vsRelay: number | null, goal: { text: string, pass: boolean } | null }
 interface Report {
@@ -36,7 +36,7 @@ t.test('bench --quick prints the tables and writes the JSON', { timeout: DEADLIN
   t.teardown(async () => { await rm(out, { recursive: true, force: true }) })
 
   // Its own process group: if it overruns, the group (runner, generator, targets) is killed by id.
-  // The four reference rows only (the extra proxy variants would add ~5 s each).
+  // The reference rows only, the peer HAProxy among them (the extra proxy variants would add ~5 s each).
   const child = spawn(process.execPath, [RUN, '--quick', '--only', TARGETS.join(','), '--out', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   let stdout = ''
   let stderr = ''
@@ -68,10 +68,10 @@ t.test('bench --quick prints the tables and writes the JSON', { timeout: DEADLIN
       'Latency, QoS 0', 'Latency, QoS 1', 'Fixed rate, 10,000 msg/s', 'Idle connections: 300 clients']) {
       t.match(stdout, new RegExp(`^### ${title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 'm'), title)
     }
-    for (const label of ['Mosquitto direct', 'bare TCP relay', 'mqtt-guard, no plugins', 'aedes alone']) {
+    for (const label of ['Mosquitto direct', 'bare TCP relay', 'HAProxy, TCP, CONNECT validated', 'mqtt-guard, no plugins', 'aedes alone']) {
       t.equal(stdout.split('\n').filter((l) => l.startsWith(`| ${label} |`)).length, TABLES.length, `${label}: one row in each of the ${TABLES.length} tables`)
     }
-    t.match(stdout, /^### Targets of issues #3, #6, #8, #20 and #21/m)
+    t.match(stdout, /^### Targets of issues #3, #6, #8, #20, #21 and #22/m)
   })
 
   t.test('one JSON file of the documented shape', async (t) => {

@@ -22,6 +22,7 @@ PACKAGES=(
   "promtool                             prometheus         the shipped alert rules, checked by promtool"
   "python3                              python3            slow admin viewers with a small SO_RCVBUF (Node cannot set it)"
   "prlimit                              util-linux         a proxy started under a low descriptor limit"
+  "haproxy|/usr/sbin/haproxy             haproxy            the peer in npm run bench (and its test)"
 )
 
 mode=${MQTT_GUARD_SETUP:-auto}
