@@ -121,7 +121,10 @@ t.test('100 live-trace viewers that never read: memory stays within budget, a ca
   t.ok(sent - sentBefore > 20 * 500, `the traced client published ${sent - sentBefore} messages in the 20 s`)
   const peak = memory(pid, 'VmHWM')
   t.equal(received, 20, 'the canary got every message')
-  t.ok(peak - baseline < 128 * MiB, `peak memory ${Math.round(peak / MiB)} MiB, ${Math.round((peak - baseline) / MiB)} MiB over the ${Math.round(baseline / MiB)} MiB baseline (budget 128 MiB; the viewers' buffers are 25 MiB)`)
+  // A guard against unbounded growth (the build before issue 18 grew by about 16 MiB a second
+  // per viewer and died in 3 s), not a tight fit: the peak (VmHWM) moves with when V8 collects.
+  // Measured 67-133 MiB on 2026-12-06, the start of that session's code included.
+  t.ok(peak - baseline < 160 * MiB, `peak memory ${Math.round(peak / MiB)} MiB, ${Math.round((peak - baseline) / MiB)} MiB over the ${Math.round(baseline / MiB)} MiB baseline (budget 160 MiB; the viewers' buffers are 25 MiB)`)
   const m = await scrape(admin)
   t.ok((valueOf(m, 'mqtt_guard_admin_stream_dropped_total', { stream: 'trace' }) ?? 0) > 0, 'lines dropped for the viewers, counted')
   t.equal(valueOf(m, 'mqtt_guard_admin_viewers', { stream: 'trace' }), 100, 'all 100 viewers still open (none stalled 30 s)')
