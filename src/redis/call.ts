@@ -20,6 +20,13 @@ export async function redisCall<T> (redis: Redis | Cluster, timeoutMs: number, w
   }
 }
 
+/** `work`'s answer, or undefined when it fails or takes longer than `ms` (a probe, a QUIT). */
+export async function within<T> (ms: number, work: Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<undefined>((resolve) => { timer = setTimeout(() => { resolve(undefined) }, ms) })
+  return await Promise.race([work.catch(() => undefined), late]).finally(() => { clearTimeout(timer) })
+}
+
 /**
  * A subscription to one channel, on a connection of its own (a subscribed client can send
  * nothing else). Not awaited, so a proxy starts while Redis is away; and made again on every

@@ -8,6 +8,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import type { RedisTopology } from '../config/config.js'
 import type { RedisClient } from './client.js'
+import { within } from './call.js'
 import { redisErrorLine, type RedisErrorText } from './explain.js'
 
 /** The answer of a probe (ROLE, CLUSTER INFO) within this, or the probe says unknown. */
@@ -56,11 +57,6 @@ function field (info: string, name: string): string | undefined {
   return new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim()
 }
 
-async function within<T> (ms: number, work: Promise<T>): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<undefined>((resolve) => { timer = setTimeout(() => { resolve(undefined) }, ms) })
-  return await Promise.race([work.catch(() => undefined), late]).finally(() => { clearTimeout(timer) })
-}
 
 export function parseClusterInfo (info: string): ClusterReading {
   const n = (name: string): number => Number(field(info, name) ?? 0)

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module'
 import { applyEmbeddedWorkarounds } from './embedded-workarounds.js'
 import type { RedisSpec } from '../config/config.js'
 import { createRedisClient, type RedisClient } from '../redis/client.js'
+import { within } from '../redis/call.js'
 import { explainRedisError } from '../redis/explain.js'
 
 const require = createRequire(import.meta.url)
@@ -60,10 +61,7 @@ function redisParts (spec: RedisSpec, log: Logger): RedisParts {
 
 /** QUIT, or a disconnect when Redis does not answer within `ms`. */
 async function quitWithin (conn: RedisClient, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })
-  await Promise.race([conn.quit().then(() => {}, () => {}), late])
-  clearTimeout(timer)
+  await within(ms, conn.quit())
   conn.disconnect()
 }
 

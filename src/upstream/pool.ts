@@ -122,17 +122,17 @@ export class BrokerPool implements Upstream {
     // redirect: an MQTT 5 client whose own broker (client-id: its hash; first: the first) is
     // down or drained is sent to its next broker's public address (CONNACK 0x9C) instead of
     // being relayed there. The other balances give a client no broker of its own.
-    const own = this.options.balance === 'client-id' && connect.clientId !== '' ? rendezvousOrder(this.members.map((m) => m.target), connect.clientId)[0] : this.options.balance === 'first' ? 0 : undefined
-    if (this.options.failover === 'redirect' && connect.protocolVersion === 5 && avoid === undefined && own !== undefined) {
-      const home = this.members[own]
+    if (this.options.failover === 'redirect' && connect.protocolVersion === 5 && avoid === undefined) {
+      const own = this.options.balance === 'client-id' && connect.clientId !== '' ? rendezvousOrder(this.members.map((m) => m.target), connect.clientId)[0] : this.options.balance === 'first' ? 0 : undefined
+      const home = own === undefined ? undefined : this.members[own]
       const reference = home === undefined || this.takes(home) ? undefined : this.referenceFor(conn, home.spec.url)
       if (reference !== undefined) throw new GuardError('GUARD_ERR_USE_ANOTHER_SERVER', `broker ${home?.spec.url ?? '?'} is ${home?.drain === undefined ? 'down' : 'drained'}: use ${reference}`, { serverReference: reference })
     }
     const errors: string[] = []
+    this.untrack(client) // a client moving to another broker is no longer its old broker's
     for (const i of order) {
       const m = this.members[i] as Member
       if (!this.takes(m)) continue // went down during an earlier attempt
-      this.untrack(client)
       try {
         const socket = await m.socket.open(conn, this.options.healthCheck.timeoutMs)
         this.track(m, client, socket)
