@@ -25,14 +25,9 @@ import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { RawMqttClient } from '../helpers/raw-client.js'
 import { pollUntil } from '../helpers/processes.js'
 import { parseExposition, valueOf, type Family } from '../helpers/metrics-scrape.js'
-import { rendezvousOrder, type BalanceTarget } from '../../src/upstream/balance.js'
-import { BrokerPool, type PoolView } from '../../src/upstream/pool.js'
+import type { PoolView } from '../../src/upstream/pool.js'
+import { FAST, MARK_DOWN_MS, SLACK_MS, hashOrder, idsPreferring, poolOf, urlOf } from '../helpers/broker-pool.js'
 
-/** Fast health checks, so a test waits a second, not ten. */
-const FAST = { intervalMs: 300, timeoutMs: 200, failures: 2, recoveries: 2 }
-/** Slack on top of what the thresholds allow, for a loaded two-core machine. */
-const SLACK_MS = 1500
-const MARK_DOWN_MS = FAST.failures * FAST.intervalMs + FAST.timeoutMs + SLACK_MS
 
 let m: Mosquitto[] = []
 t.before(async () => {
@@ -40,18 +35,6 @@ t.before(async () => {
 })
 t.teardown(async () => { await Promise.all(m.map(async (b) => { await b.stop() })) })
 
-const urlOf = (port: number): string => `mqtt://127.0.0.1:${port}`
-/** The pool's balance key of each broker: `host:port`, lower case. */
-const targets = (ports: readonly number[]): BalanceTarget[] => ports.map((port) => ({ key: `127.0.0.1:${port}`, weight: 1 }))
-/** Broker indices in the client's order of preference. */
-const hashOrder = (ports: readonly number[], clientId: string): number[] => rendezvousOrder(targets(ports), clientId)
-
-/** `count` client IDs (`prefix-N`) whose first broker is `ports[index]`. */
-function idsPreferring (ports: readonly number[], index: number, count: number, prefix: string): string[] {
-  const ids: string[] = []
-  for (let n = 0; ids.length < count; n++) if (hashOrder(ports, `${prefix}-${n}`)[0] === index) ids.push(`${prefix}-${n}`)
-  return ids
-}
 
 async function poolProxy (t: Test, upstream: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<TestProxy> {
   const proxy = await startProxy({ config: { upstream, ...extra } })
@@ -59,10 +42,15 @@ async function poolProxy (t: Test, upstream: Record<string, unknown>, extra: Rec
   return proxy
 }
 
-function poolOf (proxy: TestProxy): BrokerPool {
-  const upstream = proxy.server.upstream
-  if (!(upstream instanceof BrokerPool)) throw new Error(`expected a pool of brokers, got ${upstream.description}`)
-  return upstream
+
+/** Two proxies on the same brokers: failover reconnect, and redirect with a Server Reference per broker. */
+async function failoverPair (t: Test, ports: readonly number[]): Promise<{ references: string[], reconnect: TestProxy, redirect: TestProxy }> {
+  const references = ports.map((_p, i) => `guard-${i}.example:1883`)
+  const [reconnect, redirect] = await Promise.all([
+    poolProxy(t, { brokers: ports.map(urlOf), healthCheck: FAST, failover: 'reconnect' }),
+    poolProxy(t, { brokers: ports.map((p, i) => ({ url: urlOf(p), serverReference: references[i] })), healthCheck: FAST, failover: 'redirect' })
+  ])
+  return { references, reconnect, redirect }
 }
 
 /** Waits until `pred` holds for the pool's view; says what the view was if it never does. */
@@ -304,11 +292,7 @@ t.test('a broker killed under QoS 1 traffic from 60 clients: its clients are all
 t.test('a hung broker (SIGSTOP): reconnect sends 0x8B, redirect 0x9C with the next broker\'s Server Reference', { timeout: 60_000 }, async (t) => {
   const ports = m.map((b) => b.port)
   const victim = m[1] as Mosquitto
-  const references = ports.map((_p, i) => `guard-${i}.example:1883`)
-  const [reconnect, redirect] = await Promise.all([
-    poolProxy(t, { brokers: ports.map(urlOf), healthCheck: FAST, failover: 'reconnect' }),
-    poolProxy(t, { brokers: ports.map((p, i) => ({ url: urlOf(p), serverReference: references[i] })), healthCheck: FAST, failover: 'redirect' })
-  ]) as [TestProxy, TestProxy]
+  const { references, reconnect, redirect } = await failoverPair(t, ports)
   const [idR5a, idR5b, idR4, idD5a, idD5b, idD4] = idsPreferring(ports, 1, 6, 'hung') as [string, string, string, string, string, string]
   const [stays1, stays2] = idsPreferring(ports, 0, 2, 'stays') as [string, string]
   const open = async (proxy: TestProxy, version: 4 | 5, id: string): Promise<RawMqttClient> => {
@@ -377,11 +361,7 @@ t.test('a killed broker: its MQTT 5 clients get DISCONNECT 0x8B (reconnect) or 0
   // shutting down or 0x9C use another server)". A broker that dies is the plainest failover.
   const ports = m.map((b) => b.port)
   const victim = m[2] as Mosquitto
-  const references = ports.map((_p, i) => `guard-${i}.example:1883`)
-  const [reconnect, redirect] = await Promise.all([
-    poolProxy(t, { brokers: ports.map(urlOf), healthCheck: FAST, failover: 'reconnect' }),
-    poolProxy(t, { brokers: ports.map((p, i) => ({ url: urlOf(p), serverReference: references[i] })), healthCheck: FAST, failover: 'redirect' })
-  ]) as [TestProxy, TestProxy]
+  const { references, reconnect, redirect } = await failoverPair(t, ports)
   const [idR, idD] = idsPreferring(ports, 2, 2, 'killed') as [string, string]
   const r = await RawMqttClient.connected(reconnect.port, 5, idR)
   const d = await RawMqttClient.connected(redirect.port, 5, idD)

@@ -10,8 +10,7 @@ import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawMqttClient } from '../helpers/raw-client.js'
 import { cleanupAll, pollUntil } from '../helpers/processes.js'
-import { rendezvousOrder } from '../../src/upstream/balance.js'
-import type { BrokerPool } from '../../src/upstream/pool.js'
+import { hashOrder, idsPreferring, poolOf } from '../helpers/broker-pool.js'
 
 t.teardown(cleanupAll)
 
@@ -38,14 +37,11 @@ t.test('redirect: CONNACK 0x9C to the next broker for MQTT 5, relayed for 3.1.1'
     }
   })
   t.teardown(proxy.stop)
-  const pool = proxy.server.upstream as BrokerPool
+  const pool = poolOf(proxy)
   await pollUntil('the dead broker marked down', 5000, async () => pool.view().brokers[0]?.state === 'down' ? true : undefined)
-  const targets = urls.map((u) => ({ key: new URL(u).host, weight: 1 }))
-  const homed = (first: number): string => {
-    for (let i = 0; ; i++) if (rendezvousOrder(targets, `redir-${i}`)[0] === first) return `redir-${i}`
-  }
-  const onDead = homed(0)
-  const next = rendezvousOrder(targets, onDead)[1] as number
+  const ports = [dead, ...brokers.map((b) => b.port)]
+  const [onDead, onUp] = [idsPreferring(ports, 0, 1, 'redir')[0] as string, idsPreferring(ports, 1, 1, 'redir')[0] as string]
+  const next = hashOrder(ports, onDead)[1] as number
 
   const v5 = await RawMqttClient.open(proxy.port, 5)
   t.teardown(v5.destroy.bind(v5))
@@ -61,7 +57,6 @@ t.test('redirect: CONNACK 0x9C to the next broker for MQTT 5, relayed for 3.1.1'
   t.equal((await v4.next('connack')).returnCode, 0, 'MQTT 3.1.1: relayed to the next broker (no redirect in 3.1.1)')
   t.equal(pool.view().brokers[next]?.connections, 1, 'on the next broker in its hash order')
 
-  const onUp = homed(1)
   const up = await RawMqttClient.open(proxy.port, 5)
   t.teardown(up.destroy.bind(up))
   up.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: onUp, clean: true, keepalive: 30 })

@@ -30,14 +30,10 @@ import { pollUntil } from '../helpers/processes.js'
 import { tempDir } from '../helpers/auth-clients.js'
 import { parseExposition, valueOf } from '../helpers/metrics-scrape.js'
 import type { LogLine } from '../helpers/log-sink.js'
-import { rendezvousOrder } from '../../src/upstream/balance.js'
-import { BrokerPool, type BrokerView } from '../../src/upstream/pool.js'
+import type { BrokerView } from '../../src/upstream/pool.js'
+import { FAST, MARK_DOWN_MS, SLACK_MS, hashOrder as brokersOf, idsPreferring as idsFor, poolOf, urlOf } from '../helpers/broker-pool.js'
 import type { TraceLine } from '../../plugins/trace/format.js'
 
-/** Fast health checks, so a test waits a second, not ten. */
-const FAST = { intervalMs: 300, timeoutMs: 200, failures: 2, recoveries: 2 }
-const SLACK_MS = 1500
-const MARK_DOWN_MS = FAST.failures * FAST.intervalMs + FAST.timeoutMs + SLACK_MS
 const MARK_UP_MS = FAST.recoveries * FAST.intervalMs + FAST.timeoutMs + SLACK_MS
 const REHOMED = 'connection re-homed to another broker'
 
@@ -47,18 +43,13 @@ t.before(async () => {
 })
 t.teardown(async () => { await Promise.all(m.map(async (b) => { await b.stop() })) })
 
-const urlOf = (port: number): string => `mqtt://127.0.0.1:${port}`
 const ports = (): number[] => m.map((b) => b.port)
 const urls = (): string[] => ports().map(urlOf)
 /** Broker indices in the client's order of preference. */
-const hashOrder = (clientId: string): number[] => rendezvousOrder(ports().map((port) => ({ key: `127.0.0.1:${port}`, weight: 1 })), clientId)
+const hashOrder = (clientId: string): number[] => brokersOf(ports(), clientId)
 
 /** `count` client IDs (`prefix-N`) whose first broker is broker `index`. */
-function idsPreferring (index: number, count: number, prefix: string): string[] {
-  const ids: string[] = []
-  for (let n = 0; ids.length < count; n++) if (hashOrder(`${prefix}-${n}`)[0] === index) ids.push(`${prefix}-${n}`)
-  return ids
-}
+const idsPreferring = (index: number, count: number, prefix: string): string[] => idsFor(ports(), index, count, prefix)
 
 /** The client's next broker when `gone` is not available. */
 const nextBroker = (clientId: string, gone: number): number => hashOrder(clientId).filter((i) => i !== gone)[0] as number
@@ -69,11 +60,6 @@ async function rehomeProxy (t: Test, extra: Record<string, unknown> = {}): Promi
   return proxy
 }
 
-function poolOf (proxy: TestProxy): BrokerPool {
-  const upstream = proxy.server.upstream
-  if (!(upstream instanceof BrokerPool)) throw new Error(`expected a pool of brokers, got ${upstream.description}`)
-  return upstream
-}
 
 const admin = (proxy: TestProxy, p: string): string => `http://127.0.0.1:${proxy.server.admin?.port ?? 0}${p}`
 

@@ -10,21 +10,10 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildConfig, DEFAULTS, envOverrides, loadConfig } from '../../src/config/config.js'
-import { isGuardError } from '../../src/errors.js'
+import { configErrorOf } from '../helpers/config-error.js'
 
 const CONFIG_DIR = fileURLToPath(new URL('../../../config/', import.meta.url))
 
-/** Runs `fn`, expects a GUARD_ERR_CONFIG and returns its message. */
-function configErrorOf (fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    if (!isGuardError(err)) throw err
-    if (err.code !== 'GUARD_ERR_CONFIG') throw new Error(`expected GUARD_ERR_CONFIG, got ${err.code}: ${err.message}`)
-    return err.message
-  }
-  throw new Error('expected a config error, none was thrown')
-}
 
 async function tempDir (t: Test): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'mqtt-guard-config-'))

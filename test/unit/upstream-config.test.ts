@@ -8,19 +8,8 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { buildConfig, type UpstreamSpec } from '../../src/config/config.js'
-import { isGuardError } from '../../src/errors.js'
+import { configErrorOf } from '../helpers/config-error.js'
 
-/** Runs `fn`, expects a GUARD_ERR_CONFIG and returns its message. */
-function configErrorOf (fn: () => unknown): string {
-  try {
-    fn()
-  } catch (err) {
-    if (!isGuardError(err)) throw err
-    if (err.code !== 'GUARD_ERR_CONFIG') throw new Error(`expected GUARD_ERR_CONFIG, got ${err.code}: ${err.message}`)
-    return err.message
-  }
-  throw new Error('expected a config error, none was thrown')
-}
 
 const upstream = (raw: unknown, configFile?: string): UpstreamSpec => buildConfig({ upstream: raw }, {}, configFile).upstream
 const refusal = (raw: unknown): string => configErrorOf(() => upstream(raw))
