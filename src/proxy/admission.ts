@@ -21,8 +21,6 @@ import { SessionRecord } from './session-record.js'
 export abstract class Admission extends ConnectionCore {
   /** failover: rehome: the CONNECT as the broker got it, to send another broker. */
   protected connectSent: { packet: IConnectPacket, bytes: Buffer } | undefined
-  /** Several brokers: the URL of the broker this connection's current broker socket goes to. */
-  protected brokerUrl: string | undefined
   /** failover: rehome: the session as sent both ways, from CONNACK on. */
   protected record: SessionRecord | null = null
 
@@ -130,7 +128,7 @@ export abstract class Admission extends ConnectionCore {
   }
 
   protected attachBroker (socket: Duplex): void {
-    this.brokerUrl = this.deps.upstream.brokerOf?.(this)
+    this.broker = this.deps.upstream.brokerOf?.(this)
     const valve = this.sides.attachBroker(socket)
     // After a move (failover: rehome), what the old broker's lane still holds is dropped.
     const lane: Lane = new Lane((f) => lane === this.outLane ? this.fromBroker(f) : undefined, (e) => { this.failed(e) }, valve, this.deps.limits.maxQueuedPackets)
@@ -190,7 +188,7 @@ export abstract class Admission extends ConnectionCore {
     this.setUpAliases(packet)
     this.state = 'relaying'
     this.accepted = true
-    if (this.deps.log.isLevelEnabled('info')) this.log.info({ protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent, broker: this.deps.upstream.brokerOf?.(this) }, 'connection opened')
+    if (this.deps.log.isLevelEnabled('info')) this.log.info({ protocolVersion: this.protocolVersion, sessionPresent: packet.sessionPresent, broker: this.broker }, 'connection opened')
     const early = this.early
     this.early = []
     for (const f of early) this.inLane.push(f)

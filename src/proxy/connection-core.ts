@@ -102,10 +102,8 @@ export abstract class ConnectionCore implements ConnectionInfo {
   /** Set while a plugin traces this connection; undefined otherwise (one check per packet). */
   protected tap: PacketTap | undefined
 
-  /** Several brokers: the one this connection is on now (it changes with a re-home). */
-  get broker (): string | undefined {
-    return this.deps.upstream.brokerOf?.(this)
-  }
+  /** Several brokers: the URL of the broker this connection's broker socket goes to (set when it is attached; a re-home changes it). */
+  broker: string | undefined = undefined
 
   /** The connection's logger, bound to who it is, with its log budget (connection-log.ts). */
   get log (): Logger {

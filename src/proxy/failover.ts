@@ -42,7 +42,7 @@ export abstract class Failover extends Admission {
   protected override brokerLost (lane: Lane): boolean {
     // The old broker of a move ('end', 'error' and 'close' all come), or one being handled.
     if (lane !== this.outLane || this.lostHandled || this.state === 'rehoming') return true
-    const pool = this.brokerUrl
+    const pool = this.broker
     if (pool === undefined) return false
     if (this.state === 'dialing' && this.connectSent !== undefined) {
       this.lostHandled = true
@@ -129,7 +129,7 @@ export abstract class Failover extends Admission {
     const sent = this.connectSent
     if (record === null || sent === undefined) return
     const upstream = this.deps.upstream
-    const from = this.brokerUrl
+    const from = this.broker
     const started = performance.now()
     this.state = 'rehoming'
     let release = (): void => {}
@@ -173,7 +173,7 @@ export abstract class Failover extends Admission {
       for (const f of resend) this.made(f)
       this.state = 'relaying'
       this.rehomed++
-      const to = upstream.brokerOf?.(this)
+      const to = this.broker
       this.deps.metrics.rehomes.inc()
       this.log.info({ from, to, why, subscriptions: subscribe.length, resent: resend.length, ms: Math.round(performance.now() - started) }, 'connection re-homed to another broker')
     } catch (err) {
