@@ -213,7 +213,9 @@ function watchTrace (id: string): void {
   traceSource?.close()
   traceId = id
   $<HTMLButtonElement>('trace-stop').disabled = false
-  traceState(`trace ${id} running`)
+  // Running on the proxy already, but lines reach this page only once its live stream is open:
+  // "running" is shown from then on, so what a user does after seeing it is on the page.
+  traceState(`trace ${id} starting…`)
   traceSource = new EventSource(`/traces/${encodeURIComponent(id)}/live`)
   traceSource.addEventListener('line', (event) => {
     const line = (event as MessageEvent<string>).data

@@ -1,26 +1,25 @@
-// Owns the listeners, the upstream, the plugins, the admin endpoint and the live connections of
-// one proxy process. start() resolves once every listener is bound; stop() drains and releases.
+// Owns the listeners, the admin endpoint, the live connections and the generations (plugins,
+// upstream, Redis: src/reload/generation.ts) they run on, for one proxy process. start()
+// resolves once every listener is bound; reload() applies a configuration read again without
+// closing a connection; stop() drains and releases.
 
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { ListenSpec } from './config/config.js'
-import { changedLimits } from './config/limits.js'
+import type { AdminSpec, ListenSpec } from './config/config.js'
 import { Connection } from './proxy/connection.js'
-import { PluginHost } from './plugin/host.js'
-import { loadPlugins, type ResolvedConfig } from './plugin/loader.js'
-import { reconfigurePlugins } from './plugin/reconfigure.js'
-import { embeddedUpstream, tcpUpstream, type Upstream } from './upstream/upstream.js'
-import { createEmbeddedBroker } from './upstream/embedded.js'
-import { brokerPool } from './upstream/pool-start.js'
+import type { PluginHost } from './plugin/host.js'
+import type { ResolvedConfig } from './plugin/loader.js'
+import type { Upstream } from './upstream/upstream.js'
 import { BrokerPool } from './upstream/pool.js'
 import { poolMetrics, type PoolMetrics } from './observe/upstream-metrics.js'
 import { poolFindings } from './observe/upstream-findings.js'
-import type { ErrorCode } from './errors.js'
+import { isGuardError, type ErrorCode } from './errors.js'
 import type { AdminRequest, AdminResponse, Plugin } from './plugin/api.js'
 import { GuardMetrics } from './observe/metrics.js'
 import { certificateExpiry, connectCount, roundTripLegs } from './observe/readings.js'
 import { AdminServer } from './admin/endpoint.js'
+import { adminTarget } from './admin/target.js'
 import type { ConnectionView, Finding, Overview } from './views.js'
 import { Listener, type Peer } from './proxy/listeners.js'
 import { limitsPlugin } from './proxy/limits.js'
@@ -29,14 +28,23 @@ import { Diagnostics, meanMs } from './observe/diagnostics.js'
 import { SeriesRecorder, type Counters } from './observe/series.js'
 import { FRAME_TYPE } from './wire/codec.js'
 import type { RedisClient } from './redis/client.js'
-import type { RedisStatus, RedisWatch } from './redis/watch.js'
-import { openSharedRedis } from './redis/shared.js'
+import type { RedisStatus } from './redis/watch.js'
 import { DEFAULT_KEY_PREFIX, describeRedis } from './config/redis.js'
+import { setLevel } from './log/log.js'
+import { Generation, closePartsOf, type GenerationParts } from './reload/generation.js'
+import { describePlan, planReload, sameSetting, type Change, type ReloadPlan, type ReloadReport } from './reload/plan.js'
+import { reloadParts, startParts, type PartsContext } from './reload/parts.js'
 
 export interface StartOptions {
   log: Logger
   /** Plugins made in code (tests, embedding); appended after the configured ones. */
   extraPlugins?: Plugin[]
+  /**
+   * Reads the configuration again for a reload (`mqtt-guard start`: the file, the variables and
+   * the flags, resolved whole). Without it, a reload re-reads the files the running
+   * configuration names (certificates, password and ACL files) and changes no setting.
+   */
+  reread?: () => Promise<ResolvedConfig>
 }
 
 export interface BoundListener { spec: ListenSpec, host: string, port: number }
@@ -50,7 +58,7 @@ export class GuardServer {
   admin: AdminServer | undefined
   private readonly servers: Listener[] = []
   /** The admin API's kicks, across instances when there is Redis (admin/kick.ts). */
-  private readonly kicks: KickChannel
+  private kicks: KickChannel
   private stopping = false
   /**
    * The configuration in force: one frozen value, replaced whole by reload(). A connection is
@@ -58,28 +66,40 @@ export class GuardServer {
    * the accept check read this at each CONNECT.
    */
   private current: ResolvedConfig
+  /** The generation new connections get; `older` still serve connections accepted before a reload. */
+  private gen: Generation<Connection>
+  private readonly older = new Set<Generation<Connection>>()
+  private reloads = 0
+  /** One reload at a time, in the order asked. */
+  private reloading: Promise<unknown> = Promise.resolve()
+  /** Removed listeners' drain timers (reload.oldWorkerMaxAgeMs). */
+  private readonly retiredListeners = new Set<NodeJS.Timeout>()
 
   private constructor (
     readonly instanceId: string,
     config: ResolvedConfig,
     readonly log: Logger,
-    readonly host: PluginHost,
-    readonly upstream: Upstream,
-    readonly redis: RedisClient | undefined,
-    /** What /healthz, /readyz, /metrics and doctor say of Redis (undefined without Redis). */
-    private readonly redisWatch: RedisWatch | undefined,
+    first: GenerationParts,
     readonly metrics: GuardMetrics,
-    /** The plugins of config.plugins, in that order (what SIGHUP may reconfigure). */
-    private readonly configured: Plugin[]
+    private readonly parts: PartsContext,
+    private readonly reread: (() => Promise<ResolvedConfig>) | undefined
   ) {
     this.current = config
-    this.kicks = new KickChannel(this.connections, redis, config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, log)
+    this.gen = new Generation(0, first)
+    this.kicks = new KickChannel(this.connections, first.shared?.client, config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, log)
   }
 
   /** The configuration in force (frozen; a reload replaces it whole). */
   get config (): ResolvedConfig {
     return this.current
   }
+
+  /** The plugin chain new connections get. */
+  get host (): PluginHost { return this.gen.host }
+  /** The broker side new connections get. */
+  get upstream (): Upstream { return this.gen.upstream }
+  /** The shared Redis client new connections' plugins use; undefined without Redis. */
+  get redis (): RedisClient | undefined { return this.gen.shared?.client }
 
   /** `config` as resolveConfig (src/plugin/loader.ts) made it: nothing is validated here. */
   static async start (config: ResolvedConfig, options: StartOptions): Promise<GuardServer> {
@@ -95,55 +115,26 @@ export class GuardServer {
       redisTopology: config.redis?.topology,
       maxConnections: () => inForce().limits.maxConnections
     })
-    const shared = config.redis === undefined ? undefined : openSharedRedis(config.redis, log, (n) => { metrics.redisErrors.inc({ source: 'connection' }, n) })
-    const redis = shared?.client
-    const watch = shared?.watch
-    const instanceId = randomBytes(8).toString('hex')
-    let plugins: Plugin[] = []
-    let upstream: Upstream
     let poolSeries: PoolMetrics | undefined
-    try {
-      plugins = await loadPlugins(config.plugins, {
-        configDir: config.configDir, log, redis, redisKeyPrefix: config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, metrics: metrics.registry,
-        retap: () => { for (const c of made.server?.connections ?? []) c.retap() }
-      })
-      upstream = config.upstream.kind === 'embedded'
-        ? embeddedUpstream(await createEmbeddedBroker(config.redis, log))
-        : config.upstream.kind === 'pool'
-          ? brokerPool(config.upstream, instanceId, log, (url, seconds) => { poolSeries?.connack.observe({ broker: url }, seconds) })
-          : tcpUpstream(config.upstream)
-      if (upstream instanceof BrokerPool) {
-        const pool = upstream
-        poolSeries = poolMetrics(metrics.registry, () => pool.view())
-      }
-    } catch (err) {
-      // Nothing may keep the process alive after a failed start.
-      await new PluginHost(plugins).close().catch(() => {})
-      redis?.disconnect()
-      throw err
+    const ctx: PartsContext = {
+      log,
+      instanceId: randomBytes(8).toString('hex'),
+      metrics,
+      // The limits come first: a CONNECT they refuse costs no other plugin anything.
+      first: [limitsPlugin(() => inForce().limits)],
+      last: options.extraPlugins ?? [],
+      retap: () => { for (const c of made.server?.connections ?? []) c.retap() },
+      connack: (url, seconds) => { poolSeries?.connack.observe({ broker: url }, seconds) }
     }
-    // The limits come first: a CONNECT they refuse costs no other plugin anything.
-    const host = new PluginHost([limitsPlugin(() => inForce().limits), ...plugins, ...(options.extraPlugins ?? [])])
-    const server = new GuardServer(instanceId, config, log, host, upstream, redis, watch, metrics, plugins)
+    const first = await startParts(config, ctx)
+    const server = new GuardServer(ctx.instanceId, config, log, first, metrics, ctx, options.reread)
     made.server = server
+    // Registered once; it reads every live generation's pool (a reload may add one).
+    const pools = (): BrokerPool[] => server.generations().map((g) => g.upstream).filter((u): u is BrokerPool => u instanceof BrokerPool)
+    if (first.upstream instanceof BrokerPool || options.reread !== undefined) poolSeries = poolMetrics(metrics.registry, pools)
     try {
       for (const spec of config.listen) await server.listen(spec)
-      if (config.admin !== undefined) {
-        server.admin = await AdminServer.start(config.admin, {
-          metrics,
-          readiness: async () => await server.readiness(),
-          redis: async () => await server.redisStatus(),
-          connections: () => server.connectionViews(),
-          kick: async (id) => await server.kick(id),
-          diagnostics: async () => await server.diagnose(),
-          overview: async () => await server.overview(),
-          client: (id) => ({ clientId: id, connections: server.connectionViews().filter((c) => c.clientId === id), history: server.diagnostics.history(id) }),
-          plugins: async (req) => await server.pluginAdmin(req),
-          openConnections: () => server.connections.size,
-          drain: (index, rate) => upstream instanceof BrokerPool ? (rate === undefined ? upstream.undrain(index) : upstream.drainBroker(index, rate)) : undefined,
-          upstreams: () => upstream instanceof BrokerPool ? { kind: 'pool', ...upstream.view() } : { kind: config.upstream.kind === 'embedded' ? 'embedded' : 'mqtt', description: upstream.description }
-        }, log)
-      }
+      if (config.admin !== undefined) server.admin = await AdminServer.start(config.admin, adminTarget(server), log)
       server.kicks.listen()
     } catch (err) {
       await server.stop()
@@ -152,28 +143,34 @@ export class GuardServer {
     log.info({
       listen: server.listeners.map((l) => `${l.host}:${l.port}`),
       admin: server.admin === undefined ? undefined : `${server.admin.host}:${server.admin.port}`,
-      upstream: upstream.description,
-      plugins: plugins.map((p) => p.name)
+      upstream: first.upstream.description,
+      plugins: first.plugins.map((p) => p.name)
     }, 'mqtt-guard listening')
     return server
   }
 
+  /** The generation new connections get, then the older ones still serving connections. */
+  generations (): Array<Generation<Connection>> {
+    return [this.gen, ...this.older]
+  }
+
   private async listen (spec: ListenSpec): Promise<void> {
     const listener = new Listener(spec, (stream, peer) => { this.accept(stream, peer, spec) }, this.log, this.metrics, this.config.limits.connectTimeoutMs)
-    this.servers.push(listener)
     const { host, port } = await listener.listen()
+    this.servers.push(listener)
     this.listeners.push({ spec, host, port })
   }
 
   private accept (stream: Duplex, peer: Peer, spec: ListenSpec): void {
     // The connection keeps these for its life: its per-packet reads are of a frozen object.
     const limits = this.current.limits
+    const gen = this.gen
     let refuse: ErrorCode | undefined
     if (this.stopping) refuse = 'GUARD_ERR_SHUTTING_DOWN'
     else if (this.connections.size >= limits.maxConnections) refuse = 'GUARD_ERR_MAX_CONNECTIONS'
     const conn = new Connection(stream, peer, {
-      host: this.host,
-      upstream: this.upstream,
+      host: gen.host,
+      upstream: gen.upstream,
       limits,
       log: this.log,
       metrics: this.metrics,
@@ -182,11 +179,13 @@ export class GuardServer {
       onRefusedPublish: (c, topic, plugin) => { this.diagnostics.refusedPublish(c.clientId, topic, plugin) },
       onClosed: (c, info) => {
         this.connections.delete(c)
+        gen.left(c)
         this.diagnostics.closed({ clientId: c.clientId, address: c.address, keepalive: c.keepalive, admitted: c.accepted, identified: c.identified }, info)
-        this.host.onClose(c, info)
+        gen.host.onClose(c, info)
       }
     })
     this.connections.add(conn)
+    gen.connections.add(conn)
   }
 
   // ---- what the admin endpoint sees ----------------------------------------------------------
@@ -207,8 +206,8 @@ export class GuardServer {
 
   /** Redis as /healthz, /metrics and doctor show it; undefined without Redis. */
   async redisStatus (): Promise<RedisStatus | undefined> {
-    if (this.redis === undefined || this.redisWatch === undefined) return undefined
-    return await this.redisWatch.status(this.redis)
+    if (this.redis === undefined || this.gen.shared === undefined) return undefined
+    return await this.gen.shared.watch.status(this.redis)
   }
 
   /** The console's overview, read from the metrics and the live connections. */
@@ -308,26 +307,168 @@ export class GuardServer {
   }
 
   /**
-   * SIGHUP: plugins re-read their files, TLS listeners their certificates, and `next` (the
-   * config file resolved again, whole) is handed down: its limits, and the options of plugins
-   * that take new ones, are in force from here; what only a restart can change is named, and
-   * the config in force keeps the running value of it (so the next reload names it again).
+   * Reads the configuration again (StartOptions.reread) and applies it: SIGHUP, POST /reload and
+   * `mqtt-guard reload`. A configuration that does not resolve is refused whole: the answer
+   * names its error and nothing changes (the running proxy goes on as it was).
    */
-  async reload (next?: ResolvedConfig): Promise<void> {
-    this.log.info('reloading')
+  async reloadFromSource (source: string): Promise<ReloadReport> {
+    return await this.queue(async () => {
+      if (this.reread === undefined) return await this.applyConfig(undefined, source)
+      let next: ResolvedConfig
+      try {
+        next = await this.reread()
+      } catch (err) {
+        const detail = isGuardError(err) ? err.message : (err as Error).message
+        this.log.error({ source, err: detail }, 'config file not reloaded: the running settings stay in force')
+        this.metrics.reloads.inc({ result: 'refused' })
+        return { at: new Date().toISOString(), reload: ++this.reloads, source, applied: false, changed: [], refused: [{ setting: 'config', what: 'the configuration', reach: 'refused', detail }], generation: this.gen.id, olderConnections: this.olderConnections() }
+      }
+      return await this.applyConfig(next, source)
+    })
+  }
+
+  /**
+   * Applies `next` (resolved whole, as start takes it); without it, re-reads only the files the
+   * running configuration names (certificates, password and ACL files). Nothing closes a
+   * connection: each setting reaches connections as its Change says (src/reload/plan.ts).
+   */
+  async reload (next?: ResolvedConfig, source = 'code'): Promise<ReloadReport> {
+    return await this.queue(async () => await this.applyConfig(next, source))
+  }
+
+  private async queue (run: () => Promise<ReloadReport>): Promise<ReloadReport> {
+    const done = this.reloading.then(run)
+    this.reloading = done.catch(() => {})
+    return await done
+  }
+
+  private olderConnections (): number {
+    let n = 0
+    for (const g of this.older) n += g.connections.size
+    return n
+  }
+
+  private async applyConfig (next: ResolvedConfig | undefined, source: string): Promise<ReloadReport> {
+    this.log.info({ source }, 'reloading')
     for (const listener of this.servers) listener.reload()
-    if (next !== undefined) {
+    await this.gen.host.reload(this.log)
+    const changed: Change[] = []
+    const refused: Change[] = []
+    if (next !== undefined && !this.stopping) {
       const now = this.current
-      const changed = changedLimits(now.limits, next.limits)
-      const restart: string[] = (['listen', 'upstream', 'redis', 'admin', 'log'] as const).filter((k) => JSON.stringify(withoutFunctions(next[k])) !== JSON.stringify(withoutFunctions(now[k])))
-      const plugins = await reconfigurePlugins(this.configured, now.plugins, next.plugins, restart, this.log)
-      // One assignment: a connection accepted from here on gets the new limits, one accepted
-      // before keeps the ones it was given.
-      this.current = Object.freeze({ ...now, limits: next.limits, plugins })
-      if (changed.length > 0) this.log.info({ limits: changed }, 'limits reloaded')
-      if (restart.length > 0) this.log.warn({ settings: restart }, 'these settings changed in the file and take effect only after a restart')
+      const plan = planReload(now, this.gen.plugins, next)
+      changed.push(...describePlan(plan, now, next))
+      if (plan.logLevel) setLevel(this.log, next.log.level)
+      const { parts, inForce, refused: partsRefused } = await reloadParts(this.gen, next, plan, this.parts)
+      refused.push(...partsRefused)
+      if (parts.upstream !== this.gen.upstream || parts.shared !== this.gen.shared || parts.plugins !== this.gen.plugins) this.nextGeneration(parts)
+      else this.gen.config = parts.config
+      const listen = await this.relisten(plan, now, changed, refused)
+      const admin = await this.readmin(now.admin, next.admin, changed, refused)
+      if (this.kicks.redis !== this.redis) {
+        this.kicks.close()
+        this.kicks = new KickChannel(this.connections, this.redis, inForce.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, this.instanceId, this.log)
+        this.kicks.listen()
+      }
+      // One assignment: a connection accepted from here on gets the new settings.
+      this.current = Object.freeze({ ...next, ...inForce, listen, admin })
     }
-    await this.host.reload(this.log)
+    const shown = changed.filter((c) => !refused.some((r) => c.setting === r.setting || (r.setting === 'plugins' && c.setting.startsWith('plugins'))))
+    const report: ReloadReport = { at: new Date().toISOString(), reload: ++this.reloads, source, applied: true, changed: shown, refused, generation: this.gen.id, olderConnections: this.olderConnections() }
+    this.metrics.reloads.inc({ result: refused.length > 0 ? 'partial' : 'applied' })
+    const fields = { source, changed: shown.map((c) => `${c.setting}: ${c.what} (${c.reach})`), refused: refused.map((c) => `${c.setting}: ${c.detail ?? c.what}`), generation: report.generation }
+    if (refused.length > 0) this.log.warn(fields, 'reloaded, with changes refused')
+    else this.log.info(fields, 'reloaded')
+    return report
+  }
+
+  /** New connections get `parts`; the generation in force until now serves the ones it has. */
+  private nextGeneration (parts: GenerationParts): void {
+    const old = this.gen
+    this.gen = new Generation(old.id + 1, parts)
+    this.older.add(old)
+    old.retire(this.current.reload.oldWorkerMaxAgeMs, () => { this.release(old) })
+  }
+
+  /** A retired generation has no connection left: what no live generation uses is closed. */
+  private release (gen: Generation<Connection>): void {
+    this.older.delete(gen)
+    const inUse = new Set(this.generations().flatMap((g) => g.parts()))
+    const closing = gen.parts().filter((p) => !inUse.has(p))
+    void closePartsOf(closing, this.log)
+    this.log.info({ generation: gen.id, closed: closing.length }, 'configuration of an earlier reload released: its last connection closed')
+  }
+
+  /** Listeners the reload removed stop accepting (their connections go on); added ones listen. */
+  private async relisten (plan: ReloadPlan, now: ResolvedConfig, changed: Change[], refused: Change[]): Promise<readonly ListenSpec[]> {
+    const inForce = [...now.listen]
+    const retired: Listener[] = []
+    for (const spec of plan.listen.removed) {
+      const i = this.servers.findIndex((l) => l.spec === spec)
+      const listener = this.servers[i]
+      if (listener === undefined) continue
+      listener.retire()
+      this.servers.splice(i, 1)
+      this.listeners.splice(this.listeners.findIndex((l) => l.spec === spec), 1)
+      inForce.splice(inForce.indexOf(spec), 1)
+      retired.push(listener)
+    }
+    for (const spec of plan.listen.added) {
+      try {
+        await this.listen(spec)
+        inForce.push(spec)
+        changed.push({ setting: 'listen', what: `added ${spec.url}`, reach: 'now' })
+      } catch (err) {
+        refused.push({ setting: 'listen', what: `add ${spec.url}`, reach: 'refused', detail: (err as Error).message })
+        // The listener it was to replace (same address) takes connections again.
+        const before = retired.find((l) => l.spec.host === spec.host && l.spec.port === spec.port)
+        if (before !== undefined) {
+          retired.splice(retired.indexOf(before), 1)
+          await this.listen(before.spec).then(() => { inForce.push(before.spec) }, (again: Error) => { this.log.error({ listener: before.spec.url, err: again.message }, 'listener not restored') })
+        }
+      }
+    }
+    if (retired.length === 0 && inForce.length === now.listen.length) return now.listen
+    const maxAge = this.current.reload.oldWorkerMaxAgeMs
+    for (const listener of retired) {
+      const url = listener.spec.url
+      changed.push({ setting: 'listen', what: `removed ${url}`, reach: 'new connections', detail: `its open connections go on, for reload.oldWorkerMaxAgeMs (${maxAge} ms) at most` })
+      const timer = setTimeout(() => {
+        this.retiredListeners.delete(timer)
+        if (this.listeners.some((l) => l.spec.url === url)) return
+        for (const c of [...this.connections]) if (c.listener === url) c.close('GUARD_ERR_SHUTTING_DOWN', `listener ${url} removed by a reload, and reload.oldWorkerMaxAgeMs (${maxAge} ms) passed`)
+      }, maxAge)
+      timer.unref()
+      this.retiredListeners.add(timer)
+    }
+    return Object.freeze(inForce)
+  }
+
+  /**
+   * New admin settings: on the same address in place (the token, the bounds); on another
+   * address a new server, the old one closed a moment later so that the answer of a POST
+   * /reload it carries still reaches its caller.
+   */
+  private async readmin (now: AdminSpec | undefined, next: AdminSpec | undefined, changed: Change[], refused: Change[]): Promise<AdminSpec | undefined> {
+    if (sameSetting(now, next)) return now
+    const old = this.admin
+    if (old !== undefined && next !== undefined && old.respec(next)) {
+      changed.push({ setting: 'admin', what: 'token or bounds', reach: 'now' })
+      return next
+    }
+    let started: AdminServer | undefined
+    if (next !== undefined) {
+      try {
+        started = await AdminServer.start(next, adminTarget(this), this.log)
+      } catch (err) {
+        refused.push({ setting: 'admin', what: `move to ${next.host}:${next.port}`, reach: 'refused', detail: (err as Error).message })
+        return now
+      }
+    }
+    this.admin = started
+    if (old !== undefined) setTimeout(() => { void old.close() }, 500).unref()
+    changed.push({ setting: 'admin', what: next === undefined ? 'turned off' : `at ${started?.host ?? ''}:${started?.port ?? ''}`, reach: 'now' })
+    return next
   }
 
   /**
@@ -344,21 +485,21 @@ export class GuardServer {
     const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.config.limits.drainTimeoutMs) })
     await Promise.race([Promise.all(closed), timeout])
     clearTimeout(timer)
+    for (const t of this.retiredListeners) clearTimeout(t)
     // Closed connections leave the set at once; their sockets may still be flushing.
     for (const conn of draining) conn.destroy()
-    await this.host.close()
-    await this.upstream.close()
+    const generations = this.generations()
+    for (const g of generations) g.stop()
+    // Every part once, the plugins in reverse order (as PluginHost.close), the core's around them.
+    const parts = [...new Set(generations.flatMap((g) => g.parts()))]
+    await closePartsOf([...this.parts.last].reverse(), this.log)
+    await closePartsOf(parts.reverse(), this.log)
+    await closePartsOf([...this.parts.first].reverse(), this.log)
     await this.admin?.close()
     this.series.close()
     this.kicks.close()
-    this.redis?.disconnect()
     this.log.info('mqtt-guard stopped')
   }
-}
-
-/** Config values compared as JSON: functions (compiled trust lists) are not settings. */
-function withoutFunctions (value: unknown): unknown {
-  return JSON.parse(JSON.stringify(value ?? null, (_k, v: unknown) => typeof v === 'function' ? undefined : v)) as unknown
 }
 
 function countByListener (connections: Set<Connection>): Map<string, number> {

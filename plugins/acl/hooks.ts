@@ -28,7 +28,13 @@ export class AclHooks {
   private readonly wills = new WeakMap<ConnectionInfo, AclRequest>()
   private readonly denials = new DenialCounts()
 
-  constructor (private readonly policy: AclPolicy, private readonly onDeniedPublish: 'drop' | 'disconnect') {}
+  constructor (private policy: AclPolicy, private onDeniedPublish: 'drop' | 'disconnect') {}
+
+  /** A reload's new rules: every connection's next packet is decided by them. */
+  replace (policy: AclPolicy, onDeniedPublish: 'drop' | 'disconnect'): void {
+    this.policy = policy
+    this.onDeniedPublish = onDeniedPublish
+  }
 
   private stateOf (conn: ConnectionInfo): ConnState {
     let s = this.states.get(conn)

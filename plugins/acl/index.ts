@@ -21,7 +21,7 @@ export default definePlugin<AclOptions>({
   create (ctx) {
     const file = resolveAclFile(ctx.options, ctx.configDir)
     // Read now (a bad file stops the start); later re-read atomically on change and SIGHUP.
-    const watched = file === undefined ? undefined : new WatchedFile<MosquittoAcl>(file, parseMosquittoAcl, ctx.log)
+    let watched = file === undefined ? undefined : new WatchedFile<MosquittoAcl>(file, parseMosquittoAcl, ctx.log)
     watched?.watch()
     const hooks = new AclHooks(buildPolicy(ctx.options, () => watched?.value), ctx.options.onDeniedPublish)
     return {
@@ -40,6 +40,18 @@ export default definePlugin<AclOptions>({
       willAtClose: (conn) => hooks.willAtClose(conn),
       diagnose: () => hooks.diagnose(),
       reload: () => { watched?.reload() },
+      // A reload's new options: the rules (and the acl_file they name) decide every connection's
+      // next packet, open ones included. A file that cannot be read refuses them whole.
+      reconfigure: (raw) => {
+        const options = raw as AclOptions
+        const nextFile = resolveAclFile(options, ctx.configDir)
+        const same = nextFile !== undefined && nextFile === watched?.file
+        const nextWatched = nextFile === undefined ? undefined : same ? watched : new WatchedFile<MosquittoAcl>(nextFile, parseMosquittoAcl, ctx.log)
+        if (!same) nextWatched?.watch()
+        hooks.replace(buildPolicy(options, () => nextWatched?.value), options.onDeniedPublish)
+        if (!same) watched?.close()
+        watched = nextWatched
+      },
       close: () => { watched?.close() }
     }
   }

@@ -33,7 +33,8 @@ class Auth {
   private readonly shared: SharedBruteForce | undefined
   private readonly fallbackDummy: PasswordHash = dummyLike(undefined)
 
-  constructor (private readonly ctx: PluginContext<AuthOptions>) {
+  /** `before`: the instance a reload replaces; its guessing counters carry over when bruteForce is unchanged. */
+  constructor (private readonly ctx: PluginContext<AuthOptions>, before?: Auth) {
     const { options } = ctx
     if (options.passwordFile !== undefined) {
       // Absolute: validation resolved it against the config file's folder.
@@ -44,7 +45,10 @@ class Auth {
       if (ctx.redis === undefined) throw configError('redisUsers', 'needs the top-level redis setting (redis: redis://HOST:PORT)')
       this.redisUsers = new RedisUsers(ctx.redis, ctx.keyPrefix, options.redisUsers, options.redisTimeoutMs)
     }
-    if (options.bruteForce !== undefined) {
+    if (options.bruteForce !== undefined && before?.bruteForce !== undefined && JSON.stringify(before.ctx.options.bruteForce) === JSON.stringify(options.bruteForce)) {
+      this.bruteForce = before.bruteForce
+      this.shared = before.shared
+    } else if (options.bruteForce !== undefined) {
       this.bruteForce = new BruteForce(options.bruteForce)
       // With Redis the counters are shared by every proxy using the same key prefix.
       if (ctx.redis !== undefined) this.shared = new SharedBruteForce(ctx.redis, ctx.keyPrefix, options.bruteForce, ctx.log, options.redisTimeoutMs)
@@ -195,11 +199,18 @@ export default definePlugin<AuthOptions>({
   authenticates: true,
   commands: { passwd },
   create (ctx) {
-    const auth = new Auth(ctx)
+    let auth = new Auth(ctx)
     return {
       name: 'auth',
       in: { connect: async (conn, packet) => await auth.connect(conn, packet) },
       reload: () => { auth.reload() },
+      // A reload's new options: the next CONNECT is checked under them (a password file that
+      // cannot be read refuses them, and the running ones stay). Open connections were admitted.
+      reconfigure: (options) => {
+        const next = new Auth({ ...ctx, options: options as AuthOptions }, auth)
+        auth.close()
+        auth = next
+      },
       close: () => { auth.close() }
     }
   }

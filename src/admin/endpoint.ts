@@ -1,5 +1,5 @@
 // The admin HTTP endpoint: /healthz, /readyz, /metrics, /connections, /diagnostics,
-// DELETE /connections/{clientId}, and the web console (/, /overview, /events, /clients/{id}).
+// DELETE /connections/{clientId}, POST /reload, and the web console (/, /overview, /events, /clients/{id}).
 // Plain node:http, JSON bodies. A bearer token (or the console's cookie holding it) guards
 // everything but the two probes and the console's static files; config refuses a non-loopback
 // admin address without one.
@@ -21,6 +21,7 @@ import { AdminSockets, RefusalLog } from './sockets.js'
 import { Viewers, openEvents } from './stream.js'
 import { adminMetrics } from './own-metrics.js'
 import type { BrokerView, PoolView } from '../upstream/pool.js'
+import type { ReloadReport } from '../reload/plan.js'
 
 
 /** What the admin endpoint asks of the proxy. */
@@ -44,6 +45,8 @@ export interface AdminTarget {
   openConnections?: () => number
   /** The brokers behind the proxy: one (embedded, a URL) or a pool with each broker's state. */
   upstreams?: () => UpstreamsView
+  /** Reads the configuration again and applies it (POST /reload); what changed and what was refused. */
+  reload?: () => Promise<ReloadReport>
   /** Starts (rate a second) or ends (undefined) a drain of broker `index`; undefined: no such broker. */
   drain?: (index: number, rate: number | undefined) => BrokerView | undefined
 }
@@ -135,6 +138,18 @@ const ROUTES: Route[] = [
       }
     }
   },
+  {
+    // The configuration file read again and applied: 200 with what changed (and what was refused
+    // of it), 422 when it does not validate (nothing changed).
+    path: '/reload',
+    methods: {
+      POST: async ({ res, target }) => {
+        if (target.reload === undefined) return send(res, 409, { error: 'this proxy was started without a configuration to read again' })
+        const report = await target.reload()
+        send(res, report.applied ? 200 : 422, report)
+      }
+    }
+  },
   { path: '/diagnostics', methods: { GET: async ({ res, target }) => { send(res, 200, await target.diagnostics()) } } },
   { path: '/overview', methods: { GET: async ({ res, target }) => { send(res, 200, await target.overview()) } } },
   { path: '/events', methods: { GET: ({ req, res, feed, viewers }) => { if (req.method === 'HEAD') headOfEvents(res); else if (roomFor(viewers, 'events')) feed.open(res) } } },
@@ -200,16 +215,30 @@ function roomFor (viewers: Viewers, stream: string): true {
 }
 
 /** What one admin server holds besides node's: shared by every request it serves. */
-interface State { spec: AdminSpec, target: AdminTarget, feed: Feed, viewers: Viewers, sockets: AdminSockets, refusals: RefusalLog, log: Logger }
+interface State { spec: AdminSpec, holder: { spec: AdminSpec }, target: AdminTarget, feed: Feed, viewers: Viewers, sockets: AdminSockets, refusals: RefusalLog, log: Logger }
 
 export class AdminServer {
   private constructor (private readonly server: http.Server, private readonly state: State, readonly host: string, readonly port: number) {}
 
   static async start (spec: AdminSpec, target: AdminTarget, log: Logger): Promise<AdminServer> {
     const refusals = new RefusalLog(log)
-    const viewers = new Viewers(spec)
-    const sockets = new AdminSockets(spec, refusals, target.openConnections ?? (() => 0))
-    const state: State = { spec, target, feed: new Feed(target.overview, viewers), viewers, sockets, refusals, log }
+    // The bounds are read at each use, from the spec in force (a reload may replace it: respec).
+    const holder = { spec }
+    const bounds: AdminSpec = {
+      get host () { return holder.spec.host },
+      get port () { return holder.spec.port },
+      get token () { return holder.spec.token },
+      get maxConnections () { return holder.spec.maxConnections },
+      get reserveDescriptors () { return holder.spec.reserveDescriptors },
+      get timeoutMs () { return holder.spec.timeoutMs },
+      get maxBodyBytes () { return holder.spec.maxBodyBytes },
+      get maxViewers () { return holder.spec.maxViewers },
+      get maxViewersPerStream () { return holder.spec.maxViewersPerStream },
+      get viewerBufferBytes () { return holder.spec.viewerBufferBytes }
+    }
+    const viewers = new Viewers(bounds)
+    const sockets = new AdminSockets(bounds, refusals, target.openConnections ?? (() => 0))
+    const state: State = { spec: bounds, holder, target, feed: new Feed(target.overview, viewers), viewers, sockets, refusals, log }
     adminMetrics(target.metrics.registry, { refusals, viewers, sockets })
     const server = http.createServer({
       // Node checks these every connectionsCheckingInterval (30 s by default): too coarse.
@@ -230,6 +259,21 @@ export class AdminServer {
     })
     const address = server.address() as { address: string, port: number }
     return new AdminServer(server, state, address.address, address.port)
+  }
+
+  /**
+   * A reload's admin settings on the same address: the token and every bound apply from the
+   * next request (and socket, and viewer). False when the address differs: that needs a new
+   * server.
+   */
+  respec (spec: AdminSpec): boolean {
+    const now = this.state.holder.spec
+    if (spec.host !== now.host || spec.port !== now.port) return false
+    this.state.holder.spec = spec
+    this.server.headersTimeout = spec.timeoutMs
+    this.server.requestTimeout = 2 * spec.timeoutMs
+    this.server.keepAliveTimeout = spec.timeoutMs
+    return true
   }
 
   async close (): Promise<void> {

@@ -19,7 +19,7 @@ export class KickChannel {
 
   constructor (
     private readonly connections: Iterable<Kickable>,
-    private readonly redis: Redis | Cluster | undefined,
+    readonly redis: Redis | Cluster | undefined,
     keyPrefix: string,
     private readonly instanceId: string,
     private readonly log: Logger

@@ -8,7 +8,7 @@ import { envOverrides, type Overrides } from '../config/config.js'
 import { isGuardError } from '../errors.js'
 import { createLogger } from '../log/log.js'
 import type { PluginCommand } from '../plugin/api.js'
-import { builtinDefinitions, readConfig, type ResolvedConfig } from '../plugin/loader.js'
+import { builtinDefinitions, readConfig } from '../plugin/loader.js'
 
 const COMMANDS_BEFORE = `Usage: mqtt-guard <command> [options]
 
@@ -26,6 +26,9 @@ const COMMANDS_AFTER = `  trace start|list|stop|view|export
                         subscribe and QoS 0/1/2 round trips (mqtt-guard probe --help)
   doctor [--admin URL] [--token T] [--json]
                         ask a running proxy what it noticed: findings, evidence, fixes
+  reload [--admin URL] [--token T] [--json]
+                        a running proxy reads its configuration again and applies it
+                        without dropping a client; prints what changed and what was refused
   version               mqtt-guard's version and Node's (also --version)
 
 mqtt-guard COMMAND --help tells more about each.
@@ -45,9 +48,9 @@ Options for start:
 Exit status, every command:
   0   done. acl-check: allow; probe: every step passed; doctor: nothing worse than info
   1   failed while running (say, an address in use). acl-check: deny; probe: a step
-      failed; doctor: a warning or an error
+      failed; doctor: a warning or an error; reload: something was refused
   2   usage error: unknown command or flag, missing argument, bad value
-  3   no answer to give: doctor could not ask the proxy, acl-check could not read the rules
+  3   no answer to give: doctor or reload could not ask the proxy, acl-check could not read the rules
   78  config error (EX_CONFIG): the message names the key and the accepted forms
 A reader that stops early (mqtt-guard doctor | head -1) ends the command quietly, exit 0.
 `
@@ -113,6 +116,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'trace': return await (await import('./commands/trace.js')).traceCommand(rest)
       case 'probe': return await (await import('./commands/probe.js')).probeCommand(rest)
       case 'doctor': return await (await import('./commands/doctor.js')).doctorCommand(rest)
+      case 'reload': return await (await import('./commands/reload.js')).reloadCommand(rest)
       case 'version':
       case '--version':
         process.stdout.write(version())
@@ -164,7 +168,7 @@ async function start (args: string[], command: Command): Promise<number> {
   process.on('unhandledRejection', (reason) => {
     log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled promise rejection in a library; the proxy keeps running')
   })
-  const server = await GuardServer.start(config, { log })
+  const server = await GuardServer.start(config, { log, reread: async () => await readConfig(flags, envOverrides(process.env)) })
   await new Promise<void>((resolve) => {
     const shutdown = (signal: NodeJS.Signals): void => {
       log.info({ signal }, 'shutting down')
@@ -174,18 +178,10 @@ async function start (args: string[], command: Command): Promise<number> {
     }
     process.once('SIGTERM', shutdown)
     process.once('SIGINT', shutdown)
-    // One reload at a time, in signal order: each resolves the file whole, then hands it down.
-    let reloads = Promise.resolve()
+    // The file, the variables and the flags read again and applied; the server takes one reload
+    // at a time, in the order asked, and logs what changed.
     process.on('SIGHUP', () => {
-      reloads = reloads.then(async () => {
-        let next: ResolvedConfig | undefined
-        try {
-          next = await readConfig(flags, envOverrides(process.env))
-        } catch (err) {
-          log.error({ err: (err as Error).message }, 'config file not reloaded: the running settings stay in force')
-        }
-        await server.reload(next)
-      }).catch((err: unknown) => { log.error({ err }, 'reload failed') })
+      server.reloadFromSource('SIGHUP').catch((err: unknown) => { log.error({ err }, 'reload failed') })
     })
   })
   log.flush()

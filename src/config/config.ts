@@ -16,6 +16,7 @@ import { ADMIN_DEFAULTS, LOOPBACK, adminSchema, parseAdmin, type AdminSpec } fro
 import { LIMIT_DEFAULTS, limitsSchema, resolveLimits, type Limits } from './limits.js'
 import { parseRedis, redisSchema, type RedisSpec } from './redis.js'
 import { parseUpstream, upstreamSchema, type UpstreamSpec } from './upstream.js'
+import { reloadSchema, resolveReload, type ReloadSpec } from './reload.js'
 
 export type { ListenSpec } from './listen.js'
 export { zodToConfigError } from './zod.js'
@@ -36,6 +37,7 @@ export interface PluginEntry {
 
 export type { AdminSpec } from './admin.js'
 export type { Limits } from './limits.js'
+export type { ReloadSpec } from './reload.js'
 export type { RedisEndpoint, RedisSpec, RedisTls, RedisTopology } from './redis.js'
 
 /**
@@ -51,6 +53,7 @@ export interface GuardConfig<P extends PluginEntry = PluginEntry> {
   readonly upstream: UpstreamSpec
   readonly redis: RedisSpec | undefined
   readonly limits: Limits
+  readonly reload: ReloadSpec
   readonly log: { readonly level: string }
   readonly allowAnonymous: boolean
   readonly plugins: readonly P[]
@@ -86,6 +89,7 @@ export const fileSchema = strictOptions({
   upstream: upstreamSchema,
   redis: redisSchema,
   limits: limitsSchema,
+  reload: reloadSchema,
   log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
   allowAnonymous: bool().optional().describe('Permit a non-loopback listener without the auth plugin'),
   // Each entry's other keys are the plugin's options, checked by the plugin's own schema.
@@ -147,6 +151,7 @@ export function buildConfig (raw: unknown, overrides: Overrides, configFile?: st
     upstream: parseUpstream(overrides.upstream ?? file.upstream, configDir),
     redis,
     limits: resolveLimits(file.limits),
+    reload: resolveReload(file.reload),
     log: { level },
     allowAnonymous: file.allowAnonymous ?? false,
     plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`, context))

@@ -69,7 +69,7 @@ export function resolveLimits (given: Partial<Limits> | undefined): Limits {
   return Object.freeze(limits as unknown as Limits)
 }
 
-/** The keys whose values differ (what a reload logs as `limits reloaded`). */
+/** The keys whose values differ (what a reload names in its answer and its `reloaded` line). */
 export function changedLimits (before: Limits, after: Limits): Array<keyof Limits> {
   return KEYS.filter((key) => before[key] !== after[key])
 }

@@ -60,3 +60,28 @@ export function createLogger (level: string, destination?: DestinationStream, ba
     hooks: { logMethod: budgetHook }
   }, destination ?? pino.destination({ dest: 1, sync: false }))
 }
+
+/** Long-lived children (the plugins') that follow their root's level when a reload changes it. */
+const followers = new WeakMap<Logger, Set<WeakRef<Logger>>>()
+
+/** `child`, made to follow `root`'s level from now on (setLevel). */
+export function following (root: Logger, child: Logger): Logger {
+  let set = followers.get(root)
+  if (set === undefined) followers.set(root, set = new Set())
+  set.add(new WeakRef(child))
+  return child
+}
+
+/**
+ * A reload's new log level: the root's, its followers' and (through ConnectionLog, which
+ * compares at each line) every connection's.
+ */
+export function setLevel (root: Logger, level: string): void {
+  root.level = level
+  const set = followers.get(root)
+  for (const ref of set ?? []) {
+    const child = ref.deref()
+    if (child === undefined) set?.delete(ref)
+    else child.level = level
+  }
+}

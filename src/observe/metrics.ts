@@ -68,6 +68,7 @@ export class GuardMetrics {
   readonly certExpiry: Gauge<'listener' | 'subject'>
   readonly throttled: Counter
   readonly rehomes: Counter
+  readonly reloads: Counter<'result'>
   private readonly health: { ready: Gauge, upstream: Gauge, redis: Gauge }
   private readonly redisGauges: RedisGauges | undefined
 
@@ -97,6 +98,8 @@ export class GuardMetrics {
     for (const leg of ['client', 'broker'] as const) this.roundTrip.zero({ leg })
     this.dial = new Histogram({ name: 'mqtt_guard_upstream_dial_seconds', help: 'Time to open the connection to the broker', buckets: RTT_BUCKETS, registers })
     this.rehomes = new Counter({ name: 'mqtt_guard_upstream_rehomes_total', help: 'Connections moved to another broker without closing the client (several brokers, failover: rehome)', registers })
+    this.reloads = new Counter({ name: 'mqtt_guard_reloads_total', help: 'Reloads (SIGHUP, POST /reload, mqtt-guard reload), by result: applied, partial (some changes refused, the rest applied), refused (the configuration did not validate; nothing changed)', labelNames: ['result'], registers })
+    for (const result of ['applied', 'partial', 'refused']) this.reloads.inc({ result }, 0)
     this.throttled = new Counter({ name: 'mqtt_guard_publish_throttled_total', help: 'PUBLISH packets held back by limits.maxPublishesPerSecond until their token', registers })
     this.certExpiry = new Gauge({ name: 'mqtt_guard_tls_certificate_expiry_seconds', help: 'Seconds until a listener certificate expires', labelNames: ['listener', 'subject'], registers })
     this.health = {

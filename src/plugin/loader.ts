@@ -17,6 +17,7 @@ import { inputFile, isFilePath } from '../config/paths.js'
 import { parseWith, underKey } from '../config/zod.js'
 import type { Plugin, PluginDefinition } from './api.js'
 import { checkPlugin } from './host.js'
+import { following } from '../log/log.js'
 
 const BUILTIN_ROOT = new URL('../../plugins/', import.meta.url)
 
@@ -149,7 +150,7 @@ async function createPlugin (definition: PluginDefinition, options: unknown, ctx
   return await definition.create({
     name: definition.name,
     options,
-    log: ctx.log.child({ plugin: definition.name }),
+    log: following(ctx.log, ctx.log.child({ plugin: definition.name })),
     redis: ctx.redis,
     keyPrefix: `${ctx.redisKeyPrefix}${definition.name}:`,
     instanceId: ctx.instanceId,

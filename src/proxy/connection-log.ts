@@ -21,7 +21,11 @@ export class ConnectionLog {
   constructor (private readonly root: Logger, private readonly who: () => Who) {}
 
   get log (): Logger {
-    if (this.logger !== null) return this.logger
+    if (this.logger !== null) {
+      // A reload may have changed the level: the child follows its root's.
+      if (this.logger.level !== this.root.level) this.logger.level = this.root.level
+      return this.logger
+    }
     // Bindings do not pass through the root's formatters: long values are cut here.
     const child: Budgeted = this.root.child(cutFields(this.who()))
     child[BUDGET] = this.budget ??= new LogBudget()

@@ -196,6 +196,12 @@ export class Listener {
     this.certificate?.reload()
   }
 
+  /** A reload removed this listener: it accepts no more connections; the open ones go on. */
+  retire (): void {
+    this.certificate?.close()
+    this.server?.close()
+  }
+
   async close (): Promise<void> {
     this.certificate?.close()
     this.ws?.close()

@@ -103,7 +103,7 @@ t.test('SIGHUP applies new limits in a running process and names what needs a re
   t.equal(await refusedCode(t, url, 4, { clientId: 'r-2' }), 3, 'one per address')
   await writeFile(file, JSON.stringify({ listen: '127.0.0.1:0', upstream: 'mqtt://127.0.0.1:1', limits: { maxConnectionsPerAddress: 2 } }))
   proc.signal('SIGHUP')
-  await proc.waitFor((l) => l.msg === 'limits reloaded')
+  await proc.waitFor((l) => l.msg === 'reloaded')
   const restart = await proc.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('these settings changed'))
   t.same(restart.settings, ['upstream'])
   await clientV(t, url, 4, { clientId: 'r-3' })
