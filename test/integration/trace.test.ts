@@ -167,11 +167,11 @@ t.test('run time: started on one instance, traced on another, ended on time, by 
   const b = await start('b')
   const adminA = `http://127.0.0.1:${a.server.admin?.port ?? 0}`
   const adminB = `http://127.0.0.1:${b.server.admin?.port ?? 0}`
-  const started = await runToExit(['trace', 'start', '--admin', adminA, '--client', 'rt-*', '--for', '2s'])
+  const started = await runToExit(['trace', 'start', '--admin', adminA, '--client', 'rt-*', '--for', '3s'])
   t.equal(started.code, 0, started.stderr)
   const spec = JSON.parse(started.stdout) as { id: string, until: string }
   await pollUntil('the trace on B', 5000, async () => ((await (await fetch(`${adminB}/traces`)).json()) as Array<{ id: string }>).some((x) => x.id === spec.id) ? true : undefined)
-  // Listed while it surely runs: the trace lasts 2 s, which a loaded machine can spend below.
+  // Listed while it surely runs: the trace lasts 3 s, which a loaded machine can spend below.
   const listed = await runToExit(['trace', 'list', '--admin', adminB])
   t.match(listed.stdout, spec.id)
   const c = await clientV(t, b.url, 5, { clientId: 'rt-1' })
