@@ -15,7 +15,7 @@ import { BrokerPool } from './upstream/pool.js'
 import { poolMetrics, type PoolMetrics } from './observe/upstream-metrics.js'
 import { poolFindings } from './observe/upstream-findings.js'
 import { isGuardError, type ErrorCode } from './errors.js'
-import type { AdminRequest, AdminResponse, Plugin } from './plugin/api.js'
+import type { AdminRequest, AdminResponse, Plugin, PrimaryChannel } from './plugin/api.js'
 import { GuardMetrics } from './observe/metrics.js'
 import { certificateExpiry, connectCount, roundTripLegs } from './observe/readings.js'
 import { AdminServer } from './admin/endpoint.js'
@@ -34,6 +34,8 @@ import { setLevel } from './log/log.js'
 import { Generation, closePartsOf, type GenerationParts } from './reload/generation.js'
 import { describePlan, planReload, sameSetting, type Change, type ReloadPlan, type ReloadReport } from './reload/plan.js'
 import { reloadParts, startParts, type PartsContext } from './reload/parts.js'
+import type { BrokerView } from './upstream/pool.js'
+import type { UpstreamsView } from './admin/endpoint.js'
 
 export interface StartOptions {
   log: Logger
@@ -45,6 +47,10 @@ export interface StartOptions {
    * configuration names (certificates, password and ACL files) and changes no setting.
    */
   reread?: () => Promise<ResolvedConfig>
+  /** Running as a worker of `workers: N` without Redis: each plugin's channel to its state in the primary (src/cluster/). */
+  primary?: ((plugin: string) => PrimaryChannel) | undefined
+  /** Running as worker N (1-based): its start line says so. */
+  worker?: number
 }
 
 export interface BoundListener { spec: ListenSpec, host: string, port: number }
@@ -124,7 +130,8 @@ export class GuardServer {
       first: [limitsPlugin(() => inForce().limits)],
       last: options.extraPlugins ?? [],
       retap: () => { for (const c of made.server?.connections ?? []) c.retap() },
-      connack: (url, seconds) => { poolSeries?.connack.observe({ broker: url }, seconds) }
+      connack: (url, seconds) => { poolSeries?.connack.observe({ broker: url }, seconds) },
+      primary: options.primary
     }
     const first = await startParts(config, ctx)
     const server = new GuardServer(ctx.instanceId, config, log, first, metrics, ctx, options.reread)
@@ -145,7 +152,7 @@ export class GuardServer {
       admin: server.admin === undefined ? undefined : `${server.admin.host}:${server.admin.port}`,
       upstream: first.upstream.description,
       plugins: first.plugins.map((p) => p.name)
-    }, 'mqtt-guard listening')
+    }, options.worker === undefined ? 'mqtt-guard listening' : 'worker listening')
     return server
   }
 
@@ -179,6 +186,7 @@ export class GuardServer {
       onRefusedPublish: (c, topic, plugin) => { this.diagnostics.refusedPublish(c.clientId, topic, plugin) },
       onClosed: (c, info) => {
         this.connections.delete(c)
+        if (this.connections.size === 0) for (const idle of this.idle) idle()
         gen.left(c)
         this.diagnostics.closed({ clientId: c.clientId, address: c.address, keepalive: c.keepalive, admitted: c.accepted, identified: c.identified }, info)
         gen.host.onClose(c, info)
@@ -299,6 +307,31 @@ export class GuardServer {
       if (res !== undefined) return res
     }
     return undefined
+  }
+
+  private readonly idle = new Set<() => void>()
+  /** Called each time the last open connection closes (a retiring worker ends then). */
+  onIdle (listener: () => void): void { this.idle.add(listener) }
+
+  /** A retiring worker: no listener accepts any more; open connections go on. */
+  async stopAccepting (): Promise<void> {
+    for (const listener of this.servers) listener.retire()
+    this.servers.length = 0
+    this.listeners.length = 0
+  }
+
+  /** The brokers new connections go to, as GET /upstreams shows them. */
+  upstreamsView (): UpstreamsView {
+    const upstream = this.upstream
+    if (upstream instanceof BrokerPool) return { kind: 'pool', ...upstream.view() }
+    return { kind: this.config.upstream.kind === 'embedded' ? 'embedded' : 'mqtt', description: upstream.description }
+  }
+
+  /** Starts (rate a second) or ends a drain of broker `index` of the pool; undefined: no such broker. */
+  drain (index: number, rate: number | undefined): BrokerView | undefined {
+    const upstream = this.upstream
+    if (!(upstream instanceof BrokerPool)) return undefined
+    return rate === undefined ? upstream.undrain(index) : upstream.drainBroker(index, rate)
   }
 
   /** Closes the client ID's connections here; with Redis, every other instance closes its own. */

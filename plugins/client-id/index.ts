@@ -9,6 +9,7 @@ import { explainEnd } from './explain.js'
 import { clientIdOptions, type ClientIdOptions, type FlapKey } from './options.js'
 import { decide, MemoryStore, sameIdentity, type Admission, type Claim, type HistoryEntry, type Holder, type Store } from './store.js'
 import { RedisStore } from './redis-store.js'
+import { PrimaryStore, primarySide, type TakeoverNotice } from './primary-store.js'
 import { statsCounter } from '../../src/observe/metrics.js'
 import { subscribeChannel } from '../../src/redis/call.js'
 import { cutFields } from '../../src/log/log.js'
@@ -75,12 +76,18 @@ export class ClientIds {
   private readonly store: Store
   private readonly shared: RedisStore | undefined
   private subscriber: Redis | Cluster | undefined
+  private stopNotices: (() => void) | undefined
   private renewTimer: NodeJS.Timeout | undefined
   private lastWarn = 0
 
   constructor (private readonly ctx: PluginContext<ClientIdOptions>) {
     const o = ctx.options
-    if (ctx.redis === undefined) {
+    if (ctx.redis === undefined && ctx.primary !== undefined) {
+      // A worker of `workers: N` without Redis: the registry is the primary's, for every worker.
+      const store = new PrimaryStore(ctx.primary)
+      this.stopNotices = store.onTakeover((notice) => { this.onTakeoverNotice(notice) })
+      this.store = store
+    } else if (ctx.redis === undefined) {
       this.store = new MemoryStore(o.flapping, o.maxKeys)
     } else {
       this.shared = new RedisStore(ctx.redis, ctx.keyPrefix, o.leaseMs, o.flapping, o.redisTimeoutMs)
@@ -94,7 +101,10 @@ export class ClientIds {
 
   async start (): Promise<void> {
     if (this.shared === undefined || this.ctx.redis === undefined) return
-    this.subscriber = subscribeChannel(this.ctx.redis, this.shared.channel, (message) => { this.onTakeoverNotice(message) })
+    this.subscriber = subscribeChannel(this.ctx.redis, this.shared.channel, (message) => {
+      const notice = RedisStore.notice(message)
+      if (notice !== undefined) this.onTakeoverNotice(notice)
+    })
     this.renewTimer = setInterval(() => { void this.renew() }, Math.max(100, Math.floor(this.ctx.options.leaseMs / 3)))
     this.renewTimer.unref()
   }
@@ -226,9 +236,8 @@ export class ClientIds {
     entry.conn.close('GUARD_ERR_SESSION_TAKEN_OVER', `client ID ${String(entry.clientId)} taken over by a connection from ${by}`)
   }
 
-  private onTakeoverNotice (message: string): void {
-    const notice = RedisStore.notice(message)
-    if (notice === undefined) return
+  /** Another instance's (Redis) or worker's (the primary) connection took an ID over. */
+  private onTakeoverNotice (notice: TakeoverNotice): void {
     const entry = this.owned.get(notice.id)
     // The newer connection may be ours too: then it is the registered one, and not the owner.
     if (entry === undefined || entry.holder.owner !== notice.owner) return
@@ -319,6 +328,7 @@ export class ClientIds {
   close (): void {
     if (this.renewTimer !== undefined) clearInterval(this.renewTimer)
     this.subscriber?.disconnect()
+    this.stopNotices?.()
   }
 }
 
@@ -332,6 +342,7 @@ export function clientIdStats (plugin: object): ClientIdStats | undefined {
 export default definePlugin<ClientIdOptions>({
   name: 'client-id',
   options: clientIdOptions,
+  primary: primarySide,
   async create (ctx) {
     const ids = new ClientIds(ctx)
     await ids.start()

@@ -143,10 +143,10 @@ export class Tracing {
   }
 
   /** Starts a trace on every instance; returns its spec. Throws on bad filters. */
-  async begin (rawFilters: unknown, rawFor: unknown): Promise<TraceSpec> {
+  async begin (rawFilters: unknown, rawFor: unknown, id?: string): Promise<TraceSpec> {
     const filters = validateFilters(rawFilters)
     const forMs = parseDuration(rawFor, this.options.maxDurationMs) ?? Math.min(DEFAULT_FOR_MS, this.options.maxDurationMs)
-    const spec: TraceSpec = { id: randomBytes(4).toString('hex'), filters, startedAt: new Date().toISOString(), until: new Date(Date.now() + forMs).toISOString() }
+    const spec: TraceSpec = { id: id ?? randomBytes(4).toString('hex'), filters, startedAt: new Date().toISOString(), until: new Date(Date.now() + forMs).toISOString() }
     this.add(spec)
     await this.announce({ op: 'start', spec }, async (r) => { await r.hset(this.registry, spec.id, JSON.stringify(spec)) })
     return spec
@@ -198,11 +198,13 @@ export class Tracing {
   async admin (req: AdminRequest): Promise<AdminResponse | undefined> {
     if (req.path === '/traces' && req.method === 'GET') return { status: 200, body: this.list() }
     if (req.path === '/traces' && req.method === 'POST') {
-      const body = (req.body ?? {}) as { filters?: unknown, for?: unknown }
-      const unknown = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body).find((k) => k !== 'filters' && k !== 'for') : 'body'
+      const body = (req.body ?? {}) as { filters?: unknown, for?: unknown, id?: unknown }
+      const unknown = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body).find((k) => k !== 'filters' && k !== 'for' && k !== 'id') : 'body'
       if (unknown !== undefined) return { status: 400, body: { error: `${unknown}: unknown (expected a body { filters, for }; payloads follow the plugin's payload option)` } }
+      // `id`: one trace under one ID in every worker of a `workers: N` proxy (the primary picks it).
+      if (body.id !== undefined && (typeof body.id !== 'string' || !/^[0-9a-f]{8}$/.test(body.id))) return { status: 400, body: { error: 'id: expected 8 hex digits (or no id: one is chosen)' } }
       try {
-        return { status: 201, body: await this.begin(body.filters, body.for) }
+        return { status: 201, body: await this.begin(body.filters, body.for, body.id) }
       } catch (err) {
         return { status: 400, body: { error: isGuardError(err) || err instanceof Error ? err.message : String(err) } }
       }

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AdminSpec } from '../config/config.js'
-import type { GuardMetrics } from '../observe/metrics.js'
+import type { Registry } from 'prom-client'
 import type { RedisStatus } from '../redis/watch.js'
 import type { AdminRequest, AdminResponse } from '../plugin/api.js'
 import type { ClientPage, ConnectionView, Finding, Overview } from '../views.js'
@@ -24,19 +24,26 @@ import type { BrokerView, PoolView } from '../upstream/pool.js'
 import type { ReloadReport } from '../reload/plan.js'
 
 
+/** The registry the endpoint adds its own metrics to, and the text /metrics serves (GuardMetrics; a primary's aggregate). */
+export interface MetricsText {
+  readonly registry: Registry
+  text: () => Promise<string>
+  readonly contentType: string
+}
+
 /** What the admin endpoint asks of the proxy. */
 export interface AdminTarget {
-  metrics: GuardMetrics
+  metrics: MetricsText
   readiness: () => Promise<{ ready: boolean, checks: Record<string, boolean | string>, redis?: RedisStatus }>
   /** Redis as the proxy sees it (form, role, read-only, failovers, Cluster state); undefined without Redis. */
   redis?: () => Promise<RedisStatus | undefined>
-  connections: () => ConnectionView[]
+  connections: () => ConnectionView[] | Promise<ConnectionView[]>
   /** Closes `clientId` here, and tells the other instances; how many closed here, whether told. */
   kick: (clientId: string) => Promise<{ closedHere: number, announced: boolean }>
   /** The console's overview: one snapshot (the feed sends one a second). */
   overview: () => Promise<Overview>
   /** One client: its live connections and how its recent connections ended. */
-  client: (clientId: string) => ClientPage
+  client: (clientId: string) => ClientPage | Promise<ClientPage>
   /** Findings for `mqtt-guard doctor`. */
   diagnostics: () => Promise<{ instance: string, at: string, findings: Finding[] }>
   /** Paths the core does not know go to the plugins (e.g. /traces). */
@@ -44,11 +51,11 @@ export interface AdminTarget {
   /** MQTT connections open now, for the descriptors the admin endpoint leaves them. */
   openConnections?: () => number
   /** The brokers behind the proxy: one (embedded, a URL) or a pool with each broker's state. */
-  upstreams?: () => UpstreamsView
+  upstreams?: () => UpstreamsView | Promise<UpstreamsView>
   /** Reads the configuration again and applies it (POST /reload); what changed and what was refused. */
   reload?: () => Promise<ReloadReport>
   /** Starts (rate a second) or ends (undefined) a drain of broker `index`; undefined: no such broker. */
-  drain?: (index: number, rate: number | undefined) => BrokerView | undefined
+  drain?: (index: number, rate: number | undefined) => BrokerView | undefined | Promise<BrokerView | undefined>
 }
 
 export type UpstreamsView = ({ kind: 'pool' } & PoolView) | { kind: 'embedded' | 'mqtt', description: string }
@@ -123,9 +130,9 @@ const ROUTES: Route[] = [
   {
     path: '/connections',
     methods: {
-      GET: ({ res, url, target }) => {
+      GET: async ({ res, url, target }) => {
         const clientId = url.searchParams.get('clientId')
-        send(res, 200, target.connections().filter((c) => clientId === null || c.clientId === clientId))
+        send(res, 200, (await target.connections()).filter((c) => clientId === null || c.clientId === clientId))
       }
     }
   },
@@ -153,7 +160,7 @@ const ROUTES: Route[] = [
   { path: '/diagnostics', methods: { GET: async ({ res, target }) => { send(res, 200, await target.diagnostics()) } } },
   { path: '/overview', methods: { GET: async ({ res, target }) => { send(res, 200, await target.overview()) } } },
   { path: '/events', methods: { GET: ({ req, res, feed, viewers }) => { if (req.method === 'HEAD') headOfEvents(res); else if (roomFor(viewers, 'events')) feed.open(res) } } },
-  { path: '/upstreams', methods: { GET: ({ res, target }) => { send(res, 200, target.upstreams?.() ?? { kind: 'unknown' }) } } },
+  { path: '/upstreams', methods: { GET: async ({ res, target }) => { send(res, 200, await target.upstreams?.() ?? { kind: 'unknown' }) } } },
   {
     // Drain a broker of a pool for maintenance: POST starts it ({ ratePerSecond }, default 10),
     // DELETE ends it. Per instance: a fleet drains a broker by calling every instance.
@@ -165,12 +172,12 @@ const ROUTES: Route[] = [
         if (typeof rate !== 'number' || !Number.isInteger(rate) || rate < 1 || rate > 100_000) {
           return send(res, 400, { error: `ratePerSecond: expected an integer from 1 to 100000, got ${JSON.stringify(rate)}` })
         }
-        drained(res, target, Number(n), rate)
+        await drained(res, target, Number(n), rate)
       },
-      DELETE: ({ res, params: [n = ''], target }) => { drained(res, target, Number(n), undefined) }
+      DELETE: async ({ res, params: [n = ''], target }) => { await drained(res, target, Number(n), undefined) }
     }
   },
-  { path: /^\/clients\/(.+)$/, methods: { GET: ({ res, params: [clientId = ''], target }) => { send(res, 200, target.client(clientId)) } } }
+  { path: /^\/clients\/(.+)$/, methods: { GET: async ({ res, params: [clientId = ''], target }) => { send(res, 200, await target.client(clientId)) } } }
 ]
 
 function findRoute (path: string): { route: Route, params: string[] } | undefined {
@@ -339,9 +346,9 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse, stat
 /** Clients a second a drain moves when the request does not say. */
 const DRAIN_RATE = 10
 
-function drained (res: http.ServerResponse, target: AdminTarget, index: number, rate: number | undefined): void {
-  if (target.drain === undefined || target.upstreams?.().kind !== 'pool') return send(res, 409, { error: 'the proxy has one broker: upstream.brokers lists several to drain one' })
-  const view = target.drain(index, rate)
+async function drained (res: http.ServerResponse, target: AdminTarget, index: number, rate: number | undefined): Promise<void> {
+  if (target.drain === undefined || (await target.upstreams?.())?.kind !== 'pool') return send(res, 409, { error: 'the proxy has one broker: upstream.brokers lists several to drain one' })
+  const view = await target.drain(index, rate)
   if (view === undefined) return send(res, 404, { error: `no broker ${index}: GET /upstreams lists them from 0` })
   send(res, 200, view)
 }

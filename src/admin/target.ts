@@ -1,13 +1,33 @@
 // What the admin endpoint asks of one proxy process (AdminTarget), read from its GuardServer:
 // the live connections, readiness, the console's views, kicks, drains and reloads.
 
-import type { AdminTarget } from './endpoint.js'
-import type { GuardServer } from '../server.js'
-import { BrokerPool } from '../upstream/pool.js'
+import type { AdminTarget, UpstreamsView } from './endpoint.js'
+import type { GuardMetrics } from '../observe/metrics.js'
+import type { Diagnostics } from '../observe/diagnostics.js'
+import type { RedisStatus } from '../redis/watch.js'
+import type { AdminRequest, AdminResponse } from '../plugin/api.js'
+import type { ConnectionView, Finding, Overview } from '../views.js'
+import type { BrokerView } from '../upstream/pool.js'
+import type { ReloadReport } from '../reload/plan.js'
 
-export function adminTarget (server: GuardServer): AdminTarget {
-  // The brokers new connections go to: a reload may replace them.
-  const pool = (): BrokerPool | undefined => server.upstream instanceof BrokerPool ? server.upstream : undefined
+/** What one proxy process (GuardServer) offers the admin endpoint. */
+export interface ServedProxy {
+  readonly metrics: GuardMetrics
+  readonly diagnostics: Diagnostics
+  readonly connections: { readonly size: number }
+  readiness: () => Promise<{ ready: boolean, checks: Record<string, boolean | string>, redis?: RedisStatus }>
+  redisStatus: () => Promise<RedisStatus | undefined>
+  connectionViews: () => ConnectionView[]
+  kick: (clientId: string) => Promise<{ closedHere: number, announced: boolean }>
+  diagnose: () => Promise<{ instance: string, at: string, findings: Finding[] }>
+  overview: () => Promise<Overview>
+  pluginAdmin: (req: AdminRequest) => Promise<AdminResponse | undefined>
+  reloadFromSource: (source: string) => Promise<ReloadReport>
+  drain: (index: number, rate: number | undefined) => BrokerView | undefined
+  upstreamsView: () => UpstreamsView
+}
+
+export function adminTarget (server: ServedProxy): AdminTarget {
   return {
     metrics: server.metrics,
     readiness: async () => await server.readiness(),
@@ -20,15 +40,7 @@ export function adminTarget (server: GuardServer): AdminTarget {
     plugins: async (req) => await server.pluginAdmin(req),
     openConnections: () => server.connections.size,
     reload: async () => await server.reloadFromSource('admin'),
-    drain: (index, rate) => {
-      const p = pool()
-      if (p === undefined) return undefined
-      return rate === undefined ? p.undrain(index) : p.drainBroker(index, rate)
-    },
-    upstreams: () => {
-      const p = pool()
-      if (p !== undefined) return { kind: 'pool', ...p.view() }
-      return { kind: server.config.upstream.kind === 'embedded' ? 'embedded' : 'mqtt', description: server.upstream.description }
-    }
+    drain: (index, rate) => server.drain(index, rate),
+    upstreams: () => server.upstreamsView()
   }
 }

@@ -8,7 +8,7 @@ import { envOverrides, type Overrides } from '../config/config.js'
 import { isGuardError } from '../errors.js'
 import { createLogger } from '../log/log.js'
 import type { PluginCommand } from '../plugin/api.js'
-import { builtinDefinitions, readConfig } from '../plugin/loader.js'
+import { builtinDefinitions, readConfig, type ResolvedConfig } from '../plugin/loader.js'
 
 const COMMANDS_BEFORE = `Usage: mqtt-guard <command> [options]
 
@@ -43,6 +43,8 @@ Options for start:
                         (env MQTT_GUARD_ADMIN; default 127.0.0.1:9884; its bearer token
                         from MQTT_GUARD_ADMIN_TOKEN or admin.token in the file)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env MQTT_GUARD_LOG_LEVEL)
+  --workers N|auto      processes serving the listeners (env MQTT_GUARD_WORKERS; default 1;
+                        N >= 2 or auto: a primary supervises N workers)
   -h, --help            this text
 
 Exit status, every command:
@@ -98,7 +100,8 @@ const START_OPTIONS = {
   upstream: { type: 'string' },
   redis: { type: 'string' },
   admin: { type: 'string' },
-  'log-level': { type: 'string' }
+  'log-level': { type: 'string' },
+  workers: { type: 'string' }
 } as const
 
 /** `mqtt-guard 0.1.0 (node v20.x)`: package.json is three folders above dist/src/cli/. */
@@ -149,7 +152,7 @@ function parse (args: string[], command: Command): { flags: Overrides, positiona
   const { values, positionals } = parsed
   return {
     positionals,
-    flags: { config: values.config, listen: values.listen, upstream: values.upstream, redis: values.redis, admin: values.admin, logLevel: values['log-level'] }
+    flags: { config: values.config, listen: values.listen, upstream: values.upstream, redis: values.redis, admin: values.admin, logLevel: values['log-level'], workers: values.workers }
   }
 }
 
@@ -159,7 +162,16 @@ async function start (args: string[], command: Command): Promise<number> {
   const { flags, positionals } = parsed
   if (positionals.length > 0) return usageError(command, `unexpected ${positionals.join(' ')} (a config file goes after --config)`)
   const config = await readConfig(flags, envOverrides(process.env))
-  const log = createLogger(config.log.level)
+  const reread = async (): Promise<ResolvedConfig> => await readConfig(flags, envOverrides(process.env))
+  // `workers: N`: this process is the primary, or one of the workers it forked (src/cluster/).
+  const cluster = (await import('node:cluster')).default
+  const worker = cluster.isWorker ? Number(process.env.MQTT_GUARD_WORKER_INDEX ?? '0') + 1 : undefined
+  const log = createLogger(config.log.level, undefined, worker === undefined ? undefined : { worker })
+  if (worker === undefined && config.workers > 1) {
+    await (await import('../cluster/primary.js')).runPrimary(config, log, reread)
+    log.flush()
+    return 0
+  }
   // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
   const { GuardServer } = await import('../server.js')
   // A library that drops a promise's rejection (seen: ioredis's "Connection is closed." from the
@@ -168,7 +180,12 @@ async function start (args: string[], command: Command): Promise<number> {
   process.on('unhandledRejection', (reason) => {
     log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled promise rejection in a library; the proxy keeps running')
   })
-  const server = await GuardServer.start(config, { log, reread: async () => await readConfig(flags, envOverrides(process.env)) })
+  if (worker !== undefined) {
+    await (await import('../cluster/worker.js')).runWorker(config, { log, reread, index: worker - 1 })
+    log.flush()
+    return 0
+  }
+  const server = await GuardServer.start(config, { log, reread })
   await new Promise<void>((resolve) => {
     const shutdown = (signal: NodeJS.Signals): void => {
       log.info({ signal }, 'shutting down')

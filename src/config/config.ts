@@ -17,6 +17,7 @@ import { LIMIT_DEFAULTS, limitsSchema, resolveLimits, type Limits } from './limi
 import { parseRedis, redisSchema, type RedisSpec } from './redis.js'
 import { parseUpstream, upstreamSchema, type UpstreamSpec } from './upstream.js'
 import { reloadSchema, resolveReload, type ReloadSpec } from './reload.js'
+import { resolveWorkers, workersSchema } from './workers.js'
 
 export type { ListenSpec } from './listen.js'
 export { zodToConfigError } from './zod.js'
@@ -54,6 +55,8 @@ export interface GuardConfig<P extends PluginEntry = PluginEntry> {
   readonly redis: RedisSpec | undefined
   readonly limits: Limits
   readonly reload: ReloadSpec
+  /** Processes serving the listeners: 1, or a primary and this many workers (`auto` resolved). */
+  readonly workers: number
   readonly log: { readonly level: string }
   readonly allowAnonymous: boolean
   readonly plugins: readonly P[]
@@ -66,6 +69,7 @@ export interface Overrides {
   upstream?: string | undefined
   redis?: string | undefined
   logLevel?: string | undefined
+  workers?: string | undefined
   /** HOST:PORT, or false/off to turn the admin endpoint off. */
   admin?: string | undefined
   adminToken?: string | undefined
@@ -90,6 +94,7 @@ export const fileSchema = strictOptions({
   redis: redisSchema,
   limits: limitsSchema,
   reload: reloadSchema,
+  workers: workersSchema,
   log: strictOptions({ level: oneOf(LOG_LEVELS).optional() }).optional(),
   allowAnonymous: bool().optional().describe('Permit a non-loopback listener without the auth plugin'),
   // Each entry's other keys are the plugin's options, checked by the plugin's own schema.
@@ -120,6 +125,7 @@ export function envOverrides (env: NodeJS.ProcessEnv): Overrides {
     upstream: env.MQTT_GUARD_UPSTREAM,
     redis: env.MQTT_GUARD_REDIS,
     logLevel: env.MQTT_GUARD_LOG_LEVEL,
+    workers: env.MQTT_GUARD_WORKERS,
     admin: env.MQTT_GUARD_ADMIN,
     adminToken: env.MQTT_GUARD_ADMIN_TOKEN
   }
@@ -152,9 +158,15 @@ export function buildConfig (raw: unknown, overrides: Overrides, configFile?: st
     redis,
     limits: resolveLimits(file.limits),
     reload: resolveReload(file.reload),
+    workers: overrides.workers !== undefined ? resolveWorkers(overrides.workers, true) : resolveWorkers(file.workers, false),
     log: { level },
     allowAnonymous: file.allowAnonymous ?? false,
     plugins: (file.plugins ?? []).map((entry, i) => pluginEntry(entry, `plugins[${i}]`, context))
+  }
+  // Each worker would run its own embedded broker, and a message would reach only the
+  // subscribers of the worker it was published on, unless Redis carries it between them.
+  if (config.workers > 1 && config.upstream.kind === 'embedded' && config.redis === undefined) {
+    throw configError('workers', `${config.workers} workers each run their own embedded broker: set upstream to your broker (mqtt://HOST:PORT), or redis (the embedded brokers then share sessions and messages through it), or workers: 1`)
   }
   // Without plugins nothing authenticates: refused here already. With plugins, their definitions
   // say whether one does, once loaded (src/plugin/loader.ts checkPlugins).

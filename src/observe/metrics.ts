@@ -101,14 +101,14 @@ export class GuardMetrics {
     this.reloads = new Counter({ name: 'mqtt_guard_reloads_total', help: 'Reloads (SIGHUP, POST /reload, mqtt-guard reload), by result: applied, partial (some changes refused, the rest applied), refused (the configuration did not validate; nothing changed)', labelNames: ['result'], registers })
     for (const result of ['applied', 'partial', 'refused']) this.reloads.inc({ result }, 0)
     this.throttled = new Counter({ name: 'mqtt_guard_publish_throttled_total', help: 'PUBLISH packets held back by limits.maxPublishesPerSecond until their token', registers })
-    this.certExpiry = new Gauge({ name: 'mqtt_guard_tls_certificate_expiry_seconds', help: 'Seconds until a listener certificate expires', labelNames: ['listener', 'subject'], registers })
+    this.certExpiry = new Gauge({ name: 'mqtt_guard_tls_certificate_expiry_seconds', help: 'Seconds until a listener certificate expires', labelNames: ['listener', 'subject'], registers, aggregator: 'min' })
     this.health = {
-      ready: new Gauge({ name: 'mqtt_guard_ready', help: '1 when /readyz says ready (listening, broker reachable, Redis connected when configured), 0 otherwise and while draining', registers }),
-      upstream: new Gauge({ name: 'mqtt_guard_upstream_up', help: '1 when a connection to the broker could be opened at the last scrape (embedded: the broker is running), 0 otherwise', registers }),
-      redis: new Gauge({ name: 'mqtt_guard_redis_up', help: '1 when the proxy\'s Redis connection is ready, 0 otherwise; absent without Redis', registers })
+      ready: new Gauge({ name: 'mqtt_guard_ready', help: '1 when /readyz says ready (listening, broker reachable, Redis connected when configured), 0 otherwise and while draining', registers, aggregator: 'min' }),
+      upstream: new Gauge({ name: 'mqtt_guard_upstream_up', help: '1 when a connection to the broker could be opened at the last scrape (embedded: the broker is running), 0 otherwise', registers, aggregator: 'min' }),
+      redis: new Gauge({ name: 'mqtt_guard_redis_up', help: '1 when the proxy\'s Redis connection is ready, 0 otherwise; absent without Redis', registers, aggregator: 'min' })
     }
     this.redisGauges = sources.redisTopology === undefined ? undefined : redisGauges(this.registry, sources.redisTopology)
-    new Gauge({ name: 'mqtt_guard_build_info', help: 'Always 1: the proxy\'s version and the Node.js version that runs it', labelNames: ['version', 'node_version'], registers })
+    new Gauge({ name: 'mqtt_guard_build_info', help: 'Always 1: the proxy\'s version and the Node.js version that runs it', labelNames: ['version', 'node_version'], registers, aggregator: 'first' })
       .set({ version: VERSION, node_version: process.versions.node }, 1)
   }
 
@@ -197,6 +197,12 @@ export class GuardMetrics {
     return await this.registry.metrics()
   }
 
+  /** The metrics as a worker sends them to its primary for /metrics (workers >= 2). */
+  async json (): Promise<unknown> {
+    await this.refreshHealth()
+    return await this.registry.getMetricsAsJSON()
+  }
+
   get contentType (): string {
     return this.registry.contentType
   }
@@ -217,11 +223,11 @@ function redisGauges (registry: Registry, topology: RedisTopology): RedisGauges 
   const registers = [registry]
   const cluster = topology === 'cluster'
   const gauges: RedisGauges = {
-    info: new Gauge({ name: 'mqtt_guard_redis_info', help: 'Always 1: the configured Redis form (standalone, sentinel, cluster) and the role of the server the proxy writes to (master, replica, unknown while unreachable)', labelNames: ['topology', 'role'], registers }),
-    readOnly: new Gauge({ name: 'mqtt_guard_redis_read_only', help: '1 when Redis refuses the proxy\'s writes: ROLE says replica, or a READONLY reply came in the last minute', registers }),
-    failovers: new Counter({ name: 'mqtt_guard_redis_failovers_total', help: 'Primaries that changed under the proxy: its connection moved to another address (Sentinel switch, DNS), or a Cluster\'s slot map gained a primary', registers }),
-    clusterOk: cluster ? new Gauge({ name: 'mqtt_guard_redis_cluster_ok', help: '1 when CLUSTER INFO says cluster_state:ok, 0 when fail or unanswered (Cluster form only)', registers }) : undefined,
-    slotsFailing: cluster ? new Gauge({ name: 'mqtt_guard_redis_cluster_slots_failing', help: 'Slots whose primary is suspected (pfail) or agreed down (fail), per CLUSTER INFO (Cluster form only)', registers }) : undefined,
+    info: new Gauge({ name: 'mqtt_guard_redis_info', help: 'Always 1: the configured Redis form (standalone, sentinel, cluster) and the role of the server the proxy writes to (master, replica, unknown while unreachable)', labelNames: ['topology', 'role'], registers, aggregator: 'max' }),
+    readOnly: new Gauge({ name: 'mqtt_guard_redis_read_only', help: '1 when Redis refuses the proxy\'s writes: ROLE says replica, or a READONLY reply came in the last minute', registers, aggregator: 'max' }),
+    failovers: new Counter({ name: 'mqtt_guard_redis_failovers_total', help: 'Primaries that changed under the proxy: its connection moved to another address (Sentinel switch, DNS), or a Cluster\'s slot map gained a primary', registers, aggregator: 'max' }),
+    clusterOk: cluster ? new Gauge({ name: 'mqtt_guard_redis_cluster_ok', help: '1 when CLUSTER INFO says cluster_state:ok, 0 when fail or unanswered (Cluster form only)', registers, aggregator: 'min' }) : undefined,
+    slotsFailing: cluster ? new Gauge({ name: 'mqtt_guard_redis_cluster_slots_failing', help: 'Slots whose primary is suspected (pfail) or agreed down (fail), per CLUSTER INFO (Cluster form only)', registers, aggregator: 'max' }) : undefined,
     topology,
     seenFailovers: 0
   }

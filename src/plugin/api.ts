@@ -193,6 +193,25 @@ export interface PluginContext<Options> {
   readonly metrics: Registry
   /** Asks every live connection for its taps again (a trace started or stopped). */
   readonly retap: () => void
+  /**
+   * `workers: N` without Redis: this plugin's state in the primary, shared by every worker (the
+   * side its definition's `primary` made). Undefined in one process, or with Redis.
+   */
+  readonly primary?: PrimaryChannel | undefined
+}
+
+/** A worker's way to the state its plugin keeps in the primary (calls batched over IPC). */
+export interface PrimaryChannel {
+  /** Runs `method` of the plugin's primary side with JSON arguments; its JSON result. */
+  call: (method: string, ...args: unknown[]) => Promise<unknown>
+  /** What the primary side tells every worker (its `tell`). */
+  on: (event: string, listener: (data: unknown) => void) => () => void
+}
+
+/** The state a plugin keeps in the primary for every worker: methods its workers call. */
+export type PrimarySide = Record<string, (...args: never[]) => unknown> & {
+  /** A worker ended: what its connections held (`owner` prefix `<instanceId>:`) is freed. */
+  workerGone?: (instanceId: string) => void
 }
 
 /** What option checks may look at besides the options: where paths start, what else is configured. */
@@ -220,6 +239,11 @@ export interface PluginDefinition<Options = unknown> {
   readonly authenticates?: boolean
   /** Commands of its own, by name (`passwd`, `acl-check`); the built-in plugins' are listed by `--help`. */
   readonly commands?: Readonly<Record<string, PluginCommand>>
+  /**
+   * `workers: N` without Redis: the state one process would keep in memory, made once in the
+   * primary and reached by every worker through `ctx.primary`. `tell` reaches every worker.
+   */
+  readonly primary?: (options: Options, tell: (event: string, data: unknown) => void) => PrimarySide
 }
 
 export function definePlugin<Options> (definition: PluginDefinition<Options>): PluginDefinition<Options> {

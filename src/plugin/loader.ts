@@ -15,7 +15,7 @@ import { GuardError, isGuardError } from '../errors.js'
 import { checkExposure, deepFreeze, loadConfig, type GuardConfig, type Overrides, type PluginEntry } from '../config/config.js'
 import { inputFile, isFilePath } from '../config/paths.js'
 import { parseWith, underKey } from '../config/zod.js'
-import type { Plugin, PluginDefinition } from './api.js'
+import type { Plugin, PluginDefinition, PrimaryChannel } from './api.js'
 import { checkPlugin } from './host.js'
 import { following } from '../log/log.js'
 
@@ -23,7 +23,7 @@ const BUILTIN_ROOT = new URL('../../plugins/', import.meta.url)
 
 /** Every key a PluginDefinition may have: one missing or extra here fails to compile. */
 const DEFINITION_KEYS: Record<keyof PluginDefinition, true> = {
-  name: true, options: true, validate: true, create: true, authenticates: true, commands: true
+  name: true, options: true, validate: true, create: true, authenticates: true, commands: true, primary: true
 }
 
 /** A plugin entry with its definition loaded and its options validated. */
@@ -44,6 +44,8 @@ export interface LoadContext {
   instanceId: string
   metrics: Registry
   retap: () => void
+  /** A worker of `workers: N` without Redis: each plugin's channel to its state in the primary. */
+  primary?: ((plugin: string) => PrimaryChannel) | undefined
 }
 
 function specifier (entry: PluginEntry, configDir: string): string {
@@ -156,6 +158,7 @@ async function createPlugin (definition: PluginDefinition, options: unknown, ctx
     instanceId: ctx.instanceId,
     configDir: ctx.configDir,
     metrics: ctx.metrics,
-    retap: ctx.retap
+    retap: ctx.retap,
+    primary: ctx.redis === undefined && definition.primary !== undefined ? ctx.primary?.(definition.name) : undefined
   })
 }

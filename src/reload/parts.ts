@@ -3,7 +3,7 @@
 // keeps the running one, and its answer says why. Nothing made for a refused step stays open.
 
 import type { Logger } from 'pino'
-import type { Plugin } from '../plugin/api.js'
+import type { Plugin, PrimaryChannel } from '../plugin/api.js'
 import { loadPlugins, type ResolvedConfig, type ResolvedPlugin } from '../plugin/loader.js'
 import { PluginHost } from '../plugin/host.js'
 import { embeddedUpstream, tcpUpstream, type Upstream } from '../upstream/upstream.js'
@@ -27,6 +27,8 @@ export interface PartsContext {
   retap: () => void
   /** A pool's CONNECT → CONNACK time. */
   connack: (url: string, seconds: number) => void
+  /** A worker of `workers: N`: each plugin's channel to its state in the primary. */
+  primary?: ((plugin: string) => PrimaryChannel) | undefined
 }
 
 /** The broker side for `config`. */
@@ -48,7 +50,8 @@ async function makePlugins (entries: readonly ResolvedPlugin[], config: Resolved
     redisKeyPrefix: config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX,
     instanceId: ctx.instanceId,
     metrics: ctx.metrics.registry,
-    retap: ctx.retap
+    retap: ctx.retap,
+    primary: ctx.primary
   })
 }
 

@@ -1,0 +1,138 @@
+// workers: N, through `mqtt-guard start` in front of a real Mosquitto: connections spread over
+// the workers, /metrics is their sum, /connections and a kick reach every worker, a killed
+// worker is replaced (its clients reconnect to the others, nobody else is dropped), a duplicate
+// client ID is refused across workers without Redis, and a reload changes the worker count
+// without disconnecting anyone.
+
+import t, { type Test } from 'tap'
+import { writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import type { MqttClient } from 'mqtt'
+import { startMosquitto } from '../helpers/mosquitto.js'
+import { runCli, runToExit, type CliProcess } from '../helpers/cli-process.js'
+import { clientV, refusedCode, uniqueTopic } from '../helpers/e2e-mqtt.js'
+import { pollUntil } from '../helpers/processes.js'
+import { tempDir } from '../helpers/auth-clients.js'
+import { parseExposition, valueOf } from '../helpers/metrics-scrape.js'
+
+const mosquitto = await startMosquitto()
+t.teardown(() => mosquitto.stop())
+
+interface Group { proc: CliProcess, url: string, admin: string, file: string }
+
+async function group (t: Test, config: Record<string, unknown>): Promise<Group> {
+  const dir = await tempDir(t, 'mqtt-guard-workers-')
+  const file = path.join(dir, 'guard.json')
+  await writeFile(file, JSON.stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', upstream: mosquitto.url, log: { level: 'info' }, ...config }))
+  const proc = runCli(['start', '--config', file])
+  t.teardown(async () => { await proc.stop(15_000) })
+  const port = await proc.listening(30_000)
+  const admin = `http://127.0.0.1:${await proc.adminPort()}`
+  return { proc, url: `mqtt://127.0.0.1:${port}`, admin, file }
+}
+
+async function metrics (g: Group): Promise<ReturnType<typeof parseExposition>> {
+  return parseExposition(await (await fetch(`${g.admin}/metrics`)).text())
+}
+
+/** Which worker each connection's `connection opened` line came from, by client port. */
+function workersOf (g: Group): Map<number, number> {
+  const seen = new Map<number, number>()
+  for (const l of g.proc.lines) if (l.msg === 'connection opened' && typeof l.worker === 'number') seen.set(l.worker, (seen.get(l.worker) ?? 0) + 1)
+  return seen
+}
+
+t.test('connections spread over the workers; /metrics, /connections and a kick see all of them', async (t) => {
+  const g = await group(t, { workers: 2 })
+  const topic = uniqueTopic('w/spread')
+  const clients: MqttClient[] = []
+  for (let i = 0; i < 8; i++) clients.push(await clientV(t, g.url, i % 2 === 0 ? 4 : 5, { clientId: `spread-${i}` }))
+  const per = workersOf(g)
+  t.equal(per.size, 2, `both workers took connections: ${JSON.stringify([...per])}`)
+  t.ok([...per.values()].every((n) => n >= 2), 'neither took them all')
+  for (const c of clients) await c.publishAsync(topic, 'x', { qos: 1 })
+  await pollUntil('the sum of both workers in /metrics', 10_000, async () => {
+    const m = await metrics(g)
+    return valueOf(m, 'mqtt_guard_connections') === 8 && valueOf(m, 'mqtt_guard_packets_total', { type: 'publish', direction: 'in' }) === 8 ? true : undefined
+  })
+  const m = await metrics(g)
+  t.equal(valueOf(m, 'mqtt_guard_workers', { state: 'serving' }), 2)
+  t.equal(valueOf(m, 'mqtt_guard_ready'), 1, 'ready: the minimum over the workers, not their sum')
+  t.equal(valueOf(m, 'mqtt_guard_build_info', { version: m.get('mqtt_guard_build_info')?.samples[0]?.labels.version ?? '', node_version: process.versions.node }), 1, 'an info gauge once, not per worker')
+  const listed = await (await fetch(`${g.admin}/connections`)).json() as Array<{ clientId: string }>
+  t.same(listed.map((c) => c.clientId).sort(), clients.map((_, i) => `spread-${i}`).sort(), '/connections lists both workers\' clients')
+  const ready = await (await fetch(`${g.admin}/readyz`)).json() as { ready: boolean, checks: Record<string, unknown> }
+  t.same([ready.ready, ready.checks.workers], [true, '2/2 ready'])
+  // Kick each: whichever worker holds it closes it.
+  for (const i of [0, 1, 2, 3]) {
+    const closed = new Promise<void>((resolve) => { clients[i]?.once('close', () => { resolve() }) })
+    const res = await fetch(`${g.admin}/connections/spread-${i}`, { method: 'DELETE' })
+    t.equal(res.status, 200)
+    t.equal((await res.json() as { closedHere: number }).closedHere, 1)
+    await closed
+  }
+  const overview = await (await fetch(`${g.admin}/overview`)).json() as { connections: number, connects: number }
+  t.equal(overview.connects, 8, 'the console\'s overview adds the workers up')
+})
+
+t.test('a duplicate client ID is refused across workers without Redis (client-id, reject-new)', async (t) => {
+  const g = await group(t, { workers: 2, plugins: [{ name: 'client-id', policy: 'reject-new' }] })
+  await clientV(t, g.url, 5, { clientId: 'only-once' })
+  // Round robin: of the next tries, some land on the other worker; every one is refused.
+  for (let i = 0; i < 4; i++) t.equal(await refusedCode(t, g.url, 5, { clientId: 'only-once' }), 0x85, `try ${i + 1} refused (0x85)`)
+  const refusing = new Set(g.proc.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('client-id: refused')).map((l) => l.worker))
+  t.equal(refusing.size, 2, 'refused by both workers, from the one registry the primary keeps')
+})
+
+t.test('takeover across workers closes the old connection on the other worker', async (t) => {
+  const g = await group(t, { workers: 2, plugins: [{ name: 'client-id', policy: 'takeover' }] })
+  const old = await clientV(t, g.url, 5, { clientId: 'moving', reconnectPeriod: 0 })
+  const gone = new Promise<number | undefined>((resolve) => { old.once('disconnect', (p) => { resolve(p.reasonCode) }) })
+  await clientV(t, g.url, 5, { clientId: 'moving' })
+  t.equal(await gone, 0x8e, 'the old connection got DISCONNECT 0x8E (session taken over)')
+})
+
+t.test('a killed worker is replaced; only its clients reconnect', async (t) => {
+  const g = await group(t, { workers: 2 })
+  const clients: MqttClient[] = []
+  for (let i = 0; i < 6; i++) clients.push(await clientV(t, g.url, 4, { clientId: `kill-${i}`, reconnectPeriod: 0 }))
+  const pids = [...new Set(g.proc.lines.filter((l) => l.msg === 'worker listening').map((l) => l.pid as number))]
+  t.equal(pids.length, 2)
+  const victim = pids[0] as number
+  const closed: number[] = []
+  clients.forEach((c, i) => c.once('close', () => { closed.push(i) }))
+  process.kill(victim, 'SIGKILL')
+  await g.proc.waitFor((l) => l.msg === 'worker replaced', 20_000)
+  const died = g.proc.lines.find((l) => l.msg?.startsWith('worker died') === true)
+  t.equal(died?.reason, 'SIGKILL', 'logged with its reason')
+  const victims = g.proc.lines.filter((l) => l.msg === 'connection opened' && l.pid === victim).length
+  t.equal(closed.length, victims, `exactly the killed worker's ${victims} clients were cut, no other`)
+  const m = await metrics(g)
+  t.equal(valueOf(m, 'mqtt_guard_worker_restarts_total', { reason: 'SIGKILL' }), 1, 'counted')
+  t.equal(valueOf(m, 'mqtt_guard_workers', { state: 'serving' }), 2, 'two workers serve again')
+  await clientV(t, g.url, 5, { clientId: 'after-kill' })
+  t.pass('new clients are served')
+})
+
+t.test('a reload changes the worker count without disconnecting anyone', async (t) => {
+  const g = await group(t, { workers: 2, reload: { oldWorkerMaxAgeMs: 60_000 } })
+  const clients: MqttClient[] = []
+  for (let i = 0; i < 6; i++) clients.push(await clientV(t, g.url, 5, { clientId: `rs-${i}`, reconnectPeriod: 0 }))
+  let closed = 0
+  for (const c of clients) c.once('close', () => { closed++ })
+  await writeFile(g.file, JSON.stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', upstream: mosquitto.url, log: { level: 'info' }, workers: 3, reload: { oldWorkerMaxAgeMs: 60_000 } }))
+  const up = await runToExit(['reload', '--admin', g.admin])
+  t.equal(up.code, 0, up.stderr)
+  t.match(up.stdout, /workers: 2 → 3/)
+  await writeFile(g.file, JSON.stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', upstream: mosquitto.url, log: { level: 'info' }, workers: 1, reload: { oldWorkerMaxAgeMs: 60_000 } }))
+  const down = await (await fetch(`${g.admin}/reload`, { method: 'POST' })).json() as { changed: Array<{ setting: string, what: string }> }
+  t.match(down.changed.find((c) => c.setting === 'workers')?.what, /^3 → 1$/)
+  const m = await metrics(g)
+  t.equal(valueOf(m, 'mqtt_guard_workers', { state: 'serving' }), 1)
+  t.ok((valueOf(m, 'mqtt_guard_workers', { state: 'retiring' }) ?? 0) >= 1, 'the retired ones still serve their clients')
+  const topic = uniqueTopic('w/resize')
+  for (const c of clients) await c.publishAsync(topic, 'still here', { qos: 1 })
+  t.equal(closed, 0, 'no client was disconnected by either reload')
+  for (let i = 0; i < 4; i++) await clientV(t, g.url, 4, { clientId: `rs-new-${i}` })
+  t.pass('new clients are served by the remaining worker')
+})
