@@ -22,6 +22,8 @@ export interface ReloadableProxy {
   url: string
   /** The file's content from now on, read again and applied (as SIGHUP does). */
   reload: (raw: Raw) => Promise<ReloadReport>
+  /** The file's content from now on, for the next reload however asked (POST /reload). */
+  write: (raw: Raw) => void
 }
 
 /** `raw` is the file's content; the admin endpoint is off unless it names one. */
@@ -41,7 +43,8 @@ export async function reloadableProxy (t: Pick<Test, 'teardown'>, raw: Raw, extr
     reload: async (next) => {
       current = next
       return await server.reloadFromSource('test')
-    }
+    },
+    write: (next) => { current = next }
   }
 }
 

@@ -20,6 +20,7 @@ import { once, type EventEmitter } from 'node:events'
 import { copyFile, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import tls from 'node:tls'
+import net from 'node:net'
 import { startMosquitto } from '../helpers/mosquitto.js'
 import { startRedis } from '../helpers/redis.js'
 import { redisCall } from '../helpers/redis-admin.js'
@@ -188,6 +189,33 @@ t.test('a plugin added, reordered, removed: new connections get the new chain, o
   const second = await p.logs.waitFor((l) => l.msg === RELEASED && l.generation === 1)
   t.equal(second.closed, 1, 'the acl no live generation uses is closed with the last of its connections')
   t.same(dropped.filter((d) => !d.endsWith(':close')), [], 'chain-0 ended only when it chose to')
+})
+
+t.test('what cannot be carried out is refused and the rest applies: an acl_file that does not parse, a busy port', async (t) => {
+  const dir = await tempDir(t, 'mqtt-guard-reload-partial-')
+  const [good, bad] = [path.join(dir, 'good.acl'), path.join(dir, 'bad.acl')]
+  await writeFile(good, 'topic readwrite part/#\n')
+  await writeFile(bad, 'topic readwrite part/#\nnonsense here\n')
+  const busy = net.createServer()
+  await new Promise<void>((resolve) => { busy.listen(0, '127.0.0.1', resolve) })
+  t.teardown(() => { busy.close() })
+  const busyPort = (busy.address() as net.AddressInfo).port
+  const config = (aclFile: string, listen: string[], maxConnections: number): Raw => ({ listen, upstream: mosquitto.url, limits: { maxConnections }, plugins: [{ name: 'acl', aclFile }] })
+  const p = await reloadableProxy(t, config(good, ['127.0.0.1:0'], 100))
+  const c = await clientV(t, p.url, 5, { clientId: 'partial-5' })
+  const dropped = drops([c])
+  const report = await p.reload(config(bad, ['127.0.0.1:0', `127.0.0.1:${busyPort}`], 1))
+  t.equal(report.applied, true)
+  t.same(report.refused.map((r) => r.setting).sort(), ['listen', 'plugins[0] (acl)'], 'the acl options and the listener are refused')
+  t.same(report.changed.map((ch) => ch.setting), ['limits.maxConnections'], 'the limit applied, and only what applied is listed')
+  t.equal(p.server.config.plugins[0]?.options.aclFile, good, 'the acl entry in force is the running one')
+  t.same(p.server.config.listen.map((l) => l.url), ['mqtt://127.0.0.1:0'], 'the listeners in force')
+  t.same(p.server.listeners.map((l) => l.port), [p.port], 'and bound')
+  t.equal(await publishCode(c, 'part/x'), 0, 'the running acl rules still decide')
+  t.equal(await publishCode(c, 'other/x'), 0x87)
+  t.match(await p.server.metrics.registry.getSingleMetricAsString('mqtt_guard_reloads_total'), /result="partial"\} 1/)
+  await p.logs.waitFor((l) => l.msg === 'reloaded, with changes refused')
+  t.same(dropped, [])
 })
 
 t.test('upstream moved to another Mosquitto: the open client stays on the first, a new one lands on the second', async (t) => {
@@ -391,8 +419,10 @@ t.test('admin: a new token applies at once; a new port answers and the old one s
   t.equal(await status(oldPort, tokenA), 401, 'the old token is refused at once')
   t.equal(await status(oldPort, tokenB), 200, 'the new one accepted, same port')
 
-  const answer = await p.reload(config({ listen: `127.0.0.1:${moved}`, token: tokenB }))
-  t.match(answer.changed, [{ setting: 'admin', what: `at 127.0.0.1:${moved}` }])
+  p.write(config({ listen: `127.0.0.1:${moved}`, token: tokenB }))
+  const answer = await post(`http://127.0.0.1:${oldPort}/reload`, tokenB)
+  t.equal(answer.status, 200, 'the POST /reload that moves the endpoint gets its answer from the old one')
+  t.match(answer.body.changed, [{ setting: 'admin', what: `at 127.0.0.1:${moved}` }])
   t.equal(await status(moved, tokenB), 200, 'the new port answers')
   await pollUntil('the old admin port to close', 5000, async () => (await canConnect(oldPort)) ? undefined : true)
   t.pass('the old port stops answering')
