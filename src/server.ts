@@ -394,9 +394,11 @@ export class GuardServer {
       if (plan.logLevel) setLevel(this.log, next.log.level)
       const { parts, inForce, refused: partsRefused } = await reloadParts(this.gen, next, plan, this.parts)
       refused.push(...partsRefused)
-      if (parts.upstream !== this.gen.upstream || parts.shared !== this.gen.shared || parts.plugins !== this.gen.plugins) this.nextGeneration(parts)
+      // What this reload replaces is bounded by the age it sets (lowering it applies at once).
+      const maxAge = next.reload.oldWorkerMaxAgeMs
+      if (parts.upstream !== this.gen.upstream || parts.shared !== this.gen.shared || parts.plugins !== this.gen.plugins) this.nextGeneration(parts, maxAge)
       else this.gen.config = parts.config
-      const listen = await this.relisten(plan, now, changed, refused)
+      const listen = await this.relisten(plan, now, maxAge, changed, refused)
       const admin = await this.readmin(now.admin, next.admin, changed, refused)
       if (this.kicks.redis !== this.redis) {
         this.kicks.close()
@@ -416,11 +418,11 @@ export class GuardServer {
   }
 
   /** New connections get `parts`; the generation in force until now serves the ones it has. */
-  private nextGeneration (parts: GenerationParts): void {
+  private nextGeneration (parts: GenerationParts, maxAgeMs: number): void {
     const old = this.gen
     this.gen = new Generation(old.id + 1, parts)
     this.older.add(old)
-    old.retire(this.current.reload.oldWorkerMaxAgeMs, () => { this.release(old) })
+    old.retire(maxAgeMs, () => { this.release(old) })
   }
 
   /** A retired generation has no connection left: what no live generation uses is closed. */
@@ -433,7 +435,7 @@ export class GuardServer {
   }
 
   /** Listeners the reload removed stop accepting (their connections go on); added ones listen. */
-  private async relisten (plan: ReloadPlan, now: ResolvedConfig, changed: Change[], refused: Change[]): Promise<readonly ListenSpec[]> {
+  private async relisten (plan: ReloadPlan, now: ResolvedConfig, maxAge: number, changed: Change[], refused: Change[]): Promise<readonly ListenSpec[]> {
     const inForce = [...now.listen]
     const retired: Listener[] = []
     for (const spec of plan.listen.removed) {
@@ -462,7 +464,6 @@ export class GuardServer {
       }
     }
     if (retired.length === 0 && inForce.length === now.listen.length) return now.listen
-    const maxAge = this.current.reload.oldWorkerMaxAgeMs
     for (const listener of retired) {
       const url = listener.spec.url
       changed.push({ setting: 'listen', what: `removed ${url}`, reach: 'new connections', detail: `its open connections go on, for reload.oldWorkerMaxAgeMs (${maxAge} ms) at most` })

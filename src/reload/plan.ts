@@ -124,6 +124,9 @@ export function describePlan (plan: ReloadPlan, now: ResolvedConfig, next: Resol
     changes.push({ setting: `limits.${key}`, what: `${String(now.limits[key])} → ${String(next.limits[key])}`, reach: 'new connections', detail: 'open connections keep the limits they were accepted with' })
   }
   if (plan.logLevel) changes.push({ setting: 'log.level', what: `${now.log.level} → ${next.log.level}`, reach: 'now' })
+  if (now.reload.oldWorkerMaxAgeMs !== next.reload.oldWorkerMaxAgeMs) {
+    changes.push({ setting: 'reload.oldWorkerMaxAgeMs', what: `${now.reload.oldWorkerMaxAgeMs} → ${next.reload.oldWorkerMaxAgeMs}`, reach: 'now', detail: 'bounds what this reload and later ones replace; earlier reloads keep the bound they had' })
+  }
   if (now.allowAnonymous !== next.allowAnonymous) changes.push({ setting: 'allowAnonymous', what: `${String(now.allowAnonymous)} → ${String(next.allowAnonymous)}`, reach: 'now' })
   if (plan.upstream) {
     changes.push({ setting: 'upstream', what: 'the brokers changed', reach: 'new connections', detail: 'open connections stay on the broker they are on (reload.oldWorkerMaxAgeMs bounds how long)' })
