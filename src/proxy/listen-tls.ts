@@ -65,6 +65,10 @@ export class ListenerCertificate {
 
   close (): void {
     clearInterval(this.timer)
+    // A listener a reload removed (or replaced with another certificate): its series goes too,
+    // or expiry alerts and the console would go on showing a certificate nobody serves.
+    if (this.shownSubject !== undefined) this.metrics.certExpiry.remove({ listener: this.spec.url, subject: this.shownSubject })
+    this.shownSubject = undefined
     this.cert.close()
     this.key.close()
   }

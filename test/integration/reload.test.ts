@@ -356,7 +356,8 @@ t.test('reload.oldWorkerMaxAgeMs: the answer names it, and it bounds what the re
 
 t.test('TLS: new certificate paths on the same port (another CA), and new content at the same paths', async (t) => {
   const [oldCa, newCa] = [await makePki(t), await makePki(t)]
-  const [oldCert, newCert] = [await oldCa.server(['127.0.0.1', 'localhost']), await newCa.server(['127.0.0.1', 'localhost'])]
+  // Subjects CN=127.0.0.1 and CN=localhost: the expiry series must follow the certificate.
+  const [oldCert, newCert] = [await oldCa.server(['127.0.0.1', 'localhost']), await newCa.server(['localhost', '127.0.0.1'])]
   const port = await freePort()
   const dir = await tempDir(t, 'mqtt-guard-reload-tls-')
   const live = { cert: path.join(dir, 'live.pem'), key: path.join(dir, 'live.key') }
@@ -383,6 +384,8 @@ t.test('TLS: new certificate paths on the same port (another CA), and new conten
   t.match(report, { applied: true, refused: [] })
   t.same(p.server.listeners.map((l) => l.port).includes(port), true, 'the TLS listener is on the same port')
   t.equal(await issuer(newPem), 'verified', 'a client checking against the new CA connects')
+  const expiry = (await p.server.metrics.certExpiry.get()).values.filter((v) => v.labels.listener === `mqtts://127.0.0.1:${port}`).map((v) => v.labels.subject)
+  t.same(expiry, ['CN=localhost'], 'the expiry metric shows the certificate served now, and no longer the old one')
   t.not(await issuer(oldPem), 'verified', 'one checking against the old CA does not')
   await roundTrip(await clientV(t, url, 4, { clientId: 'tls-after', ca: newPem }), 'tls/after')
   const refused = mqtt.connect(url, { ...BASE, protocolVersion: 4, ca: oldPem, clientId: 'tls-old-ca' })
