@@ -9,6 +9,7 @@ import { WatchedFile } from '../../src/plugin/watched-file.js'
 import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
 import { BruteForce } from './brute-force.js'
 import { SharedBruteForce } from './brute-force-redis.js'
+import { PrimaryBruteForce, primarySide } from './brute-force-primary.js'
 import { RedisUsers } from './redis-users.js'
 import { authOptions, checkAuthOptions, type AuthOptions } from './options.js'
 import { passwd } from './passwd.js'
@@ -30,7 +31,8 @@ class Auth {
   private readonly file: WatchedFile<PasswordFile> | undefined
   private readonly redisUsers: RedisUsers | undefined
   private readonly bruteForce: BruteForce | undefined
-  private readonly shared: SharedBruteForce | undefined
+  /** Counters every instance (Redis) or every worker (the primary, workers: N) shares. */
+  private readonly shared: SharedBruteForce | PrimaryBruteForce | undefined
   private readonly fallbackDummy: PasswordHash = dummyLike(undefined)
 
   /** `before`: the instance a reload replaces; its guessing counters carry over when bruteForce is unchanged. */
@@ -52,6 +54,7 @@ class Auth {
       this.bruteForce = new BruteForce(options.bruteForce)
       // With Redis the counters are shared by every proxy using the same key prefix.
       if (ctx.redis !== undefined) this.shared = new SharedBruteForce(ctx.redis, ctx.keyPrefix, options.bruteForce, ctx.log, options.redisTimeoutMs)
+      else if (ctx.primary !== undefined) this.shared = new PrimaryBruteForce(ctx.primary)
     }
     ctx.log.info({
       passwordFile: this.file?.file, users: this.file?.value.users.size, redisUsers: this.redisUsers !== undefined, bruteForce: this.shared !== undefined ? 'shared' : this.bruteForce !== undefined ? 'local' : 'off',
@@ -158,7 +161,7 @@ class Auth {
     const shared = (await this.shared?.failed(keys))?.blocked ?? []
     // Either may start the block; each key's block is logged once here.
     const blocks = [
-      ...shared.map((b) => ({ ...b, scope: 'redis' })),
+      ...shared.map((b) => ({ ...b, scope: this.shared instanceof PrimaryBruteForce ? 'workers' : 'redis' })),
       ...local.filter((b) => !shared.some((s) => s.key === b.key)).map((b) => ({ ...b, scope: 'process' }))
     ]
     for (const block of blocks) {
@@ -197,6 +200,7 @@ export default definePlugin<AuthOptions>({
   options: authOptions,
   validate: checkAuthOptions,
   authenticates: true,
+  primary: primarySide,
   commands: { passwd },
   create (ctx) {
     let auth = new Auth(ctx)

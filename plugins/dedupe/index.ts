@@ -10,6 +10,7 @@ import { digest } from './digest.js'
 import { dedupeOptions, type DedupeOptions } from './options.js'
 import { LocalRecords, recordKey, RedisRecords, TOMBSTONE, type RedisStats } from './records.js'
 import { statsCounter } from '../../src/observe/metrics.js'
+import { PrimaryRecords, primarySide } from './primary-records.js'
 
 /** The QoS 1 PUBLISHes of one connection that wait for their PUBACK, by packet ID: their digests. */
 interface InFlight { in: Map<number, string>, out: Map<number, string> }
@@ -31,7 +32,8 @@ export class Dedupe {
   readonly stats: DedupeStats = { removed: { in: 0, out: 0 }, byClient: new Map(), recorded: 0, redis: undefined }
   private readonly inflight = new WeakMap<ConnectionInfo, InFlight>()
   private readonly local: LocalRecords
-  private readonly shared: RedisRecords | undefined
+  /** Records every instance (Redis) or every worker (the primary, workers: N) reads. */
+  private readonly shared: RedisRecords | PrimaryRecords | undefined
   private lastWarn = 0
 
   constructor (private readonly ctx: PluginContext<DedupeOptions>) {
@@ -40,6 +42,8 @@ export class Dedupe {
     if (ctx.redis !== undefined) {
       this.shared = new RedisRecords(ctx.redis, ctx.keyPrefix, o.ttlMs, o.flushMs, o.redisTimeoutMs, (what, err) => { this.redisFailed(what, err) })
       this.stats.redis = this.shared.stats
+    } else if (ctx.primary !== undefined) {
+      this.shared = new PrimaryRecords(ctx.primary, (what, err) => { this.redisFailed(what, err) })
     }
     const { stats } = this
     statsCounter(ctx.metrics, 'mqtt_guard_dedupe_removed_total', 'QoS 1 duplicates removed by dedupe, by direction (in: client → broker)', 'direction', () => ({ ...stats.removed }))
@@ -146,8 +150,8 @@ export class Dedupe {
     this.lastWarn = now
     this.ctx.log.warn({ err: err instanceof Error ? err.message : String(err), what, stats: this.stats.redis },
       what === 'write'
-        ? 'dedupe: redis unavailable, records kept in this process only (at-least-once kept)'
-        : 'dedupe: redis lookup failed, message forwarded (at-least-once kept)')
+        ? `dedupe: ${this.shared instanceof PrimaryRecords ? 'the primary' : 'redis'} unavailable, records kept in this process only (at-least-once kept)`
+        : `dedupe: ${this.shared instanceof PrimaryRecords ? 'the primary' : 'redis'} lookup failed, message forwarded (at-least-once kept)`)
   }
 
   close (): void {
@@ -165,6 +169,7 @@ export function dedupeStats (plugin: object): DedupeStats | undefined {
 export default definePlugin<DedupeOptions>({
   name: 'dedupe',
   options: dedupeOptions,
+  primary: primarySide,
   create (ctx) {
     const dedupe = new Dedupe(ctx)
     const plugin = {

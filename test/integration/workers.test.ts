@@ -1,8 +1,9 @@
 // workers: N, through `mqtt-guard start` in front of a real Mosquitto: connections spread over
 // the workers, /metrics is their sum, /connections and a kick reach every worker, a killed
-// worker is replaced (its clients reconnect to the others, nobody else is dropped), a duplicate
-// client ID is refused across workers without Redis, and a reload changes the worker count
-// without disconnecting anyone.
+// worker is replaced (its clients reconnect to the others, nobody else is dropped), and without
+// Redis the primary's state holds across workers: a duplicate client ID is refused or taken over,
+// a dedupe resend through another worker is removed, guessing on every worker adds up. A reload
+// changes the worker count without disconnecting anyone.
 
 import t, { type Test } from 'tap'
 import { writeFile } from 'node:fs/promises'
@@ -12,7 +13,8 @@ import { startMosquitto } from '../helpers/mosquitto.js'
 import { runCli, runToExit, type CliProcess } from '../helpers/cli-process.js'
 import { clientV, refusedCode, uniqueTopic } from '../helpers/e2e-mqtt.js'
 import { pollUntil } from '../helpers/processes.js'
-import { tempDir } from '../helpers/auth-clients.js'
+import { loginCode, mosquittoPasswdFile, tempDir } from '../helpers/auth-clients.js'
+import { RawMqttClient } from '../helpers/raw-client.js'
 import { parseExposition, valueOf } from '../helpers/metrics-scrape.js'
 
 const mosquitto = await startMosquitto()
@@ -90,6 +92,54 @@ t.test('takeover across workers closes the old connection on the other worker', 
   const gone = new Promise<number | undefined>((resolve) => { old.once('disconnect', (p) => { resolve(p.reasonCode) }) })
   await clientV(t, g.url, 5, { clientId: 'moving' })
   t.equal(await gone, 0x8e, 'the old connection got DISCONNECT 0x8E (session taken over)')
+})
+
+t.test('dedupe without Redis: a resend through another worker is answered, not delivered again', async (t) => {
+  const g = await group(t, { workers: 2, plugins: [{ name: 'dedupe', maxEntries: 1000 }] })
+  const topic = uniqueTopic('w/dedupe')
+  const got: string[] = []
+  const sub = await clientV(t, mosquitto.url, 4, { clientId: 'w-dd-sub' })
+  sub.on('message', (tp, payload) => { if (tp === topic) got.push(payload.toString()) })
+  await sub.subscribeAsync(topic, { qos: 1 })
+  const port = Number(new URL(g.url).port)
+  const connect = async (): Promise<RawMqttClient> => {
+    const c = await RawMqttClient.open(port, 5)
+    t.teardown(() => c.destroy())
+    c.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'w-dd', clean: true, keepalive: 60 })
+    await c.next('connack')
+    return c
+  }
+  // Round robin alternates the workers: of these four resends, some land on the other worker.
+  for (let k = 0; k < 4; k++) {
+    const publish = { cmd: 'publish', qos: 1, messageId: 10 + k, topic, payload: Buffer.from(`m${k}`), dup: false, retain: false } as const
+    const first = await connect()
+    first.sendPacket(publish)
+    await first.take('puback')
+    await first.destroy()
+    const again = await connect()
+    again.sendPacket({ ...publish, dup: true })
+    t.equal((await again.take('puback')).messageId, 10 + k, `resend ${k + 1} acknowledged`)
+    await again.destroy()
+  }
+  const marker = await connect()
+  marker.sendPacket({ cmd: 'publish', qos: 1, messageId: 99, topic, payload: Buffer.from('marker'), dup: false, retain: false })
+  await marker.take('puback')
+  await pollUntil('the marker', 5000, () => got.includes('marker') ? true : undefined)
+  t.same(got, ['m0', 'm1', 'm2', 'm3', 'marker'], 'each message delivered once')
+  const workers = g.proc.lines.filter((l) => l.msg === 'connection opened' && l.clientId === 'w-dd').map((l) => l.worker)
+  t.ok(workers.some((w, i) => i % 2 === 1 && w !== workers[i - 1]), `a resend went through the other worker than its original: ${workers.join(',')}`)
+  t.equal(g.proc.lines.filter((l) => l.msg === 'dedupe: duplicate removed').length, 4, 'all four removed')
+})
+
+t.test('auth brute-force counters without Redis: failures on every worker add up', async (t) => {
+  const dir = await tempDir(t, 'mqtt-guard-workers-auth-')
+  const passwd = await mosquittoPasswdFile(path.join(dir, 'passwd'), [{ user: 'dev', password: 'right-password' }])
+  const g = await group(t, { workers: 2, plugins: [{ name: 'auth', passwordFile: passwd, bruteForce: { maxFailures: 3, windowMs: 60_000, blockMs: 60_000 } }] })
+  // Three wrong passwords, spread over both workers by round robin: blocked in all of them.
+  for (let i = 0; i < 3; i++) t.equal(await loginCode(t, g.url, 5, 'dev', 'wrong'), 0x86, `wrong password ${i + 1}: 0x86`)
+  for (let i = 0; i < 2; i++) t.equal(await loginCode(t, g.url, 5, 'dev', 'right-password'), 0x8a, `then the right one is refused as banned (0x8A), on either worker (${i + 1})`)
+  const failing = new Set(g.proc.lines.filter((l) => l.msg === 'auth refused').map((l) => l.worker))
+  t.equal(failing.size, 2, 'the attempts reached both workers')
 })
 
 t.test('a killed worker is replaced; only its clients reconnect', async (t) => {
