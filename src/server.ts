@@ -13,24 +13,21 @@ import type { ResolvedConfig } from './plugin/loader.js'
 import type { Upstream } from './upstream/upstream.js'
 import { BrokerPool } from './upstream/pool.js'
 import { poolMetrics, type PoolMetrics } from './observe/upstream-metrics.js'
-import { poolFindings } from './observe/upstream-findings.js'
 import { isGuardError, type ErrorCode } from './errors.js'
 import type { AdminRequest, AdminResponse, Plugin, PrimaryChannel } from './plugin/api.js'
 import { GuardMetrics } from './observe/metrics.js'
-import { certificateExpiry, connectCount, roundTripLegs } from './observe/readings.js'
 import { AdminServer } from './admin/endpoint.js'
 import { adminTarget } from './admin/target.js'
 import type { ConnectionView, Finding, Overview } from './views.js'
 import { Listener, type Peer } from './proxy/listeners.js'
 import { limitsPlugin } from './proxy/limits.js'
 import { KickChannel } from './admin/kick.js'
-import { Diagnostics, meanMs } from './observe/diagnostics.js'
-import { SeriesRecorder, type Counters } from './observe/series.js'
-import { FRAME_TYPE } from './wire/codec.js'
+import { Diagnostics } from './observe/diagnostics.js'
 import type { RedisClient } from './redis/client.js'
 import type { RedisStatus } from './redis/watch.js'
-import { DEFAULT_KEY_PREFIX, describeRedis } from './config/redis.js'
+import { DEFAULT_KEY_PREFIX } from './config/redis.js'
 import { setLevel } from './log/log.js'
+import { ServerViews } from './server-views.js'
 import { Generation, closePartsOf, type GenerationParts } from './reload/generation.js'
 import { describePlan, planReload, sameSetting, type Change, type ReloadPlan, type ReloadReport } from './reload/plan.js'
 import { reloadParts, startParts, type PartsContext } from './reload/parts.js'
@@ -59,8 +56,8 @@ export class GuardServer {
   readonly connections = new Set<Connection>()
   readonly listeners: BoundListener[] = []
   readonly diagnostics = new Diagnostics()
-  /** The console's charts: one point a second for the last hour, recorded always. */
-  private readonly series = new SeriesRecorder(async () => await this.counters()).start()
+  /** The console's overview and series, and doctor's findings (src/server-views.ts). */
+  private readonly views: ServerViews
   admin: AdminServer | undefined
   private readonly servers: Listener[] = []
   /** The admin API's kicks, across instances when there is Redis (admin/kick.ts). */
@@ -88,11 +85,24 @@ export class GuardServer {
     first: GenerationParts,
     readonly metrics: GuardMetrics,
     private readonly parts: PartsContext,
-    private readonly reread: (() => Promise<ResolvedConfig>) | undefined
+    private readonly reread: (() => Promise<ResolvedConfig>) | undefined,
+    /** A worker of `workers: N`: the worker count is its primary's to change. */
+    private readonly isWorker = false
   ) {
     this.current = config
     this.gen = new Generation(0, first)
     this.kicks = new KickChannel(this.connections, first.shared?.client, config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, log)
+    this.views = new ServerViews({
+      instanceId,
+      metrics,
+      diagnostics: this.diagnostics,
+      log,
+      connections: () => this.connections,
+      host: () => this.host,
+      upstream: () => this.upstream,
+      config: () => this.current,
+      readiness: async () => await this.readiness()
+    })
   }
 
   /** The configuration in force (frozen; a reload replaces it whole). */
@@ -134,7 +144,7 @@ export class GuardServer {
       primary: options.primary
     }
     const first = await startParts(config, ctx)
-    const server = new GuardServer(ctx.instanceId, config, log, first, metrics, ctx, options.reread)
+    const server = new GuardServer(ctx.instanceId, config, log, first, metrics, ctx, options.reread, options.worker !== undefined)
     made.server = server
     // Registered once; it reads every live generation's pool (a reload may add one).
     const pools = (): BrokerPool[] => server.generations().map((g) => g.upstream).filter((u): u is BrokerPool => u instanceof BrokerPool)
@@ -219,78 +229,10 @@ export class GuardServer {
   }
 
   /** The console's overview, read from the metrics and the live connections. */
-  async overview (): Promise<Overview> {
-    const legs = await roundTripLegs(this.metrics)
-    // Figures only plugins count (dedupe's duplicates), zero without such a plugin.
-    const counted = this.host.overview()
-    return {
-      at: new Date().toISOString(),
-      instance: this.instanceId,
-      connections: this.liveConnections().length,
-      series: this.series.window(),
-      connects: connectCount(this.metrics),
-      refusals: (await this.metrics.refusals.get()).values.map((v) => ({ code: String(v.labels.code), reasonCode: String(v.labels.reason_code), count: v.value })),
-      rates: { in: this.series.latest('publishIn'), out: this.series.latest('publishOut') },
-      verdicts: (await this.metrics.verdicts.get()).values.map((v) => ({ plugin: String(v.labels.plugin), action: String(v.labels.action), count: v.value })),
-      duplicatesRemoved: counted.duplicatesRemoved ?? { in: 0, out: 0 },
-      roundTrips: { client: meanMs(legs.client), broker: meanMs(legs.broker) },
-      health: (await this.readiness()).checks,
-      certificates: (await certificateExpiry(this.metrics)).map((c) => ({ listener: c.listener, subject: c.subject, days: Math.floor(c.seconds / 86_400) })),
-      brokers: this.upstream instanceof BrokerPool
-        ? this.upstream.view().brokers.map((b) => ({ url: b.url, state: b.drainingSince !== undefined ? 'draining' : b.state, connections: b.connections, lastError: b.lastError }))
-        : []
-    }
-  }
-
-  /** What the time series records each second: counters the core keeps anyway. */
-  private async counters (): Promise<Counters> {
-    const refusals = new Map<string, number>()
-    for (const v of (await this.metrics.refusals.get()).values) {
-      const code = String(v.labels.code)
-      refusals.set(code, (refusals.get(code) ?? 0) + v.value)
-    }
-    return {
-      connections: this.liveConnections().length,
-      connects: connectCount(this.metrics),
-      refusals,
-      publishIn: this.metrics.packetCount(0, FRAME_TYPE.publish),
-      publishOut: this.metrics.packetCount(1, FRAME_TYPE.publish),
-      roundTrips: await roundTripLegs(this.metrics)
-    }
-  }
-
-  /** Connections that got their CONNACK and are still open. */
-  private liveConnections (): Connection[] {
-    return [...this.connections].filter((c) => c.state === 'relaying')
-  }
+  async overview (): Promise<Overview> { return await this.views.overview() }
 
   /** Findings for `mqtt-guard doctor`: what was recorded, and the live state read now. */
-  async diagnose (): Promise<{ instance: string, at: string, findings: Finding[] }> {
-    const legs = await roundTripLegs(this.metrics)
-    const plugins: Finding[] = []
-    for (const plugin of this.host.plugins) {
-      try {
-        plugins.push(...plugin.diagnose?.() ?? [])
-      } catch (err) {
-        this.log.error({ plugin: plugin.name, err }, 'plugin diagnose failed')
-      }
-    }
-    if (this.upstream instanceof BrokerPool) plugins.push(...poolFindings(this.upstream.view()))
-    const readiness = await this.readiness()
-    const redis = readiness.redis === undefined || this.config.redis === undefined ? undefined : { status: readiness.redis, where: describeRedis(this.config.redis) }
-    const findings = this.diagnostics.report({
-      connections: this.liveConnections().map((c) => c.view()),
-      maxConnections: this.config.limits.maxConnections,
-      checks: readiness.checks,
-      ...(redis === undefined ? {} : { redis }),
-      roundTrips: legs,
-      certificates: await certificateExpiry(this.metrics),
-      plugins
-    })
-    // Several brokers: the pool's own findings say which broker and why; the generic one repeats it.
-    const shown = this.upstream instanceof BrokerPool ? findings.filter((f) => f.id !== 'upstream-unhealthy') : findings
-    return { instance: this.instanceId, at: new Date().toISOString(), findings: shown }
-  }
+  async diagnose (): Promise<{ instance: string, at: string, findings: Finding[] }> { return await this.views.diagnose() }
 
   connectionViews (): ConnectionView[] {
     return [...this.connections].map((c) => {
@@ -400,13 +342,21 @@ export class GuardServer {
       else this.gen.config = parts.config
       const listen = await this.relisten(plan, now, maxAge, changed, refused)
       const admin = await this.readmin(now.admin, next.admin, changed, refused)
+      if (next.workers !== now.workers && !this.isWorker) {
+        refused.push({
+          setting: 'workers',
+          what: `${now.workers} → ${next.workers}`,
+          reach: 'refused',
+          detail: 'this process was started with workers: 1 and has no primary to fork or retire workers; a proxy started with workers >= 2 (or auto) changes its count by reload. Restart to change it here'
+        })
+      }
       if (this.kicks.redis !== this.redis) {
         this.kicks.close()
         this.kicks = new KickChannel(this.connections, this.redis, inForce.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, this.instanceId, this.log)
         this.kicks.listen()
       }
       // One assignment: a connection accepted from here on gets the new settings.
-      this.current = Object.freeze({ ...next, ...inForce, listen, admin })
+      this.current = Object.freeze({ ...next, ...inForce, listen, admin, workers: this.isWorker ? next.workers : now.workers })
     }
     const shown = changed.filter((c) => !refused.some((r) => c.setting === r.setting || (r.setting === 'plugins' && c.setting.startsWith('plugins'))))
     const report: ReloadReport = { at: new Date().toISOString(), reload: ++this.reloads, source, applied: true, changed: shown, refused, generation: this.gen.id, olderConnections: this.olderConnections() }
@@ -530,7 +480,7 @@ export class GuardServer {
     await closePartsOf(parts.reverse(), this.log)
     await closePartsOf([...this.parts.first].reverse(), this.log)
     await this.admin?.close()
-    this.series.close()
+    this.views.close()
     this.kicks.close()
     this.log.info('mqtt-guard stopped')
   }

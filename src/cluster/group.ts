@@ -8,10 +8,26 @@ import type { AdminTarget, UpstreamsView } from '../admin/endpoint.js'
 import type { ConnectionView, Finding, Overview, ClientEnd } from '../views.js'
 import type { RedisStatus } from '../redis/watch.js'
 import type { BrokerView } from '../upstream/pool.js'
-import type { Member, Primary } from './primary.js'
+import type { Registry } from 'prom-client'
+import type { ReloadReport } from '../reload/plan.js'
+import type { Peer } from './ipc.js'
 import { mergeFindings, mergeHistory, mergeOverview, mergeReadiness } from './merge.js'
 
 type Readiness = { ready: boolean, checks: Record<string, boolean | string>, redis?: RedisStatus }
+
+/** A worker, as the admin endpoint asks it. */
+interface Member { readonly peer: Peer }
+
+/** What the admin endpoint needs of the primary (src/cluster/primary.ts). */
+export interface Group {
+  readonly instanceId: string
+  readonly registry: Registry
+  /** Workers taking new connections. */
+  serving: () => Member[]
+  /** Workers with connections: serving and retiring. */
+  live: () => Member[]
+  reload: (source: string) => Promise<ReloadReport>
+}
 
 /** Every live worker's answer to `method`; a worker that does not answer is left out (and logged by the caller's view). */
 async function ask<T> (members: readonly Member[], method: string, ...args: unknown[]): Promise<T[]> {
@@ -19,7 +35,7 @@ async function ask<T> (members: readonly Member[], method: string, ...args: unkn
   return answers.filter((a): a is PromiseFulfilledResult<Awaited<T>> => a.status === 'fulfilled').map((a) => a.value as T)
 }
 
-export function groupTarget (primary: Primary): AdminTarget {
+export function groupTarget (primary: Group): AdminTarget {
   const live = (): Member[] => primary.live()
   const readiness = async (): Promise<Readiness> => {
     const answers = await ask<Readiness>(primary.serving(), 'readiness')

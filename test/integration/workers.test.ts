@@ -149,13 +149,15 @@ t.test('a killed worker is replaced; only its clients reconnect', async (t) => {
   const pids = [...new Set(g.proc.lines.filter((l) => l.msg === 'worker listening').map((l) => l.pid as number))]
   t.equal(pids.length, 2)
   const victim = pids[0] as number
+  // Who is where, from the log: read before the kill (a killed process's unwritten lines are lost).
+  await pollUntil('each connection logged', 10_000, () => g.proc.lines.filter((l) => l.msg === 'connection opened').length === 6 ? true : undefined)
+  const victims = g.proc.lines.filter((l) => l.msg === 'connection opened' && l.pid === victim).length
   const closed: number[] = []
   clients.forEach((c, i) => c.once('close', () => { closed.push(i) }))
   process.kill(victim, 'SIGKILL')
   await g.proc.waitFor((l) => l.msg === 'worker replaced', 20_000)
   const died = g.proc.lines.find((l) => l.msg?.startsWith('worker died') === true)
   t.equal(died?.reason, 'SIGKILL', 'logged with its reason')
-  const victims = g.proc.lines.filter((l) => l.msg === 'connection opened' && l.pid === victim).length
   t.equal(closed.length, victims, `exactly the killed worker's ${victims} clients were cut, no other`)
   const m = await metrics(g)
   t.equal(valueOf(m, 'mqtt_guard_worker_restarts_total', { reason: 'SIGKILL' }), 1, 'counted')
