@@ -141,7 +141,8 @@ export class GuardServer {
       last: options.extraPlugins ?? [],
       retap: () => { for (const c of made.server?.connections ?? []) c.retap() },
       connack: (url, seconds) => { poolSeries?.connack.observe({ broker: url }, seconds) },
-      primary: options.primary
+      primary: options.primary,
+      worker: options.worker
     }
     const first = await startParts(config, ctx)
     const server = new GuardServer(ctx.instanceId, config, log, first, metrics, ctx, options.reread, options.worker !== undefined)

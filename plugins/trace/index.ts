@@ -46,6 +46,17 @@ function pathId (raw: string): string | undefined {
   }
 }
 
+/**
+ * `workers: N`: each worker writes a file of its own (`traces.jsonl` → `traces.w2.jsonl`), since
+ * several processes rotating one file would lose lines; stdout is shared, a line at a time.
+ */
+export function workerFile (destination: string, worker: number | undefined): string {
+  if (worker === undefined || destination === 'stdout') return destination
+  const dot = destination.lastIndexOf('.')
+  const slash = destination.lastIndexOf('/')
+  return dot > slash + 1 ? `${destination.slice(0, dot)}.w${worker}${destination.slice(dot)}` : `${destination}.w${worker}`
+}
+
 export class Tracing {
   private readonly active = new Map<string, Active>()
   private sink: TraceSink
@@ -58,7 +69,7 @@ export class Tracing {
   constructor (private readonly ctx: PluginContext<TraceOptions>) {
     const o = ctx.options
     this.options = o
-    this.sink = new TraceSink(o.destination, o.rotateBytes, o.keepFiles)
+    this.sink = new TraceSink(workerFile(o.destination, ctx.worker), o.rotateBytes, o.keepFiles)
     if (o.enabled) this.add({ id: 'config', filters: o.filters, startedAt: new Date().toISOString(), until: undefined })
     const { counters } = this
     statsCounter(ctx.metrics, 'mqtt_guard_trace_lines_total', 'Trace lines: written, or dropped (over maxLinesPerSecond for a connection, or the destination fell behind)', 'outcome',
@@ -238,7 +249,7 @@ export class Tracing {
     if (next.destination !== old.destination || next.rotateBytes !== old.rotateBytes || next.keepFiles !== old.keepFiles) {
       const previous = this.sink
       this.counters.droppedByBacklog += previous.dropped
-      this.sink = new TraceSink(next.destination, next.rotateBytes, next.keepFiles)
+      this.sink = new TraceSink(workerFile(next.destination, this.ctx.worker), next.rotateBytes, next.keepFiles)
       await previous.close()
     }
     if (this.remove('config')) this.ctx.log.info({ trace: 'config' }, 'trace stopped')

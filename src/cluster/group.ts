@@ -73,12 +73,14 @@ export function groupTarget (primary: Group): AdminTarget {
       // one ID, so that a trace covers every worker's clients and one DELETE ends it everywhere.
       if (req.method === 'GET') {
         const [answer] = await ask<{ status: number, body: unknown, events: boolean } | undefined>(primary.serving().slice(0, 1), 'plugins', { ...req, query })
-        if (answer?.events === true) return { status: 501, body: { error: 'live streams are served by one process: with workers >= 2, follow the trace file (trace view), or run workers: 1' } }
-        return answer
+        if (answer === undefined) return undefined
+        if (answer.events) return { status: 501, body: { error: 'live streams are served by one process: with workers >= 2, follow the trace files (trace view), or run workers: 1' } }
+        return { status: answer.status, body: answer.body }
       }
       const body = req.method === 'POST' && req.path === '/traces' && typeof req.body === 'object' && req.body !== null ? { ...req.body, id: randomBytes(4).toString('hex') } : req.body
       const answers = await ask<{ status: number, body: unknown } | undefined>(live(), 'plugins', { ...req, query, body })
-      return answers.find((a) => a !== undefined && a.status < 300) ?? answers.find((a) => a !== undefined)
+      const answer = answers.find((a) => a !== undefined && a.status < 300) ?? answers.find((a) => a !== undefined)
+      return answer === undefined ? undefined : { status: answer.status, body: answer.body }
     },
     openConnections: () => 0,
     reload: async () => await primary.reload('admin'),

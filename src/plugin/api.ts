@@ -198,6 +198,8 @@ export interface PluginContext<Options> {
    * side its definition's `primary` made). Undefined in one process, or with Redis.
    */
   readonly primary?: PrimaryChannel | undefined
+  /** A worker of `workers: N`: its number, from 1 (a file of its own is named with it); undefined in one process. */
+  readonly worker?: number | undefined
 }
 
 /** A worker's way to the state its plugin keeps in the primary (calls batched over IPC). */

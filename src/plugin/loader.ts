@@ -46,6 +46,8 @@ export interface LoadContext {
   retap: () => void
   /** A worker of `workers: N` without Redis: each plugin's channel to its state in the primary. */
   primary?: ((plugin: string) => PrimaryChannel) | undefined
+  /** A worker of `workers: N`: its number, from 1. */
+  worker?: number | undefined
 }
 
 function specifier (entry: PluginEntry, configDir: string): string {
@@ -159,6 +161,7 @@ async function createPlugin (definition: PluginDefinition, options: unknown, ctx
     configDir: ctx.configDir,
     metrics: ctx.metrics,
     retap: ctx.retap,
-    primary: ctx.redis === undefined && definition.primary !== undefined ? ctx.primary?.(definition.name) : undefined
+    primary: ctx.redis === undefined && definition.primary !== undefined ? ctx.primary?.(definition.name) : undefined,
+    worker: ctx.worker
   })
 }

@@ -29,6 +29,8 @@ export interface PartsContext {
   connack: (url: string, seconds: number) => void
   /** A worker of `workers: N`: each plugin's channel to its state in the primary. */
   primary?: ((plugin: string) => PrimaryChannel) | undefined
+  /** A worker of `workers: N`: its number, from 1. */
+  worker?: number | undefined
 }
 
 /** The broker side for `config`. */
@@ -51,7 +53,8 @@ async function makePlugins (entries: readonly ResolvedPlugin[], config: Resolved
     instanceId: ctx.instanceId,
     metrics: ctx.metrics.registry,
     retap: ctx.retap,
-    primary: ctx.primary
+    primary: ctx.primary,
+    worker: ctx.worker
   })
 }
 

@@ -6,7 +6,7 @@
 // changes the worker count without disconnecting anyone.
 
 import t, { type Test } from 'tap'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { MqttClient } from 'mqtt'
 import { startMosquitto } from '../helpers/mosquitto.js'
@@ -140,6 +140,29 @@ t.test('auth brute-force counters without Redis: failures on every worker add up
   for (let i = 0; i < 2; i++) t.equal(await loginCode(t, g.url, 5, 'dev', 'right-password'), 0x8a, `then the right one is refused as banned (0x8A), on either worker (${i + 1})`)
   const failing = new Set(g.proc.lines.filter((l) => l.msg === 'auth refused').map((l) => l.worker))
   t.equal(failing.size, 2, 'the attempts reached both workers')
+})
+
+t.test('a trace started from the admin endpoint covers every worker under one ID, a file per worker', async (t) => {
+  const dir = await tempDir(t, 'mqtt-guard-workers-trace-')
+  const g = await group(t, { workers: 2, plugins: [{ name: 'trace', enabled: false, destination: path.join(dir, 'trace.jsonl') }] })
+  const res = await fetch(`${g.admin}/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ filters: { clientId: 'tr-*' }, for: '1m' }) })
+  t.equal(res.status, 201)
+  const { id } = await res.json() as { id: string }
+  const topic = uniqueTopic('w/trace')
+  for (let i = 0; i < 4; i++) await (await clientV(t, g.url, 5, { clientId: `tr-${i}` })).publishAsync(topic, `t${i}`, { qos: 1 })
+  const files = [path.join(dir, 'trace.w1.jsonl'), path.join(dir, 'trace.w2.jsonl')]
+  for (const file of files) {
+    const text = await pollUntil(`lines in ${path.basename(file)}`, 10_000, async () => {
+      const content = await readFile(file, 'utf8').catch(() => '')
+      return content.includes(`"trace":"${id}"`) && content.includes(topic) ? content : undefined
+    })
+    t.ok(text.split('\n').filter((l) => l.includes(topic)).every((l) => l.includes(`"trace":"${id}"`)), `${path.basename(file)}: this worker's clients, traced under ${id}`)
+  }
+  const listed = await (await fetch(`${g.admin}/traces`)).json() as Array<{ id: string }>
+  t.same(listed.map((x) => x.id), [id])
+  t.equal((await fetch(`${g.admin}/traces/${id}`, { method: 'DELETE' })).status, 200)
+  const after = await (await fetch(`${g.admin}/traces`)).json() as unknown[]
+  t.same(after, [], 'one DELETE ended it on every worker')
 })
 
 t.test('a killed worker is replaced; only its clients reconnect', async (t) => {
