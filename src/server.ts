@@ -19,7 +19,8 @@ import { GuardMetrics } from './observe/metrics.js'
 import { AdminServer } from './admin/endpoint.js'
 import { adminTarget } from './admin/target.js'
 import type { ConnectionView, Finding, Overview } from './views.js'
-import { Listener, type Peer } from './proxy/listeners.js'
+import type { Peer } from './proxy/listeners.js'
+import { ListenerSet, type BoundListener } from './proxy/listener-set.js'
 import { limitsPlugin } from './proxy/limits.js'
 import { KickChannel } from './admin/kick.js'
 import { Diagnostics } from './observe/diagnostics.js'
@@ -29,7 +30,7 @@ import { DEFAULT_KEY_PREFIX } from './config/redis.js'
 import { setLevel } from './log/log.js'
 import { ServerViews } from './server-views.js'
 import { Generation, closePartsOf, type GenerationParts } from './reload/generation.js'
-import { describePlan, planReload, sameSetting, type Change, type ReloadPlan, type ReloadReport } from './reload/plan.js'
+import { describePlan, planReload, sameSetting, type Change, type ReloadReport } from './reload/plan.js'
 import { reloadParts, startParts, type PartsContext } from './reload/parts.js'
 import type { BrokerView } from './upstream/pool.js'
 import type { UpstreamsView } from './admin/endpoint.js'
@@ -50,16 +51,16 @@ export interface StartOptions {
   worker?: number
 }
 
-export interface BoundListener { spec: ListenSpec, host: string, port: number }
+export type { BoundListener } from './proxy/listener-set.js'
 
 export class GuardServer {
   readonly connections = new Set<Connection>()
-  readonly listeners: BoundListener[] = []
   readonly diagnostics = new Diagnostics()
   /** The console's overview and series, and doctor's findings (src/server-views.ts). */
   private readonly views: ServerViews
   admin: AdminServer | undefined
-  private readonly servers: Listener[] = []
+  /** The listeners, where they are bound, and a reload's changes to them. */
+  private readonly listenerSet: ListenerSet
   /** The admin API's kicks, across instances when there is Redis (admin/kick.ts). */
   private kicks: KickChannel
   private stopping = false
@@ -75,8 +76,6 @@ export class GuardServer {
   private reloads = 0
   /** One reload at a time, in the order asked. */
   private reloading: Promise<unknown> = Promise.resolve()
-  /** Removed listeners' drain timers (reload.oldWorkerMaxAgeMs). */
-  private readonly retiredListeners = new Set<NodeJS.Timeout>()
 
   private constructor (
     readonly instanceId: string,
@@ -92,6 +91,7 @@ export class GuardServer {
     this.current = config
     this.gen = new Generation(0, first)
     this.kicks = new KickChannel(this.connections, first.shared?.client, config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, log)
+    this.listenerSet = new ListenerSet((stream, peer, spec) => { this.accept(stream, peer, spec) }, log, metrics, () => this.current.limits.connectTimeoutMs)
     this.views = new ServerViews({
       instanceId,
       metrics,
@@ -172,11 +172,11 @@ export class GuardServer {
     return [this.gen, ...this.older]
   }
 
+  /** Where each listener is bound (port 0 resolved). */
+  get listeners (): BoundListener[] { return this.listenerSet.bound }
+
   private async listen (spec: ListenSpec): Promise<void> {
-    const listener = new Listener(spec, (stream, peer) => { this.accept(stream, peer, spec) }, this.log, this.metrics, this.config.limits.connectTimeoutMs)
-    const { host, port } = await listener.listen()
-    this.servers.push(listener)
-    this.listeners.push({ spec, host, port })
+    await this.listenerSet.listen(spec)
   }
 
   private accept (stream: Duplex, peer: Peer, spec: ListenSpec): void {
@@ -258,9 +258,7 @@ export class GuardServer {
 
   /** A retiring worker: no listener accepts any more; open connections go on. */
   async stopAccepting (): Promise<void> {
-    for (const listener of this.servers) listener.retire()
-    this.servers.length = 0
-    this.listeners.length = 0
+    this.listenerSet.stopAccepting()
   }
 
   /** The brokers new connections go to, as GET /upstreams shows them. */
@@ -326,7 +324,7 @@ export class GuardServer {
 
   private async applyConfig (next: ResolvedConfig | undefined, source: string): Promise<ReloadReport> {
     this.log.info({ source }, 'reloading')
-    for (const listener of this.servers) listener.reload()
+    this.listenerSet.reload()
     await this.gen.host.reload(this.log)
     const changed: Change[] = []
     const refused: Change[] = []
@@ -341,7 +339,7 @@ export class GuardServer {
       const maxAge = next.reload.oldWorkerMaxAgeMs
       if (parts.upstream !== this.gen.upstream || parts.shared !== this.gen.shared || parts.plugins !== this.gen.plugins) this.nextGeneration(parts, maxAge)
       else this.gen.config = parts.config
-      const listen = await this.relisten(plan, now, maxAge, changed, refused)
+      const listen = await this.listenerSet.change(now.listen, plan.listen.removed, plan.listen.added, maxAge, () => this.connections, changed, refused)
       const admin = await this.readmin(now.admin, next.admin, changed, refused)
       if (next.workers !== now.workers && !this.isWorker) {
         refused.push({
@@ -385,50 +383,6 @@ export class GuardServer {
     this.log.info({ generation: gen.id, closed: closing.length }, 'configuration of an earlier reload released: its last connection closed')
   }
 
-  /** Listeners the reload removed stop accepting (their connections go on); added ones listen. */
-  private async relisten (plan: ReloadPlan, now: ResolvedConfig, maxAge: number, changed: Change[], refused: Change[]): Promise<readonly ListenSpec[]> {
-    const inForce = [...now.listen]
-    const retired: Listener[] = []
-    for (const spec of plan.listen.removed) {
-      const i = this.servers.findIndex((l) => l.spec === spec)
-      const listener = this.servers[i]
-      if (listener === undefined) continue
-      listener.retire()
-      this.servers.splice(i, 1)
-      this.listeners.splice(this.listeners.findIndex((l) => l.spec === spec), 1)
-      inForce.splice(inForce.indexOf(spec), 1)
-      retired.push(listener)
-    }
-    for (const spec of plan.listen.added) {
-      try {
-        await this.listen(spec)
-        inForce.push(spec)
-        changed.push({ setting: 'listen', what: `added ${spec.url}`, reach: 'now' })
-      } catch (err) {
-        refused.push({ setting: 'listen', what: `add ${spec.url}`, reach: 'refused', detail: (err as Error).message })
-        // The listener it was to replace (same address) takes connections again.
-        const before = retired.find((l) => l.spec.host === spec.host && l.spec.port === spec.port)
-        if (before !== undefined) {
-          retired.splice(retired.indexOf(before), 1)
-          await this.listen(before.spec).then(() => { inForce.push(before.spec) }, (again: Error) => { this.log.error({ listener: before.spec.url, err: again.message }, 'listener not restored') })
-        }
-      }
-    }
-    if (retired.length === 0 && inForce.length === now.listen.length) return now.listen
-    for (const listener of retired) {
-      const url = listener.spec.url
-      changed.push({ setting: 'listen', what: `removed ${url}`, reach: 'new connections', detail: `its open connections go on, for reload.oldWorkerMaxAgeMs (${maxAge} ms) at most` })
-      const timer = setTimeout(() => {
-        this.retiredListeners.delete(timer)
-        if (this.listeners.some((l) => l.spec.url === url)) return
-        for (const c of [...this.connections]) if (c.listener === url) c.close('GUARD_ERR_SHUTTING_DOWN', `listener ${url} removed by a reload, and reload.oldWorkerMaxAgeMs (${maxAge} ms) passed`)
-      }, maxAge)
-      timer.unref()
-      this.retiredListeners.add(timer)
-    }
-    return Object.freeze(inForce)
-  }
-
   /**
    * New admin settings: on the same address in place (the token, the bounds); on another
    * address a new server, the old one closed a moment later so that the answer of a POST
@@ -463,14 +417,13 @@ export class GuardServer {
   async stop (): Promise<void> {
     if (this.stopping) return
     this.stopping = true
-    const closed = this.servers.map(async (s) => { await s.close() })
+    const closed = this.listenerSet.close()
     const draining = [...this.connections]
     for (const conn of draining) conn.close('GUARD_ERR_SHUTTING_DOWN', 'proxy shutting down')
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.config.limits.drainTimeoutMs) })
-    await Promise.race([Promise.all(closed), timeout])
+    await Promise.race([closed, timeout])
     clearTimeout(timer)
-    for (const t of this.retiredListeners) clearTimeout(t)
     // Closed connections leave the set at once; their sockets may still be flushing.
     for (const conn of draining) conn.destroy()
     const generations = this.generations()
