@@ -14,6 +14,7 @@ import { AdminServer } from '../admin/endpoint.js'
 import type { ReloadReport, Change } from '../reload/plan.js'
 import { sameSetting } from '../reload/plan.js'
 import { isGuardError } from '../errors.js'
+import { RELOADS_HELP } from '../observe/metrics.js'
 import { Peer, type Port } from './ipc.js'
 import { groupTarget } from './group.js'
 import { mergeReports } from './merge.js'
@@ -36,6 +37,8 @@ export class Primary {
   readonly members = new Map<number, Member>()
   readonly registry = new Registry()
   private readonly restarts: Counter<'reason'>
+  /** The same series the workers count: aggregated as the most, this one counts every reload. */
+  private readonly reloadsCounted: Counter<'result'>
   private admin: AdminServer | undefined
   private stopping = false
   private reloads = 0
@@ -46,6 +49,8 @@ export class Primary {
   constructor (private config: ResolvedConfig, private readonly log: Logger, private readonly reread: () => Promise<ResolvedConfig>) {
     const registers = [this.registry]
     this.restarts = new Counter({ name: 'mqtt_guard_worker_restarts_total', help: 'Workers that died and were replaced (workers >= 2), by how: exit code or signal', labelNames: ['reason'], registers })
+    this.reloadsCounted = new Counter({ name: 'mqtt_guard_reloads_total', help: RELOADS_HELP, labelNames: ['result'], registers, aggregator: 'max' })
+    for (const result of ['applied', 'partial', 'refused']) this.reloadsCounted.inc({ result }, 0)
     const members = this.members
     new Gauge({
       name: 'mqtt_guard_workers',
@@ -157,6 +162,7 @@ export class Primary {
     } catch (err) {
       const detail = isGuardError(err) ? err.message : (err as Error).message
       this.log.error({ source, err: detail }, 'config file not reloaded: the running settings stay in force')
+      this.reloadsCounted.inc({ result: 'refused' })
       return { at: new Date().toISOString(), reload, source, applied: false, changed: [], refused: [{ setting: 'config', what: 'the configuration', reach: 'refused', detail }], generation: 0, olderConnections: 0 }
     }
     const changed: Change[] = []
@@ -173,6 +179,7 @@ export class Primary {
     this.config = Object.freeze({ ...next, admin: this.admin === undefined ? undefined : next.admin })
     const report = mergeReports(reports.filter((r): r is ReloadReport => r !== undefined), { changed, refused }, reload, source)
     const fields = { source, changed: report.changed.map((c) => `${c.setting}: ${c.what} (${c.reach})`), refused: report.refused.map((c) => `${c.setting}: ${c.detail ?? c.what}`) }
+    this.reloadsCounted.inc({ result: !report.applied ? 'refused' : report.refused.length > 0 ? 'partial' : 'applied' })
     if (report.refused.length > 0) this.log.warn(fields, 'reloaded, with changes refused')
     else this.log.info(fields, 'reloaded')
     return report

@@ -53,6 +53,9 @@ const NO_SOURCES: MetricSources = {
   maxConnections: () => 0
 }
 
+/** mqtt_guard_reloads_total's help: the same text in one process, a worker and a primary. */
+export const RELOADS_HELP = 'Reloads (SIGHUP, POST /reload, mqtt-guard reload), by result: applied, partial (some changes refused, the rest applied), refused (the configuration did not validate; nothing changed)'
+
 export class GuardMetrics {
   readonly registry = new Registry()
   /** [direction 0 in / 1 out][type 0..15], packets and bytes. */
@@ -98,7 +101,8 @@ export class GuardMetrics {
     for (const leg of ['client', 'broker'] as const) this.roundTrip.zero({ leg })
     this.dial = new Histogram({ name: 'mqtt_guard_upstream_dial_seconds', help: 'Time to open the connection to the broker', buckets: RTT_BUCKETS, registers })
     this.rehomes = new Counter({ name: 'mqtt_guard_upstream_rehomes_total', help: 'Connections moved to another broker without closing the client (several brokers, failover: rehome)', registers })
-    this.reloads = new Counter({ name: 'mqtt_guard_reloads_total', help: 'Reloads (SIGHUP, POST /reload, mqtt-guard reload), by result: applied, partial (some changes refused, the rest applied), refused (the configuration did not validate; nothing changed)', labelNames: ['result'], registers })
+    // workers: N counts a reload in each worker and in the primary: the most, not the sum.
+    this.reloads = new Counter({ name: 'mqtt_guard_reloads_total', help: RELOADS_HELP, labelNames: ['result'], registers, aggregator: 'max' })
     for (const result of ['applied', 'partial', 'refused']) this.reloads.inc({ result }, 0)
     this.throttled = new Counter({ name: 'mqtt_guard_publish_throttled_total', help: 'PUBLISH packets held back by limits.maxPublishesPerSecond until their token', registers })
     this.certExpiry = new Gauge({ name: 'mqtt_guard_tls_certificate_expiry_seconds', help: 'Seconds until a listener certificate expires', labelNames: ['listener', 'subject'], registers, aggregator: 'min' })

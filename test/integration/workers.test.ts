@@ -205,6 +205,7 @@ t.test('a reload changes the worker count without disconnecting anyone', async (
   const m = await metrics(g)
   t.equal(valueOf(m, 'mqtt_guard_workers', { state: 'serving' }), 1)
   t.ok((valueOf(m, 'mqtt_guard_workers', { state: 'retiring' }) ?? 0) >= 1, 'the retired ones still serve their clients')
+  t.equal(valueOf(m, 'mqtt_guard_reloads_total', { result: 'applied' }), 2, 'two reloads counted once each, not once per worker')
   const topic = uniqueTopic('w/resize')
   for (const c of clients) await c.publishAsync(topic, 'still here', { qos: 1 })
   t.equal(closed, 0, 'no client was disconnected by either reload')
