@@ -88,14 +88,14 @@ export class CliProcess {
   }
 
   /** Waits for `mqtt-guard listening` and returns the first bound port. */
-  async listening (timeoutMs = 10_000): Promise<number> {
+  async listening (timeoutMs = 20_000): Promise<number> {
     const line = await this.waitFor((l) => l.msg === 'mqtt-guard listening', timeoutMs)
     const first = (line.listen as string[] | undefined)?.[0] ?? ''
     return Number(first.slice(first.lastIndexOf(':') + 1))
   }
 
   /** Waits for `mqtt-guard listening` and returns the admin endpoint's port. */
-  async adminPort (timeoutMs = 10_000): Promise<number> {
+  async adminPort (timeoutMs = 20_000): Promise<number> {
     const line = await this.waitFor((l) => l.msg === 'mqtt-guard listening', timeoutMs)
     const admin = typeof line.admin === 'string' ? line.admin : ''
     return Number(admin.slice(admin.lastIndexOf(':') + 1))
