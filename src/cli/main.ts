@@ -167,6 +167,12 @@ async function start (args: string[], command: Command): Promise<number> {
   const cluster = (await import('node:cluster')).default
   const worker = cluster.isWorker ? Number(process.env.MQTT_GUARD_WORKER_INDEX ?? '0') + 1 : undefined
   const log = createLogger(config.log.level, undefined, worker === undefined ? undefined : { worker })
+  // A library that drops a promise's rejection (seen: ioredis's "Connection is closed." from the
+  // embedded broker's Redis persistence while Redis restarts) must not end every client's
+  // connection: log it with its stack and keep serving.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled promise rejection in a library; the proxy keeps running')
+  })
   if (worker === undefined && config.workers > 1) {
     await (await import('../cluster/primary.js')).runPrimary(config, log, reread)
     log.flush()
@@ -174,12 +180,6 @@ async function start (args: string[], command: Command): Promise<number> {
   }
   // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
   const { GuardServer } = await import('../server.js')
-  // A library that drops a promise's rejection (seen: ioredis's "Connection is closed." from the
-  // embedded broker's Redis persistence while Redis restarts) must not end every client's
-  // connection: log it with its stack and keep serving.
-  process.on('unhandledRejection', (reason) => {
-    log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled promise rejection in a library; the proxy keeps running')
-  })
   if (worker !== undefined) {
     await (await import('../cluster/worker.js')).runWorker(config, { log, reread, index: worker - 1 })
     log.flush()
