@@ -240,7 +240,7 @@ async function main (): Promise<number> {
       return { first: k * base + Math.min(k, extra), count: base + (k < extra ? 1 : 0) }
     }
     const tag = `s${process.pid}`
-    const connectTimeoutMs = (o.deadlineS - 60) * 1000
+    const connectTimeoutMs = Math.max(10, o.deadlineS - 90) * 1000
     const reports = await Promise.all(generators.map(async (g, k) => await g.ask<ConnectReport>({
       cmd: 'connect', ports: proxy.ports, tag, ...share(k), ratePerSecond: o.rate / o.generators, concurrency: 64, keepaliveSeconds: o.keepalive, timeoutMs: connectTimeoutMs
     })))
@@ -248,7 +248,8 @@ async function main (): Promise<number> {
     const cpuAfter = treeCpuTicks(watch)
     const opened = reports.reduce((s, r) => s + r.opened, 0)
     const failed = reports.reduce((s, r) => s + r.failed, 0)
-    log(`connected ${opened}/${o.clients} in ${connectSeconds.toFixed(1)} s (${failed} failed${failed > 0 ? `: ${reports.find((r) => r.firstError !== undefined)?.firstError ?? ''}` : ''})`)
+    const unanswered = reports.reduce((s, r) => s + r.unanswered, 0)
+    log(`connected ${opened}/${o.clients} in ${connectSeconds.toFixed(1)} s (${failed} failed, ${unanswered} unanswered${failed + unanswered > 0 ? `: ${reports.find((r) => r.firstError !== undefined)?.firstError ?? ''}` : ''})`)
     const cpuPerConn = Object.fromEntries(Object.keys(watch).map((role) => [role, ((cpuAfter[role] ?? 0) - (cpuBefore[role] ?? 0)) / clkTck * 1e6 / Math.max(1, opened)]))
 
     step.name = 'holding'
@@ -295,7 +296,7 @@ async function main (): Promise<number> {
     log(`memory 10 s after the pings: RSS ${(rssLater / 1024).toFixed(0)} MiB (${((rssLater - rssBefore) / Math.max(1, opened)).toFixed(2)} KiB/conn), heap ${(heapLater / 2 ** 20).toFixed(0)} MiB (${((heapLater - heapBefore) / 1024 / Math.max(1, opened)).toFixed(2)} KiB/conn)`)
     const status = await Promise.all(generators.map(async (g) => await g.ask<StatusReport>({ cmd: 'status' })))
     const lost = status.reduce((s, r) => s + r.closedAfterConnack, 0)
-    const errors = proxy.handle.log().split('\n').filter((l) => /"level":(50|60)|EMFILE/.test(l))
+    const errors = proxy.handle.log().split('\n').filter((l) => /"level":(40|50|60)|EMFILE|Error/.test(l))
 
     const result = {
       when: new Date().toISOString(),
@@ -304,6 +305,7 @@ async function main (): Promise<number> {
       loadAverage: os.loadavg().map((v) => Math.round(v * 100) / 100),
       opened,
       failed,
+      unanswered,
       lostAfterConnack: lost,
       connectSeconds,
       connectRate: opened / connectSeconds,
@@ -323,7 +325,7 @@ async function main (): Promise<number> {
       ping: pingRounds.every((r) => r.answered === o.clients && r.maxMs <= 2000)
     }
     const lines = [
-      `clients ${opened}/${o.clients} connected (${failed} failed, ${lost} closed after CONNACK) in ${connectSeconds.toFixed(1)} s, ${result.connectRate.toFixed(0)}/s ${pass.allConnected ? '✅' : '❌'}`,
+      `clients ${opened}/${o.clients} connected (${failed} refused or failed, ${unanswered} unanswered, ${lost} closed after CONNACK) in ${connectSeconds.toFixed(1)} s, ${result.connectRate.toFixed(0)}/s ${pass.allConnected ? '✅' : '❌'}`,
       `CPU per connection while connecting: ${Object.entries(cpuPerConn).map(([r, v]) => `${r} ${v.toFixed(0)} µs`).join(', ')}`,
       `proxy RSS (primary + ${pids.length - 1} workers): ${(rssBefore / 1024).toFixed(0)} → ${(rssAfter / 1024).toFixed(0)} MiB = ${result.proxyRssKiB.perConnection.toFixed(2)} KiB per connection, ${result.proxyRssKiB.perConnectionLater.toFixed(2)} after the pings and 10 s more (≤ 6) ${pass.memory ? '✅' : '❌'}; V8 heap used ${(heapBefore / 2 ** 20).toFixed(0)} → ${(heapAfter / 2 ** 20).toFixed(0)} → ${(heapLater / 2 ** 20).toFixed(0)} MiB = ${(result.proxyHeapUsedBytes.perConnection / 1024).toFixed(2)}, later ${(result.proxyHeapUsedBytes.perConnectionLater / 1024).toFixed(2)} KiB per connection`,
       `descriptors (limit ${limit}): ${fds.map((f) => `${f.process} ${f.fds}`).join(', ')}; max ${result.maxFds} ${pass.descriptors ? '✅' : '❌'}`,
