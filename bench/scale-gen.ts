@@ -20,6 +20,8 @@ export interface ConnectCommand {
   concurrency: number
   keepaliveSeconds: number
   timeoutMs: number
+  /** A refused CONNECT (CONNACK 3, a worker at limits.maxConnections) is tried again this often, as a device would. */
+  retries: number
 }
 export interface PingCommand { cmd: 'ping', timeoutMs: number }
 export type Command = ConnectCommand | PingCommand | { cmd: 'status' } | { cmd: 'close' }
@@ -29,6 +31,8 @@ export interface ConnectReport {
   failed: number
   /** Launched and neither answered nor closed by the timeout (a connection nobody serves). */
   unanswered: number
+  /** CONNECTs refused and tried again (each retry counts). */
+  retried: number
   seconds: number
   firstError: string | undefined
 }
@@ -74,22 +78,22 @@ async function connect (job: ConnectCommand): Promise<ConnectReport> {
   let opened = 0
   let failed = 0
   let firstError: string | undefined
+  let retried = 0
   return await new Promise<ConnectReport>((resolve) => {
     // Past the timeout the report says how many are still waiting; the coordinator decides.
     const deadline = setTimeout(() => {
       clearInterval(tick)
-      resolve({ opened, failed, unanswered: launched - opened - failed, seconds: (performance.now() - started) / 1000, firstError: firstError ?? `${job.count - launched} never launched` })
+      resolve({ opened, failed, unanswered: launched - opened - failed, seconds: (performance.now() - started) / 1000, retried, firstError: firstError ?? `${job.count - launched} never launched` })
     }, job.timeoutMs)
     const settle = (): void => {
       inFlight--
       if (opened + failed < job.count) return
       clearTimeout(deadline)
       clearInterval(tick)
-      resolve({ opened, failed, unanswered: 0, seconds: (performance.now() - started) / 1000, firstError })
+      resolve({ opened, failed, unanswered: 0, retried, seconds: (performance.now() - started) / 1000, firstError })
     }
-    const launch = (): void => {
-      const i = launched++
-      inFlight++
+    const launch = (): void => { inFlight++; open(launched++, 0) }
+    const open = (i: number, attempt: number): void => {
       const socket = net.connect({ host: HOST, port: job.ports[i % job.ports.length] as number })
       const c: Client = { socket, acked: false, pingAt: 0 }
       let done = false
@@ -103,6 +107,13 @@ async function connect (job: ConnectCommand): Promise<ConnectReport> {
       }
       socket.once('connect', () => { socket.write(connectPacket(`${job.tag}-${job.first + i}`, job.keepaliveSeconds)) })
       socket.on('data', reader(c, (ok) => {
+        if (!ok && attempt < job.retries) {
+          done = true
+          retried++
+          socket.destroy()
+          setTimeout(() => { open(i, attempt + 1) }, 100 + Math.random() * 200)
+          return
+        }
         if (!ok) { fail('CONNACK refused'); return }
         c.acked = true
         clients.push(c)

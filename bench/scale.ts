@@ -34,6 +34,11 @@ const USAGE = `Usage: node dist/bench/scale.js [options]
   --brokers B      Mosquittos behind the proxy, upstream.brokers (default 3)
   --rate R         CONNECTs per second, all generators together (default 1500)
   --keepalive S    the clients' keepalive in CONNECT, seconds (default 600)
+  --max-per-worker M  limits.maxConnections (each worker's own): past it a worker refuses
+                   with CONNACK 3 and the generator tries again (up to 20 times)
+  --health-timeout MS  upstream.healthCheck.timeoutMs (default 5000, with failures 3; the
+                   proxy's defaults, 1000 and 2, read a PINGREQ storm on a loaded machine as
+                   every broker down, and the worker drops its clients)
   --pings P        rounds of "PINGREQ to every client at once" (default 3)
   --deadline S     give up after S seconds (default C / R + 180)
   --json FILE      also write the figures as JSON
@@ -103,7 +108,7 @@ class Generator {
 interface Proxy { handle: ServerHandle, ports: number[], admin: string }
 
 /** mqtt-guard from this checkout with `workers`, two listeners, the brokers as upstream.brokers. */
-async function startProxy (workers: number, brokers: string[]): Promise<Proxy> {
+async function startProxy (workers: number, brokers: string[], maxPerWorker: number | undefined, healthTimeoutMs: number): Promise<Proxy> {
   const dir = await mkdtemp(join(tmpdir(), 'mqtt-guard-scale-'))
   const config = join(dir, 'config.yaml')
   let second = 0
@@ -121,9 +126,10 @@ async function startProxy (workers: number, brokers: string[]): Promise<Proxy> {
       await writeFile(config, JSON.stringify({
         listen: [`127.0.0.1:${port}`, `127.0.0.1:${second}`],
         admin: `127.0.0.1:${admin}`,
-        upstream: { brokers, balance: 'client-id' },
+        upstream: { brokers, balance: 'client-id', healthCheck: { timeoutMs: healthTimeoutMs, failures: healthTimeoutMs > 1000 ? 3 : 2 } },
         workers,
         log: { level: 'warn' },
+        ...(maxPerWorker === undefined ? {} : { limits: { maxConnections: maxPerWorker } }),
         plugins: []
       }, null, 2) + '\n')
       return ['-c', FD_WRAP, process.execPath, join(ROOT, 'bin', 'mqtt-guard.js'), 'start', '--config', config]
@@ -147,13 +153,13 @@ async function metric (admin: string, name: string): Promise<number> {
 
 // ---- the run ---------------------------------------------------------------------------------
 
-interface Options { clients: number, workers: number, generators: number, brokers: number, rate: number, keepalive: number, pings: number, deadlineS: number, json: string | undefined }
+interface Options { clients: number, workers: number, generators: number, brokers: number, rate: number, keepalive: number, maxPerWorker: number | undefined, healthTimeoutMs: number, pings: number, deadlineS: number, json: string | undefined }
 
 function options (): Options {
   const { values } = parseArgs({
     options: {
       clients: { type: 'string' }, workers: { type: 'string' }, generators: { type: 'string' }, brokers: { type: 'string' },
-      rate: { type: 'string' }, keepalive: { type: 'string' }, pings: { type: 'string' }, deadline: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' }
+      rate: { type: 'string' }, keepalive: { type: 'string' }, 'max-per-worker': { type: 'string' }, 'health-timeout': { type: 'string' }, pings: { type: 'string' }, deadline: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' }
     },
     strict: true
   })
@@ -172,6 +178,8 @@ function options (): Options {
     brokers: int(values.brokers, 3, 1),
     rate,
     keepalive: int(values.keepalive, 600, 0),
+    healthTimeoutMs: int(values['health-timeout'], 5000, 100),
+    maxPerWorker: values['max-per-worker'] === undefined ? undefined : int(values['max-per-worker'], 0, 1),
     pings: int(values.pings, 3, 1),
     deadlineS: int(values.deadline, Math.ceil(clients / rate) + 180, 10),
     json: values.json
@@ -206,7 +214,7 @@ async function main (): Promise<number> {
     process.once(signal, () => { log(`${signal}: stopping everything`); stopAll().finally(() => { process.exit(130) }) })
   }
 
-  log(`${o.clients} clients, workers ${o.workers}, ${o.brokers} brokers, ${o.generators} generators, ${o.rate} CONNECT/s, keepalive ${o.keepalive} s; descriptor hard limit ${limit}; load ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`)
+  log(`${o.clients} clients, workers ${o.workers}, ${o.brokers} brokers, ${o.generators} generators, ${o.rate} CONNECT/s, keepalive ${o.keepalive} s${o.maxPerWorker === undefined ? '' : `, limits.maxConnections ${o.maxPerWorker}`}, health check timeout ${o.healthTimeoutMs} ms; descriptor hard limit ${limit}; load ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`)
   const perWorker = Math.ceil(o.clients / o.workers)
   if (2 * perWorker >= limit) log(`note: ${perWorker} clients per worker need ${2 * perWorker} descriptors (client + broker side), over the limit of ${limit}: expect refusals`)
   const clkTck = clockTicksPerSecond()
@@ -215,7 +223,7 @@ async function main (): Promise<number> {
     const brokers: ServerHandle[] = []
     for (let i = 0; i < o.brokers; i++) { const b = await startBenchMosquitto(); started.push(b); brokers.push(b) }
     step.name = 'starting mqtt-guard'
-    const proxy = await startProxy(o.workers, brokers.map((b) => `mqtt://127.0.0.1:${b.port}`))
+    const proxy = await startProxy(o.workers, brokers.map((b) => `mqtt://127.0.0.1:${b.port}`), o.maxPerWorker, o.healthTimeoutMs)
     started.push(proxy.handle)
     const primary = proxy.handle.pid
     const tree = (): number[] => processTree(primary)
@@ -242,14 +250,15 @@ async function main (): Promise<number> {
     const tag = `s${process.pid}`
     const connectTimeoutMs = Math.max(10, o.deadlineS - 90) * 1000
     const reports = await Promise.all(generators.map(async (g, k) => await g.ask<ConnectReport>({
-      cmd: 'connect', ports: proxy.ports, tag, ...share(k), ratePerSecond: o.rate / o.generators, concurrency: 64, keepaliveSeconds: o.keepalive, timeoutMs: connectTimeoutMs
+      cmd: 'connect', ports: proxy.ports, tag, ...share(k), ratePerSecond: o.rate / o.generators, concurrency: 64, keepaliveSeconds: o.keepalive, timeoutMs: connectTimeoutMs, retries: o.maxPerWorker === undefined ? 0 : 20
     })))
     const connectSeconds = (Date.now() - t0) / 1000
     const cpuAfter = treeCpuTicks(watch)
     const opened = reports.reduce((s, r) => s + r.opened, 0)
     const failed = reports.reduce((s, r) => s + r.failed, 0)
     const unanswered = reports.reduce((s, r) => s + r.unanswered, 0)
-    log(`connected ${opened}/${o.clients} in ${connectSeconds.toFixed(1)} s (${failed} failed, ${unanswered} unanswered${failed + unanswered > 0 ? `: ${reports.find((r) => r.firstError !== undefined)?.firstError ?? ''}` : ''})`)
+    const retried = reports.reduce((s, r) => s + r.retried, 0)
+    log(`connected ${opened}/${o.clients} in ${connectSeconds.toFixed(1)} s (${failed} failed, ${unanswered} unanswered, ${retried} refusals retried${failed + unanswered > 0 ? `: ${reports.find((r) => r.firstError !== undefined)?.firstError ?? ''}` : ''})`)
     const cpuPerConn = Object.fromEntries(Object.keys(watch).map((role) => [role, ((cpuAfter[role] ?? 0) - (cpuBefore[role] ?? 0)) / clkTck * 1e6 / Math.max(1, opened)]))
 
     step.name = 'holding'
@@ -306,6 +315,7 @@ async function main (): Promise<number> {
       opened,
       failed,
       unanswered,
+      retried,
       lostAfterConnack: lost,
       connectSeconds,
       connectRate: opened / connectSeconds,
@@ -325,7 +335,7 @@ async function main (): Promise<number> {
       ping: pingRounds.every((r) => r.answered === o.clients && r.maxMs <= 2000)
     }
     const lines = [
-      `clients ${opened}/${o.clients} connected (${failed} refused or failed, ${unanswered} unanswered, ${lost} closed after CONNACK) in ${connectSeconds.toFixed(1)} s, ${result.connectRate.toFixed(0)}/s ${pass.allConnected ? '✅' : '❌'}`,
+      `clients ${opened}/${o.clients} connected (${failed} refused or failed, ${unanswered} unanswered, ${lost} closed after CONNACK, ${retried} refusals retried) in ${connectSeconds.toFixed(1)} s, ${result.connectRate.toFixed(0)}/s ${pass.allConnected ? '✅' : '❌'}`,
       `CPU per connection while connecting: ${Object.entries(cpuPerConn).map(([r, v]) => `${r} ${v.toFixed(0)} µs`).join(', ')}`,
       `proxy RSS (primary + ${pids.length - 1} workers): ${(rssBefore / 1024).toFixed(0)} → ${(rssAfter / 1024).toFixed(0)} MiB = ${result.proxyRssKiB.perConnection.toFixed(2)} KiB per connection, ${result.proxyRssKiB.perConnectionLater.toFixed(2)} after the pings and 10 s more (≤ 6) ${pass.memory ? '✅' : '❌'}; V8 heap used ${(heapBefore / 2 ** 20).toFixed(0)} → ${(heapAfter / 2 ** 20).toFixed(0)} → ${(heapLater / 2 ** 20).toFixed(0)} MiB = ${(result.proxyHeapUsedBytes.perConnection / 1024).toFixed(2)}, later ${(result.proxyHeapUsedBytes.perConnectionLater / 1024).toFixed(2)} KiB per connection`,
       `descriptors (limit ${limit}): ${fds.map((f) => `${f.process} ${f.fds}`).join(', ')}; max ${result.maxFds} ${pass.descriptors ? '✅' : '❌'}`,
