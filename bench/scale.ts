@@ -36,7 +36,7 @@ const USAGE = `Usage: node dist/bench/scale.js [options]
   --keepalive S    the clients' keepalive in CONNECT, seconds (default 600)
   --max-per-worker M  limits.maxConnections (each worker's own): past it a worker refuses
                    with CONNACK 3 and the generator tries again (up to 20 times)
-  --health-timeout MS  upstream.healthCheck.timeoutMs (default 5000, with failures 3; the
+  --health-timeout MS  upstream.healthCheck.timeoutMs (default 5000, interval as long, failures 3; the
                    proxy's defaults, 1000 and 2, read a PINGREQ storm on a loaded machine as
                    every broker down, and the worker drops its clients)
   --pings P        rounds of "PINGREQ to every client at once" (default 3)
@@ -126,7 +126,7 @@ async function startProxy (workers: number, brokers: string[], maxPerWorker: num
       await writeFile(config, JSON.stringify({
         listen: [`127.0.0.1:${port}`, `127.0.0.1:${second}`],
         admin: `127.0.0.1:${admin}`,
-        upstream: { brokers, balance: 'client-id', healthCheck: { timeoutMs: healthTimeoutMs, failures: healthTimeoutMs > 1000 ? 3 : 2 } },
+        upstream: { brokers, balance: 'client-id', healthCheck: { intervalMs: Math.max(2000, healthTimeoutMs), timeoutMs: healthTimeoutMs, failures: healthTimeoutMs > 1000 ? 3 : 2 } },
         workers,
         log: { level: 'warn' },
         ...(maxPerWorker === undefined ? {} : { limits: { maxConnections: maxPerWorker } }),
