@@ -224,7 +224,15 @@ async function main (): Promise<number> {
     for (let i = 0; i < o.brokers; i++) { const b = await startBenchMosquitto(); started.push(b); brokers.push(b) }
     step.name = 'starting mqtt-guard'
     const proxy = await startProxy(o.workers, brokers.map((b) => `mqtt://127.0.0.1:${b.port}`), o.maxPerWorker, o.healthTimeoutMs)
-    started.push(proxy.handle)
+    // A primary drains its workers on SIGTERM (limits.drainTimeoutMs): give it 20 s before
+    // the handle's own stop (SIGKILL after 5 s) runs.
+    started.push({
+      stop: async () => {
+        proxy.handle.kill('SIGTERM')
+        await Promise.race([proxy.handle.exited(), new Promise((resolve) => setTimeout(resolve, 20_000))])
+        await proxy.handle.stop()
+      }
+    })
     const primary = proxy.handle.pid
     const tree = (): number[] => processTree(primary)
     for (const pid of tree()) if (pid !== primary) workerPids.add(pid)
