@@ -196,7 +196,10 @@ async function main (): Promise<number> {
   const generators: Generator[] = []
   const workerPids = new Set<number>()
   let finished = false
-  const stopAll = async (): Promise<void> => {
+  let stopping: Promise<void> | undefined
+  // Once, whoever asks first (the deadline, a signal, the end of the run): the others wait for it.
+  const stopAll = async (): Promise<void> => { stopping ??= stopEverything(); await stopping }
+  const stopEverything = async (): Promise<void> => {
     await Promise.all(generators.map(async (g) => { await g.stop() }))
     for (const s of started.reverse()) await s.stop().catch((err: unknown) => { log(`stop: ${String(err)}`) })
     started.length = 0
@@ -207,11 +210,12 @@ async function main (): Promise<number> {
   const deadline = setTimeout(() => {
     if (finished) return
     log(`FAIL: deadline of ${o.deadlineS} s passed during "${step.name}": stopping everything`)
+    process.exitCode = 1
     stopAll().finally(() => { process.exit(1) })
   }, o.deadlineS * 1000)
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.removeAllListeners(signal)
-    process.once(signal, () => { log(`${signal}: stopping everything`); stopAll().finally(() => { process.exit(130) }) })
+    process.once(signal, () => { log(`${signal}: stopping everything`); process.exitCode = 130; stopAll().finally(() => { process.exit(130) }) })
   }
 
   log(`${o.clients} clients, workers ${o.workers}, ${o.brokers} brokers, ${o.generators} generators, ${o.rate} CONNECT/s, keepalive ${o.keepalive} s${o.maxPerWorker === undefined ? '' : `, limits.maxConnections ${o.maxPerWorker}`}, health check timeout ${o.healthTimeoutMs} ms; descriptor hard limit ${limit}; load ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`)
@@ -365,6 +369,7 @@ async function main (): Promise<number> {
 }
 
 main().then((code) => { process.exitCode = code }, async (err: unknown) => {
+  if (process.exitCode !== undefined) return
   process.stderr.write(`scale: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
   await cleanupAll().catch(() => {})
   process.exitCode = 1
