@@ -4,7 +4,7 @@
 
 import net from 'node:net'
 import { rendezvousOrder } from '../src/upstream/balance.js'
-import { cpuTicks, rssKiB } from './proc.js'
+import { treeCpuTicks, treeRssKiB } from './proc.js'
 import { connectPacket, DISCONNECT, publishPacket, pubackPacket, Splitter, subscribePacket, TYPE, type Credentials, type PacketHandler } from './mqtt-bytes.js'
 import type {
   CpuReading, FixedRateJob, FixedRateResult, IdleJob, IdleResult, Job, JobResult, LatencyJob, LatencyResult,
@@ -114,16 +114,16 @@ function flushAcks (socket: net.Socket, acks: number[]): void {
 interface CpuMark { ticks: Record<string, number>, own: NodeJS.CpuUsage, at: bigint }
 
 function markCpu (watch: Watched): CpuMark {
-  const ticks: Record<string, number> = {}
-  for (const [role, pid] of Object.entries(watch)) ticks[role] = cpuTicks(pid)
-  return { ticks, own: process.cpuUsage(), at: process.hrtime.bigint() }
+  // Each watched process with its descendants: a target with workers is its whole tree.
+  return { ticks: treeCpuTicks(watch), own: process.cpuUsage(), at: process.hrtime.bigint() }
 }
 
 function cpuSince (mark: CpuMark, watch: Watched, clkTck: number, messages: number): { cpu: Record<string, CpuReading>, seconds: number, generatorUtilisation: number } {
   const seconds = Number(process.hrtime.bigint() - mark.at) / 1e9
   const cpu: Record<string, CpuReading> = {}
-  for (const [role, pid] of Object.entries(watch)) {
-    const used = (cpuTicks(pid) - (mark.ticks[role] ?? 0)) / clkTck
+  const ticks = treeCpuTicks(watch)
+  for (const role of Object.keys(watch)) {
+    const used = ((ticks[role] ?? 0) - (mark.ticks[role] ?? 0)) / clkTck
     cpu[role] = { seconds: used, utilisation: used / seconds, usPerMessage: messages > 0 ? used * 1e6 / messages : 0 }
   }
   const own = process.cpuUsage(mark.own)
@@ -360,8 +360,7 @@ async function fixedRate (job: FixedRateJob): Promise<FixedRateResult> {
 }
 
 async function idle (job: IdleJob): Promise<IdleResult> {
-  const before: Record<string, number> = {}
-  for (const [role, pid] of Object.entries(job.watch)) before[role] = rssKiB(pid)
+  const before = treeRssKiB(job.watch)
   const sockets: net.Socket[] = []
   const acked = new Set<net.Socket>()
   let launched = 0
@@ -407,8 +406,9 @@ async function idle (job: IdleJob): Promise<IdleResult> {
     const windowUs: [number, number] = [Number(mark.at / 1000n), Number(process.hrtime.bigint() / 1000n)]
     await delay(job.holdMs)
     const rss: IdleResult['rss'] = {}
-    for (const [role, pid] of Object.entries(job.watch)) {
-      const after = rssKiB(pid)
+    const afterAll = treeRssKiB(job.watch)
+    for (const role of Object.keys(job.watch)) {
+      const after = afterAll[role] ?? 0
       const beforeKiB = before[role] ?? 0
       rss[role] = { beforeKiB, afterKiB: after, perConnectionKiB: acked.size > 0 ? (after - beforeKiB) / acked.size : 0 }
     }

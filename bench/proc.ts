@@ -1,7 +1,7 @@
 // Readings from /proc for the processes under test, and a description of the machine.
 
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 
 /** utime + stime of a process, in clock ticks (see `getconf CLK_TCK`). */
@@ -11,6 +11,54 @@ export function cpuTicks (pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // fields[0] is field 3 (state); utime is field 14, stime field 15.
   return Number(fields[11]) + Number(fields[12])
+}
+
+/** Children of every process, by parent PID: one pass over /proc (the ones ending meanwhile are left out). */
+function childrenByParent (): Map<number, number[]> {
+  const children = new Map<number, number[]>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let stat: string
+    try { stat = readFileSync(`/proc/${entry}/stat`, 'utf8') } catch { continue }
+    // Field 4, the parent's PID, is the second field after the command name.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    const list = children.get(ppid)
+    if (list === undefined) children.set(ppid, [Number(entry)])
+    else list.push(Number(entry))
+  }
+  return children
+}
+
+/** The PID and its descendants (`workers: N`: the primary and the workers node:cluster forked). */
+export function processTree (pid: number, children = childrenByParent()): number[] {
+  const out: number[] = []
+  const todo = [pid]
+  while (todo.length > 0) {
+    const next = todo.pop() as number
+    out.push(next)
+    todo.push(...(children.get(next) ?? []))
+  }
+  return out
+}
+
+/** The watched process itself must be there (it throws, as before); a descendant may be gone. */
+const sumOver = ([root, ...rest]: number[], read: (pid: number) => number): number => rest.reduce((sum, p) => {
+  try { return sum + read(p) } catch { return sum }
+}, read(root as number))
+
+/**
+ * Per role, utime + stime (clock ticks) of the watched process and all its descendants, so a
+ * target with worker processes is measured whole. One pass over /proc for all roles.
+ */
+export function treeCpuTicks (watch: Record<string, number>): Record<string, number> {
+  const children = childrenByParent()
+  return Object.fromEntries(Object.entries(watch).map(([role, pid]) => [role, sumOver(processTree(pid, children), cpuTicks)]))
+}
+
+/** Per role, VmRSS (KiB) of the watched process and its descendants (shared pages count in each). */
+export function treeRssKiB (watch: Record<string, number>): Record<string, number> {
+  const children = childrenByParent()
+  return Object.fromEntries(Object.entries(watch).map(([role, pid]) => [role, sumOver(processTree(pid, children), rssKiB)]))
 }
 
 /** Resident set size of a process in KiB (VmRSS). */

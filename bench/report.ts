@@ -129,7 +129,10 @@ function relativeTo (ctx: Ctx, goal: RelativeGoal, better: 'higher' | 'lower'): 
   const other = ctx.medianOf(goal.target)
   if (!Number.isFinite(other)) return null
   const r = median(ctx.values) / other
-  if (better === 'higher') return { text: `${r.toFixed(2)}× ${goal.target} (≥ ${goal.share}, issue ${goal.issue})`, pass: r >= goal.share }
+  if (better === 'higher') {
+    if (goal.share === undefined) return null
+    return { text: `${r.toFixed(2)}× ${goal.target} (≥ ${goal.share}, issue ${goal.issue})`, pass: r >= goal.share }
+  }
   if (goal.cpu === undefined) return null
   return { text: `${r.toFixed(2)}× ${goal.target} (≤ ${goal.cpu.toFixed(2)}, issue ${goal.issue})`, pass: r <= goal.cpu }
 }

@@ -42,8 +42,8 @@ export type Goals = 'no-plugins' | 'production' | 'dedupe' | 'trace' | 'trace-no
  */
 export interface RelativeGoal {
   target: string
-  /** Throughput tables: at least this × the other row's median. */
-  share: number
+  /** Throughput tables: at least this × the other row's median (none: throughput only reported). */
+  share?: number
   issue: string
   /** The fixed-rate table (CPU per message), when given: at most this × the other row's. */
   cpu?: number
@@ -120,6 +120,24 @@ export const PROXY_VARIANTS: ProxyVariant[] = [
     brokers: 3,
     goals: 'none',
     relativeGoal: { target: 'proxy', share: 0.95, issue: '#21', cpu: 1 / 0.95 }
+  },
+  {
+    // Issue #22: the model of `workers: N`. The same proxy as one process (`workers: 1`, the
+    // default, said explicitly) and as a primary with two workers sharing the listener (round
+    // robin from the primary). CPU is the whole process tree (bench/proc.ts), primary included.
+    id: 'proxy-workers1',
+    label: 'mqtt-guard, no plugins, workers: 1',
+    config: () => ({ plugins: [], workers: 1 }),
+    goals: 'none'
+  },
+  {
+    // Held to issue #22: CPU per message at most 1.1 × workers: 1 of the same run; throughput
+    // is reported (on 2 cores the generator and Mosquitto take the cores a second worker needs).
+    id: 'proxy-workers2',
+    label: 'mqtt-guard, no plugins, workers: 2',
+    config: () => ({ plugins: [], workers: 2 }),
+    goals: 'none',
+    relativeGoal: { target: 'proxy-workers1', issue: '#22', cpu: 1.1 }
   },
   {
     id: 'proxy-hook',
