@@ -74,7 +74,7 @@ t.test('a misspelt hook or definition key stops the start, naming the plugin and
   await t.rejects(startProxy({ config: { plugins: [{ module: path.join(dir, 'typo.js') }] } }),
     { code: 'GUARD_ERR_PLUGIN_LOAD', message: /^plugins\[0\]: plugin typo: unknown hook in\.publsh \(accepted: connect, connack, publish, .*\)$/ })
   await t.rejects(startProxy({ config: { plugins: [{ module: path.join(dir, 'key.js') }] } }),
-    { code: 'GUARD_ERR_PLUGIN_LOAD', message: /^plugins\[0\]: plugin key: unknown key validte in its definition \(accepted: name, options, validate, create, authenticates, commands\)$/ })
+    { code: 'GUARD_ERR_PLUGIN_LOAD', message: /^plugins\[0\]: plugin key: unknown key validte in its definition \(accepted: name, options, validate, create, authenticates, commands, primary\)$/ })
 })
 
 t.test('an exposed listener needs a plugin whose definition says it authenticates', async (t) => {
