@@ -81,6 +81,9 @@ export interface PoolOptions {
   onConnack?: (url: string, seconds: number) => void
 }
 
+/** Dial errors that say this process ran out of something, not that the broker is down. */
+const LOCAL_EXHAUSTION = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS'])
+
 export class BrokerPool implements Upstream {
   readonly description: string
   readonly rehomes: boolean
@@ -138,6 +141,10 @@ export class BrokerPool implements Upstream {
         this.track(m, client, socket)
         return socket
       } catch (err) {
+        // Out of descriptors or local ports: this process is full, not the broker down. Marking
+        // it down would move (or close) every client on it for a fault of ours: refuse this one.
+        const code = ((err as Error).cause as NodeJS.ErrnoException | undefined)?.code
+        if (code !== undefined && LOCAL_EXHAUSTION.has(code)) throw new GuardError('GUARD_ERR_UPSTREAM_UNAVAILABLE', `cannot open a connection to broker ${m.spec.url}: ${code} (this process is out of descriptors or local ports; raise ulimit -n, or lower limits.maxConnections)`)
         m.dialFailures++
         errors.push((err as Error).message)
         this.failed(m, (err as Error).message)
