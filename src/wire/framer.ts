@@ -49,12 +49,11 @@ export class Framer {
   private consume (buf: Buffer, start: number): void {
     let offset = start
     while (offset < buf.length) {
-      const parsed = this.readHeader(buf, offset)
-      if (parsed === null) {
+      const total = this.frameLength(buf, offset)
+      if (total < 0) {
         this.header = Buffer.from(buf.subarray(offset))
         return
       }
-      const total = parsed.headerLength + parsed.remaining
       if (offset + total <= buf.length) {
         this.onFrame(buf.subarray(offset, offset + total))
         offset += total
@@ -80,23 +79,22 @@ export class Framer {
     return offset + take
   }
 
-  /** Returns null when the header is not complete yet. */
-  private readHeader (buf: Buffer, offset: number): { headerLength: number, remaining: number } | null {
+  /** The whole packet's length from its fixed header; -1 when the header is not complete yet. */
+  private frameLength (buf: Buffer, offset: number): number {
     let remaining = 0
     let multiplier = 1
     for (let i = 1; i <= 4; i++) {
       const at = offset + i
-      if (at >= buf.length) return null
+      if (at >= buf.length) return -1
       const byte = buf[at] as number
       remaining += (byte & 0x7f) * multiplier
       if ((byte & 0x80) === 0) {
-        const headerLength = i + 1
-        if (headerLength + remaining > this.maxPacketSize) {
+        const total = i + 1 + remaining
+        if (total > this.maxPacketSize) {
           this.failed = true
-          throw new GuardError('GUARD_ERR_PACKET_TOO_LARGE',
-            `packet of ${headerLength + remaining} bytes exceeds maxPacketSize ${this.maxPacketSize}`)
+          throw new GuardError('GUARD_ERR_PACKET_TOO_LARGE', `packet of ${total} bytes exceeds maxPacketSize ${this.maxPacketSize}`)
         }
-        return { headerLength, remaining }
+        return total
       }
       multiplier *= 128
     }
