@@ -6,7 +6,7 @@
 // packet ID is read only for the frame that opens or may close a sample.
 
 import type { Packet } from 'mqtt-packet'
-import { fixedHeaderLength, FRAME_TYPE, frameType, type Codec } from '../wire/codec.js'
+import { FRAME_TYPE, frameType, type Codec } from '../wire/codec.js'
 import type { GuardMetrics, Leg } from './metrics.js'
 
 const SAMPLE_EVERY_MS = 1000
@@ -18,17 +18,24 @@ class Sample {
   constructor (readonly leg: Leg) {}
 }
 
-function publishId (frame: Buffer): number | undefined {
-  if ((((frame[0] as number) >> 1) & 3) !== 1) return undefined // QoS 1 only: one ack closes it
-  const at = fixedHeaderLength(frame)
-  if (at + 2 > frame.length) return undefined
-  const idAt = at + 2 + frame.readUInt16BE(at)
-  return idAt + 2 <= frame.length ? frame.readUInt16BE(idAt) : undefined
+/** Where the variable header of the packet at `buf[start]` begins (after its Remaining Length). */
+function bodyAt (buf: Buffer, start: number, end: number): number {
+  let i = start + 1
+  while (i < end && ((buf[i] as number) & 0x80) !== 0) i++
+  return i + 1
 }
 
-function ackId (frame: Buffer): number | undefined {
-  const at = fixedHeaderLength(frame)
-  return at + 2 <= frame.length ? frame.readUInt16BE(at) : undefined
+function publishId (buf: Buffer, start: number, end: number): number | undefined {
+  if ((((buf[start] as number) >> 1) & 3) !== 1) return undefined // QoS 1 only: one ack closes it
+  const at = bodyAt(buf, start, end)
+  if (at + 2 > end) return undefined
+  const idAt = at + 2 + buf.readUInt16BE(at)
+  return idAt + 2 <= end ? buf.readUInt16BE(idAt) : undefined
+}
+
+function ackId (buf: Buffer, start: number, end: number): number | undefined {
+  const at = bodyAt(buf, start, end)
+  return at + 2 <= end ? buf.readUInt16BE(at) : undefined
 }
 
 const PING = -1
@@ -46,15 +53,18 @@ export class Telemetry {
 
   /** A frame read from the client (0) or the broker (1) while relaying. */
   seen (direction: 0 | 1, type: number, frame: Buffer, codec: Codec | null): void {
-    this.metrics.frame(direction, type, frame.length)
+    this.seenSpan(direction, type, frame, 0, frame.length)
+    if ((type === FRAME_TYPE.subscribe || type === FRAME_TYPE.unsubscribe) && direction === 0 && codec !== null) this.track(decoded(codec, frame))
+  }
+
+  /** The counts and round trips of seen() for `buf[start..end)`, a frame of which no view was made. */
+  seenSpan (direction: 0 | 1, type: number, buf: Buffer, start: number, end: number): void {
+    this.metrics.frame(direction, type, end - start)
     switch (type) {
-      case FRAME_TYPE.publish: return this.start(direction === 0 ? this.brokerLeg() : this.clientLeg(), frame)
-      case FRAME_TYPE.puback: return this.end(direction === 1 ? this.brokerLeg() : this.clientLeg(), frame)
-      case FRAME_TYPE.pingreq: return direction === 0 ? this.start(this.brokerLeg(), null) : undefined
-      case FRAME_TYPE.pingresp: return direction === 1 ? this.end(this.brokerLeg(), null) : undefined
-      case FRAME_TYPE.subscribe:
-      case FRAME_TYPE.unsubscribe:
-        if (direction === 0 && codec !== null) this.track(decoded(codec, frame))
+      case FRAME_TYPE.publish: return this.start(direction === 0 ? this.brokerLeg() : this.clientLeg(), buf, start, end)
+      case FRAME_TYPE.puback: return this.end(direction === 1 ? this.brokerLeg() : this.clientLeg(), buf, start, end)
+      case FRAME_TYPE.pingreq: return direction === 0 ? this.start(this.brokerLeg(), null, 0, 0) : undefined
+      case FRAME_TYPE.pingresp: return direction === 1 ? this.end(this.brokerLeg(), null, 0, 0) : undefined
     }
   }
 
@@ -81,19 +91,20 @@ export class Telemetry {
     return (this.clientSample ??= new Sample('client'))
   }
 
-  /** `frame` null: a PINGREQ. */
-  private start (s: Sample, frame: Buffer | null): void {
+  /** `buf` null: a PINGREQ. */
+  private start (s: Sample, buf: Buffer | null, start: number, end: number): void {
     if (s.startedAt !== 0) return
     const now = performance.now()
     if (now < s.nextAt) return
-    const id = frame === null ? PING : publishId(frame)
+    const id = buf === null ? PING : publishId(buf, start, end)
     if (id === undefined) return
     s.id = id
     s.startedAt = now
   }
 
-  private end (s: Sample, frame: Buffer | null): void {
-    if (s.startedAt === 0 || (frame === null ? PING : ackId(frame)) !== s.id) return
+  /** `buf` null: a PINGRESP. */
+  private end (s: Sample, buf: Buffer | null, start: number, end: number): void {
+    if (s.startedAt === 0 || (buf === null ? PING : ackId(buf, start, end)) !== s.id) return
     const now = performance.now()
     this.metrics.roundTrip.observe({ leg: s.leg }, (now - s.startedAt) / 1000)
     s.startedAt = 0

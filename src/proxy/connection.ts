@@ -41,26 +41,27 @@ export class Connection extends Failover {
   // ---- the plain path ---------------------------------------------------------------------
   // Most frames of a relaying connection are only counted and forwarded: no trace, no session
   // record, no publish limit, no hook or observer for their type, and a type that needs no
-  // other handling. Such a frame goes straight to the other side's batch, which is what
-  // relay() would do with it, without the lane and the layers in between. Only while the lane
-  // is idle, so it cannot overtake a frame that waits for a hook. Every other frame returns
-  // false here and takes the lane.
+  // other handling. The framer offers each frame here first as a range of the chunk it read
+  // (`buf[start..end)`, no view made); such a frame goes straight to the other side's batch,
+  // which is what relay() would do with it, without the lane and the layers in between. Only
+  // while the lane is idle, so it cannot overtake a frame that waits for a hook. Every other
+  // frame returns false here and takes the lane.
 
-  protected plainFromClient (frame: Buffer): boolean {
-    const first = frame[0] as number
+  protected plainFromClient (buf: Buffer, start: number, end: number): boolean {
+    const first = buf[start] as number
     if (this.state !== 'relaying' || this.tap !== undefined || this.record !== null || this.publishRate !== null ||
       !isPlainClientByte(first) || ((this.deps.host.wanted('in') >> (first >> 4)) & 1) !== 0 || !this.inLane.idle) return false
-    this.telemetry.seen(0, first >> 4, frame, this.codec)
-    this.sides.toBroker(frame)
+    this.telemetry.seenSpan(0, first >> 4, buf, start, end)
+    this.sides.toBrokerSpan(buf, start, end)
     return true
   }
 
-  protected plainFromBroker (frame: Buffer, lane: Lane): boolean {
-    const type = (frame[0] as number) >> 4
+  protected plainFromBroker (lane: Lane, buf: Buffer, start: number, end: number): boolean {
+    const type = (buf[start] as number) >> 4
     if (this.state !== 'relaying' || this.tap !== undefined || this.record !== null ||
       (((PLAIN_FROM_BROKER & ~this.deps.host.wanted('out')) >> type) & 1) === 0 || lane !== this.outLane || !lane.idle) return false
-    this.telemetry.seen(1, type, frame, this.codec)
-    this.sides.toClient(frame)
+    this.telemetry.seenSpan(1, type, buf, start, end)
+    this.sides.toClientSpan(buf, start, end)
     return true
   }
 

@@ -55,23 +55,28 @@ export class Sides {
 
   /** Frames every chunk read from one side; what that produces for the other side is batched. */
   read (from: 'client' | 'broker', framer: Framer, fail: (err: unknown) => void): void {
-    const socket = from === 'client' ? this.client : this.broker as Duplex
-    const batch = from === 'client' ? this.toBrokerBatch : this.toClientBatch
-    socket.on('data', (chunk: Buffer) => {
-      if (from === 'client') {
+    if (from === 'client') {
+      this.client.on('data', (chunk: Buffer) => {
         this.bytesIn += chunk.length
         this.clientDataAt = Date.now()
-      } else {
+        this.frame(chunk, framer, this.toBrokerBatch, fail)
+      })
+    } else {
+      (this.broker as Duplex).on('data', (chunk: Buffer) => {
         this.bytesOut += chunk.length
-      }
-      batch.begin(chunk)
-      try {
-        framer.push(chunk)
-      } catch (err) {
-        fail(err)
-      }
-      batch.finish()
-    })
+        this.frame(chunk, framer, this.toClientBatch, fail)
+      })
+    }
+  }
+
+  private frame (chunk: Buffer, framer: Framer, batch: Coalescer, fail: (err: unknown) => void): void {
+    batch.begin(chunk)
+    try {
+      framer.push(chunk)
+    } catch (err) {
+      fail(err)
+    }
+    batch.finish()
   }
 
   /** Milliseconds the broker side was held for the client, the current stall included. */
@@ -85,6 +90,15 @@ export class Sides {
 
   toBroker (bytes: Buffer): void {
     this.toBrokerBatch.add(bytes)
+  }
+
+  /** `buf[start..end)`, a packet of which no view was made (the plain path), to each side. */
+  toClientSpan (buf: Buffer, start: number, end: number): void {
+    this.toClientBatch.addSpan(buf, start, end)
+  }
+
+  toBrokerSpan (buf: Buffer, start: number, end: number): void {
+    this.toBrokerBatch.addSpan(buf, start, end)
   }
 
   /** Writes what is pending, ends both sockets, and destroys them if they linger. */
