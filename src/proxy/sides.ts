@@ -1,11 +1,14 @@
 // The two sockets of a Connection and the flow between them: every byte to a side goes
 // through that side's Coalescer (one write per read, order kept), and a destination that is
-// full holds the other side's reading until it drains.
+// full holds the other side's reading until it drains. A broker socket that reads into a
+// ReadBuffer (upstream/read-buffer.ts) hands its chunks here directly; its buffer is reused
+// for the next read unless something still holds bytes of the chunk.
 
 import type { Duplex } from 'node:stream'
 import { Coalescer } from './coalescer.js'
 import type { Framer } from '../wire/framer.js'
 import { HOLD, Valve } from './lane.js'
+import { readBufferOf } from '../upstream/read-buffer.js'
 
 /** Time given to sockets to flush on close before they are destroyed. */
 export const CLOSE_GRACE_MS = 2000
@@ -23,6 +26,7 @@ export class Sides {
   private stalledMs = 0
   private stalledAt = 0
   private clientFull = false
+  private brokerChunkKept = false
   private brokerFull = false
   private readonly toBrokerBatch = new Coalescer((bytes) => { if (this.broker !== null) this.write(this.broker, bytes) })
   private readonly toClientBatch = new Coalescer((bytes) => { this.write(this.client, bytes) })
@@ -62,11 +66,24 @@ export class Sides {
         this.frame(chunk, framer, this.toBrokerBatch, fail)
       })
     } else {
-      (this.broker as Duplex).on('data', (chunk: Buffer) => {
+      const broker = this.broker as Duplex
+      const reads = readBufferOf(broker)
+      const handle = (chunk: Buffer): void => {
         this.bytesOut += chunk.length
+        this.brokerChunkKept = false
         this.frame(chunk, framer, this.toClientBatch, fail)
-      })
+        // The buffer is read into again unless a frame of this chunk waits in a lane or the
+        // client's socket still holds bytes of it (a write the kernel did not take at once).
+        if (this.brokerChunkKept || this.client.writableLength > 0) reads?.keep()
+      }
+      if (reads === undefined) broker.on('data', handle)
+      else reads.take(handle)
     }
+  }
+
+  /** A frame of the broker chunk being framed is kept past its read (it takes the lane). */
+  keepBrokerChunk (): void {
+    this.brokerChunkKept = true
   }
 
   private frame (chunk: Buffer, framer: Framer, batch: Coalescer, fail: (err: unknown) => void): void {
