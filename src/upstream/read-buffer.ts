@@ -10,11 +10,11 @@
 // of it is still referenced after the handler returns (a frame waiting in a lane, a write the
 // kernel did not take at once): keep() gives the next read a new buffer and leaves the old one
 // to whoever holds it. The buffer follows demand: small at first (an idle connection holds
-// 1 KiB), doubled when a read fills it, halved after many reads that used little of it.
+// 128 bytes: a CONNACK fits), doubled when a read fills it, halved after many reads that used little of it.
 
 import type { Duplex } from 'node:stream'
 
-const MIN_BYTES = 1024
+const MIN_BYTES = 128
 const MAX_BYTES = 64 * 1024
 /** Reads in a row that each used under an eighth of the buffer before it is halved. */
 const SHRINK_AFTER = 64
@@ -27,7 +27,7 @@ export class ReadBuffer {
   private small = 0
   private kept = false
   private handler: ChunkHandler | null = null
-  private early: Buffer[] = []
+  private early: Buffer[] | null = null
 
   /** The `onread` option of net.connect (the callback's true: keep reading; pausing is the Valve's). */
   readonly onread = {
@@ -42,8 +42,8 @@ export class ReadBuffer {
   take (handler: ChunkHandler): void {
     this.handler = handler
     const early = this.early
-    this.early = []
-    for (const chunk of early) handler(chunk)
+    this.early = null
+    for (const chunk of early ?? []) handler(chunk)
   }
 
   /** The chunk being handled is referenced after its handler returns: read the next one elsewhere. */
@@ -54,7 +54,7 @@ export class ReadBuffer {
   private read (bytes: number): void {
     this.last = bytes
     const chunk = this.buffer.subarray(0, bytes)
-    if (this.handler === null) this.early.push(Buffer.from(chunk))
+    if (this.handler === null) (this.early ??= []).push(Buffer.from(chunk))
     else this.handler(chunk)
   }
 
@@ -78,13 +78,15 @@ export class ReadBuffer {
   }
 }
 
-const readBuffers = new WeakMap<Duplex, ReadBuffer>()
+// On the socket itself: a WeakMap of every broker socket made garbage collection slower (its
+// entries are ephemerons) and cost memory per connection.
+const READ_BUFFER = Symbol('mqtt-guard read buffer')
 
 /** The ReadBuffer a socket reads into, if it was opened with one (its 'data' events never fire). */
 export function readBufferOf (socket: Duplex): ReadBuffer | undefined {
-  return readBuffers.get(socket)
+  return (socket as Duplex & { [READ_BUFFER]?: ReadBuffer })[READ_BUFFER]
 }
 
 export function setReadBuffer (socket: Duplex, reads: ReadBuffer): void {
-  readBuffers.set(socket, reads)
+  (socket as Duplex & { [READ_BUFFER]?: ReadBuffer })[READ_BUFFER] = reads
 }

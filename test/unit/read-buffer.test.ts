@@ -53,13 +53,13 @@ t.test('the buffer is read into again unless the chunk was kept', async (t) => {
 t.test('the buffer grows when a read fills it and shrinks after many small reads', async (t) => {
   const { reads, read } = reader()
   reads.take(() => {})
-  t.equal(read('x').length, 1024, 'starts at 1 KiB')
-  read('y'.repeat(1024))
-  t.equal(read('w'.repeat(2048)).length, 2048, 'doubled after a full read')
+  t.equal(read('x').length, 128, 'starts at 128 bytes')
+  read('y'.repeat(128))
+  t.equal(read('w'.repeat(256)).length, 256, 'doubled after a full read')
   const sizes = new Set<number>()
   for (let i = 0; i < 64; i++) sizes.add(read('s').length)
-  t.same([...sizes], [4096], 'doubled again; kept for 64 small reads')
-  t.equal(read('s').length, 2048, 'halved after them')
+  t.same([...sizes], [512], 'doubled again; kept for 64 small reads')
+  t.equal(read('s').length, 256, 'halved after them')
 })
 
 t.test('with a real socket: data arrives through take(), end and close as usual', async (t) => {
