@@ -58,6 +58,10 @@ export class PluginHost {
   // chains[direction][packet type 1..15]
   private readonly chains: Record<Direction, ChainLink[][]> = { in: [], out: [] }
   private readonly observers: Array<{ plugin: string, observe: (event: PacketEvent) => void }> = []
+  // Bit `type` set when some hook or observer wants packets of that type, per direction: fixed
+  // once the plugins are registered, read per packet without indexing by direction name.
+  private readonly wantedIn: number
+  private readonly wantedOut: number
 
   constructor (readonly plugins: readonly Plugin[]) {
     for (const direction of ['in', 'out'] as const) {
@@ -68,6 +72,16 @@ export class PluginHost {
     // broker → client packets in reverse order, so the answer to a packet a plugin changed
     // (a SUBACK for a SUBSCRIBE it trimmed) reaches that plugin before any plugin before it.
     for (const chain of this.chains.out) chain.reverse()
+    this.wantedIn = this.mask('in')
+    this.wantedOut = this.mask('out')
+  }
+
+  private mask (direction: Direction): number {
+    let mask = 0
+    for (let type = 0; type < 16; type++) {
+      if (this.observers.length > 0 || (this.chains[direction][type]?.length ?? 0) > 0) mask |= 1 << type
+    }
+    return mask
   }
 
   private register (plugin: Plugin): void {
@@ -86,7 +100,12 @@ export class PluginHost {
 
   /** True when some hook or observer must see packets of this type in this direction. */
   wants (direction: Direction, type: number): boolean {
-    return this.observers.length > 0 || (this.chains[direction][type]?.length ?? 0) > 0
+    return ((this.wanted(direction) >> type) & 1) !== 0
+  }
+
+  /** The types some hook or observer wants in this direction, one bit per packet type. */
+  wanted (direction: Direction): number {
+    return direction === 'in' ? this.wantedIn : this.wantedOut
   }
 
   get observing (): boolean {

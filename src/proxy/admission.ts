@@ -135,7 +135,11 @@ export abstract class Admission extends ConnectionCore {
     this.outLane = lane
     // The broker is trusted with large packets up to the protocol maximum; the client's own
     // CONNECT maximumPacketSize is the broker's business [MQTT-3.1.2-24].
-    this.sides.read('broker', new Framer(268_435_460, (frame) => { lane.push(frame) }), (e) => { this.failed(e) })
+    const framer = new Framer(268_435_460, (frame) => {
+      this.sides.keepBrokerChunk() // the frame may wait in the lane, or a plugin keep it
+      lane.push(frame)
+    }, (buf, start, end) => this.plainFromBroker(lane, buf, start, end))
+    this.sides.read('broker', framer, (e) => { this.failed(e) })
     socket.on('end', () => { this.brokerGone(lane) })
     socket.on('close', () => { this.brokerGone(lane) })
     // A GuardError here comes from the embedded broker's version bridge judging the client's

@@ -35,9 +35,24 @@ export class Coalescer {
     this.write(bytes)
   }
 
+  /** Queues `buf[start..end)`: like add(), for a packet of which no view was made. */
+  addSpan (buf: Buffer, start: number, end: number): void {
+    if (buf === this.chunk) {
+      if (start !== this.end) {
+        this.flush()
+        this.start = start
+      }
+      this.end = end
+      return
+    }
+    this.flush()
+    this.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))
+  }
+
   flush (): void {
-    if (this.chunk === null || this.end === this.start) return
-    const range = this.chunk.subarray(this.start, this.end)
+    const chunk = this.chunk
+    if (chunk === null || this.end === this.start) return
+    const range = this.start === 0 && this.end === chunk.length ? chunk : chunk.subarray(this.start, this.end)
     this.start = this.end
     this.write(range)
   }

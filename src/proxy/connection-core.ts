@@ -135,7 +135,8 @@ export abstract class ConnectionCore implements ConnectionInfo {
     this.sides = new Sides(client)
     this.telemetry = new Telemetry(deps.metrics)
     this.inLane = new Lane((f) => this.fromClient(f), (e) => { this.failed(e) }, this.sides.clientValve, deps.limits.maxQueuedPackets)
-    this.sides.read('client', new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) }), (e) => { this.failed(e) })
+    const framer = new Framer(deps.limits.maxPacketSize, (frame) => { this.inLane.push(frame) }, (buf, start, end) => this.plainFromClient(buf, start, end))
+    this.sides.read('client', framer, (e) => { this.failed(e) })
     client.on('end', () => { this.clientGone() })
     client.on('close', () => { this.clientGone() })
     client.on('error', (err: NodeJS.ErrnoException) => { this.close('client-error', err.code ?? err.message) })
@@ -144,6 +145,9 @@ export abstract class ConnectionCore implements ConnectionInfo {
   }
 
   // The packet path, in connection.ts.
+  /** True when it forwarded `buf[start..end)` itself (the plain path); false: the frame takes the lane. */
+  protected abstract plainFromClient (buf: Buffer, start: number, end: number): boolean
+  protected abstract plainFromBroker (lane: Lane, buf: Buffer, start: number, end: number): boolean
   protected abstract fromClient (frame: Buffer): void | Promise<void>
   protected abstract toBroker (bytes: Buffer, made?: boolean): void
   protected abstract toClient (bytes: Buffer, made?: boolean): void

@@ -13,13 +13,17 @@ import type { TokenBucket } from './limits.js'
 import { rejectionFor } from './answers.js'
 import type { Outcome } from '../plugin/host.js'
 import type { Direction } from '../plugin/api.js'
-import { checkClientFrame } from '../wire/header-check.js'
+import { checkClientFrame, isPlainClientByte } from '../wire/header-check.js'
 import type { ConnectionEnd } from '../observe/ends.js'
 import { Failover } from './failover.js'
+import type { Lane } from './lane.js'
 import type { Peer } from './listeners.js'
 import { receivedVerdict, type CoreDeps } from './connection-core.js'
 
 export type { ConnectionState } from './connection-core.js'
+
+/** Broker packets that need no more than forwarding: all but SUBACK (tracked) and DISCONNECT. */
+const PLAIN_FROM_BROKER = 0xffff & ~((1 << FRAME_TYPE.suback) | (1 << FRAME_TYPE.disconnect))
 
 export interface ConnectionDeps extends CoreDeps {
   readonly onClosed: (conn: Connection, info: ConnectionEnd) => void
@@ -32,6 +36,33 @@ export class Connection extends Failover {
 
   constructor (client: Duplex, remote: Peer, deps: ConnectionDeps) {
     super(client, remote, deps)
+  }
+
+  // ---- the plain path ---------------------------------------------------------------------
+  // Most frames of a relaying connection are only counted and forwarded: no trace, no session
+  // record, no publish limit, no hook or observer for their type, and a type that needs no
+  // other handling. The framer offers each frame here first as a range of the chunk it read
+  // (`buf[start..end)`, no view made); such a frame goes straight to the other side's batch,
+  // which is what relay() would do with it, without the lane and the layers in between. Only
+  // while the lane is idle, so it cannot overtake a frame that waits for a hook. Every other
+  // frame returns false here and takes the lane.
+
+  protected plainFromClient (buf: Buffer, start: number, end: number): boolean {
+    const first = buf[start] as number
+    if (this.state !== 'relaying' || this.tap !== undefined || this.record !== null || this.publishRate !== null ||
+      !isPlainClientByte(first) || ((this.deps.host.wanted('in') >> (first >> 4)) & 1) !== 0 || !this.inLane.idle) return false
+    this.telemetry.seenSpan(0, first >> 4, buf, start, end)
+    this.sides.toBrokerSpan(buf, start, end)
+    return true
+  }
+
+  protected plainFromBroker (lane: Lane, buf: Buffer, start: number, end: number): boolean {
+    const type = (buf[start] as number) >> 4
+    if (this.state !== 'relaying' || this.tap !== undefined || this.record !== null ||
+      (((PLAIN_FROM_BROKER & ~this.deps.host.wanted('out')) >> type) & 1) === 0 || lane !== this.outLane || !lane.idle) return false
+    this.telemetry.seenSpan(1, type, buf, start, end)
+    this.sides.toClientSpan(buf, start, end)
+    return true
   }
 
   // ---- client → broker -------------------------------------------------------------------

@@ -1,11 +1,14 @@
 // The two sockets of a Connection and the flow between them: every byte to a side goes
 // through that side's Coalescer (one write per read, order kept), and a destination that is
-// full holds the other side's reading until it drains.
+// full holds the other side's reading until it drains. A broker socket that reads into a
+// ReadBuffer (upstream/read-buffer.ts) hands its chunks here directly; its buffer is reused
+// for the next read unless something still holds bytes of the chunk.
 
 import type { Duplex } from 'node:stream'
 import { Coalescer } from './coalescer.js'
 import type { Framer } from '../wire/framer.js'
 import { HOLD, Valve } from './lane.js'
+import { readBufferOf } from '../upstream/read-buffer.js'
 
 /** Time given to sockets to flush on close before they are destroyed. */
 export const CLOSE_GRACE_MS = 2000
@@ -23,6 +26,7 @@ export class Sides {
   private stalledMs = 0
   private stalledAt = 0
   private clientFull = false
+  private brokerChunkKept = false
   private brokerFull = false
   private readonly toBrokerBatch = new Coalescer((bytes) => { if (this.broker !== null) this.write(this.broker, bytes) })
   private readonly toClientBatch = new Coalescer((bytes) => { this.write(this.client, bytes) })
@@ -55,23 +59,41 @@ export class Sides {
 
   /** Frames every chunk read from one side; what that produces for the other side is batched. */
   read (from: 'client' | 'broker', framer: Framer, fail: (err: unknown) => void): void {
-    const socket = from === 'client' ? this.client : this.broker as Duplex
-    const batch = from === 'client' ? this.toBrokerBatch : this.toClientBatch
-    socket.on('data', (chunk: Buffer) => {
-      if (from === 'client') {
+    if (from === 'client') {
+      this.client.on('data', (chunk: Buffer) => {
         this.bytesIn += chunk.length
         this.clientDataAt = Date.now()
-      } else {
+        this.frame(chunk, framer, this.toBrokerBatch, fail)
+      })
+    } else {
+      const broker = this.broker as Duplex
+      const reads = readBufferOf(broker)
+      const handle = (chunk: Buffer): void => {
         this.bytesOut += chunk.length
+        this.brokerChunkKept = false
+        this.frame(chunk, framer, this.toClientBatch, fail)
+        // The buffer is read into again unless a frame of this chunk waits in a lane or the
+        // client's socket still holds bytes of it (a write the kernel did not take at once).
+        if (this.brokerChunkKept || this.client.writableLength > 0) reads?.keep()
       }
-      batch.begin(chunk)
-      try {
-        framer.push(chunk)
-      } catch (err) {
-        fail(err)
-      }
-      batch.finish()
-    })
+      if (reads === undefined) broker.on('data', handle)
+      else reads.take(handle)
+    }
+  }
+
+  /** A frame of the broker chunk being framed is kept past its read (it takes the lane). */
+  keepBrokerChunk (): void {
+    this.brokerChunkKept = true
+  }
+
+  private frame (chunk: Buffer, framer: Framer, batch: Coalescer, fail: (err: unknown) => void): void {
+    batch.begin(chunk)
+    try {
+      framer.push(chunk)
+    } catch (err) {
+      fail(err)
+    }
+    batch.finish()
   }
 
   /** Milliseconds the broker side was held for the client, the current stall included. */
@@ -85,6 +107,15 @@ export class Sides {
 
   toBroker (bytes: Buffer): void {
     this.toBrokerBatch.add(bytes)
+  }
+
+  /** `buf[start..end)`, a packet of which no view was made (the plain path), to each side. */
+  toClientSpan (buf: Buffer, start: number, end: number): void {
+    this.toClientBatch.addSpan(buf, start, end)
+  }
+
+  toBrokerSpan (buf: Buffer, start: number, end: number): void {
+    this.toBrokerBatch.addSpan(buf, start, end)
   }
 
   /** Writes what is pending, ends both sockets, and destroys them if they linger. */

@@ -11,11 +11,14 @@ import { GuardError } from '../errors.js'
 import type { BrokerSpec } from '../config/config.js'
 import type { ConnectionInfo } from '../plugin/api.js'
 import { encodeProxyV1, encodeProxyV2, type ProxyAddress } from '../wire/proxy-protocol.js'
+import { ReadBuffer, setReadBuffer } from './read-buffer.js'
 
 export interface BrokerSocket {
   /**
    * A connected (and, for mqtts://, secured) socket. `conn` gives the client's address for a
    * PROXY header; `timeoutMs` bounds the TCP and TLS handshakes (none: the OS's own limit).
+   * A plain TCP socket opened for a connection (`conn` given) reads into a ReadBuffer
+   * (read-buffer.ts: readBufferOf) instead of emitting 'data'; one for a check does not.
    */
   open: (conn?: ConnectionInfo, timeoutMs?: number) => Promise<Duplex>
 }
@@ -38,7 +41,10 @@ export function brokerSocket (spec: BrokerSpec): BrokerSocket {
       }
   // TCP first; then the PROXY header, if the broker wants one, before anything else (TLS too).
   const tcp = (conn: ConnectionInfo | undefined): Promise<net.Socket> => new Promise((resolve, reject) => {
-    const socket = net.connect({ host: spec.host, port: spec.port, noDelay: true })
+    // TLS reads the socket itself: only a plain one can read into a buffer of ours.
+    const reads = conn !== undefined && secure === undefined ? new ReadBuffer() : undefined
+    const socket = net.connect({ host: spec.host, port: spec.port, noDelay: true, ...(reads === undefined ? {} : { onread: reads.onread }) })
+    if (reads !== undefined) setReadBuffer(socket, reads)
     const onError = (err: NodeJS.ErrnoException): void => { socket.destroy(); reject(unavailable(spec, err)) }
     socket.once('error', onError)
     socket.once('connect', () => {

@@ -1,7 +1,8 @@
 // Splits a byte stream into whole MQTT control packets using only the fixed header:
 // byte 1 (type and flags) and the Remaining Length variable byte integer [MQTT-2.2.3].
 // A packet larger than the limit is refused as soon as its length is known, before any of
-// its body is buffered. Whole packets inside one chunk are handed on as views (no copy).
+// its body is buffered. Whole packets inside one chunk are handed on as views (no copy), or
+// first offered as a range of the chunk (no view either) to a handler that may take them.
 
 import { GuardError } from '../errors.js'
 
@@ -9,6 +10,12 @@ import { GuardError } from '../errors.js'
 export const MAX_REMAINING_LENGTH = 268_435_455
 
 export type FrameHandler = (frame: Buffer) => void
+
+/**
+ * Offered each whole packet first as `buf[start..end)`, without making a view of it; returns
+ * false to have it handed to the FrameHandler as a Buffer of its own (a view or a copy).
+ */
+export type SpanHandler = (buf: Buffer, start: number, end: number) => boolean
 
 export class Framer {
   // Header bytes of a packet whose header straddles two chunks (at most 5).
@@ -20,7 +27,8 @@ export class Framer {
 
   constructor (
     private readonly maxPacketSize: number,
-    private readonly onFrame: FrameHandler
+    private readonly onFrame: FrameHandler,
+    private readonly onSpan: SpanHandler = () => false
   ) {}
 
   /** True while bytes of an incomplete packet are held. */
@@ -49,14 +57,13 @@ export class Framer {
   private consume (buf: Buffer, start: number): void {
     let offset = start
     while (offset < buf.length) {
-      const parsed = this.readHeader(buf, offset)
-      if (parsed === null) {
+      const total = this.frameLength(buf, offset)
+      if (total < 0) {
         this.header = Buffer.from(buf.subarray(offset))
         return
       }
-      const total = parsed.headerLength + parsed.remaining
       if (offset + total <= buf.length) {
-        this.onFrame(buf.subarray(offset, offset + total))
+        if (!this.onSpan(buf, offset, offset + total)) this.onFrame(buf.subarray(offset, offset + total))
         offset += total
         continue
       }
@@ -75,28 +82,27 @@ export class Framer {
     if (this.filled === partial.length) {
       this.partial = null
       this.filled = 0
-      this.onFrame(partial)
+      if (!this.onSpan(partial, 0, partial.length)) this.onFrame(partial)
     }
     return offset + take
   }
 
-  /** Returns null when the header is not complete yet. */
-  private readHeader (buf: Buffer, offset: number): { headerLength: number, remaining: number } | null {
+  /** The whole packet's length from its fixed header; -1 when the header is not complete yet. */
+  private frameLength (buf: Buffer, offset: number): number {
     let remaining = 0
     let multiplier = 1
     for (let i = 1; i <= 4; i++) {
       const at = offset + i
-      if (at >= buf.length) return null
+      if (at >= buf.length) return -1
       const byte = buf[at] as number
       remaining += (byte & 0x7f) * multiplier
       if ((byte & 0x80) === 0) {
-        const headerLength = i + 1
-        if (headerLength + remaining > this.maxPacketSize) {
+        const total = i + 1 + remaining
+        if (total > this.maxPacketSize) {
           this.failed = true
-          throw new GuardError('GUARD_ERR_PACKET_TOO_LARGE',
-            `packet of ${headerLength + remaining} bytes exceeds maxPacketSize ${this.maxPacketSize}`)
+          throw new GuardError('GUARD_ERR_PACKET_TOO_LARGE', `packet of ${total} bytes exceeds maxPacketSize ${this.maxPacketSize}`)
         }
-        return { headerLength, remaining }
+        return total
       }
       multiplier *= 128
     }

@@ -31,6 +31,25 @@ function buildTable (v5: boolean): Uint8Array {
 
 const TABLES = { v4: buildTable(false), v5: buildTable(true) }
 
+/**
+ * First bytes of the client packets that need no more than forwarding once they pass the check
+ * above: PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP and PINGREQ with valid flags (the same in
+ * 3.1.1 and 5). CONNECT, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT and AUTH are not among them.
+ */
+const PLAIN = (() => {
+  const plain = new Uint8Array(256)
+  const types: number[] = [FRAME_TYPE.publish, FRAME_TYPE.puback, FRAME_TYPE.pubrec, FRAME_TYPE.pubrel, FRAME_TYPE.pubcomp, FRAME_TYPE.pingreq]
+  for (let first = 0; first < 256; first++) {
+    if (types.includes(first >> 4) && TABLES.v4[first] === OK && TABLES.v5[first] === OK) plain[first] = 1
+  }
+  return plain
+})()
+
+/** True when a client packet starting with `first` passes checkClientFrame and needs nothing else. */
+export function isPlainClientByte (first: number): boolean {
+  return PLAIN[first] === 1
+}
+
 /** Smallest Remaining Length of a SUBSCRIBE/UNSUBSCRIBE with at least one filter [MQTT-3.8.3-3]. */
 function minimumLength (type: number, v5: boolean): number {
   // packet ID (2) + [property length (1)] + filter length (2) + one character (1) + [options (1)]

@@ -61,3 +61,37 @@ t.test('a view into the same pool but outside the chunk is not mistaken for one'
   t.same(writes, ['567'])
   coalescer.finish()
 })
+
+t.test('spans (the plain path: no view made) extend the range like views do', async (t) => {
+  const { writes, coalescer } = recorder()
+  const chunk = Buffer.from('aaabbbXXXccc')
+  coalescer.begin(chunk)
+  coalescer.addSpan(chunk, 0, 3)
+  coalescer.add(chunk.subarray(3, 6))
+  coalescer.addSpan(chunk, 9, 12)
+  coalescer.finish()
+  t.same(writes, ['aaabbb', 'ccc'], 'a gap splits the range; views and spans mix')
+})
+
+t.test('a span of another buffer (a packet joined across reads) is written at once, in order', async (t) => {
+  const { writes, coalescer } = recorder()
+  const chunk = Buffer.from('aaabbb')
+  const joined = Buffer.from('JJJ')
+  coalescer.begin(chunk)
+  coalescer.addSpan(chunk, 0, 3)
+  coalescer.addSpan(joined, 0, 3)
+  coalescer.addSpan(chunk, 3, 6)
+  coalescer.finish()
+  t.same(writes, ['aaa', 'JJJ', 'bbb'])
+})
+
+t.test('a range covering the whole chunk writes the chunk itself', async (t) => {
+  const written: Buffer[] = []
+  const coalescer = new Coalescer((bytes) => { written.push(bytes) })
+  const chunk = Buffer.from('aaabbb')
+  coalescer.begin(chunk)
+  coalescer.addSpan(chunk, 0, 3)
+  coalescer.addSpan(chunk, 3, 6)
+  coalescer.finish()
+  t.equal(written[0], chunk)
+})

@@ -214,3 +214,26 @@ t.test('a packet split across chunks is whole and independent of later chunks', 
   b.fill(0)
   t.same(frames.map((f) => f.toString('hex')), [PUB, '0000'], 'the straddling frame was copied whole; PING is a view of b')
 })
+
+t.test('a span handler is offered each whole packet first; what it refuses comes as a Buffer', async (t) => {
+  const chunk = hex(PING + PUB + PUBACK)
+  const spans: Array<[number, number]> = []
+  const frames: string[] = []
+  const framer = new Framer(100, (f) => frames.push(f.toString('hex')), (buf, start, end) => {
+    t.equal(buf, chunk, 'a range of the chunk itself')
+    if ((buf[start] as number) >> 4 === 3) return false
+    spans.push([start, end])
+    return true
+  })
+  framer.push(chunk)
+  t.same(spans, [[0, 2], [11, 15]], 'PINGREQ and PUBACK taken as ranges')
+  t.same(frames, [PUB], 'the PUBLISH refused, handed on as a frame')
+})
+
+t.test('a packet joined across chunks is offered as the whole of its own copy', async (t) => {
+  const offered: string[] = []
+  const framer = new Framer(100, () => { t.fail('taken by the span handler') }, (buf, start, end) => { offered.push(buf.subarray(start, end).toString('hex')); return true })
+  framer.push(hex(PUB.slice(0, 8)))
+  framer.push(hex(PUB.slice(8)))
+  t.same(offered, [PUB])
+})
