@@ -148,10 +148,16 @@ export class Dedupe {
     const now = Date.now()
     if (now - this.lastWarn < WARN_EVERY_MS) return
     this.lastWarn = now
-    this.ctx.log.warn({ err: err instanceof Error ? err.message : String(err), what, stats: this.stats.redis },
+    const fields = { err: err instanceof Error ? err.message : String(err), what, stats: this.stats.redis }
+    // workers: N without Redis: the records are the primary's.
+    if (this.shared instanceof PrimaryRecords) {
+      this.ctx.log.warn(fields, what === 'write' ? 'dedupe: the primary did not take a record (at-least-once kept)' : 'dedupe: the primary did not answer a lookup, message forwarded (at-least-once kept)')
+      return
+    }
+    this.ctx.log.warn(fields,
       what === 'write'
-        ? `dedupe: ${this.shared instanceof PrimaryRecords ? 'the primary' : 'redis'} unavailable, records kept in this process only (at-least-once kept)`
-        : `dedupe: ${this.shared instanceof PrimaryRecords ? 'the primary' : 'redis'} lookup failed, message forwarded (at-least-once kept)`)
+        ? 'dedupe: redis unavailable, records kept in this process only (at-least-once kept)'
+        : 'dedupe: redis lookup failed, message forwarded (at-least-once kept)')
   }
 
   close (): void {
