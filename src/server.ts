@@ -6,18 +6,19 @@
 import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { AdminSpec, ListenSpec } from './config/config.js'
+import type { ListenSpec } from './config/config.js'
 import { Connection } from './proxy/connection.js'
 import type { PluginHost } from './plugin/host.js'
 import type { ResolvedConfig } from './plugin/loader.js'
 import type { Upstream } from './upstream/upstream.js'
 import { BrokerPool } from './upstream/pool.js'
 import { poolMetrics, type PoolMetrics } from './observe/upstream-metrics.js'
-import { isGuardError, type ErrorCode } from './errors.js'
+import type { ErrorCode } from './errors.js'
 import type { AdminRequest, AdminResponse, Plugin, PrimaryChannel } from './plugin/api.js'
 import { GuardMetrics } from './observe/metrics.js'
 import { AdminServer } from './admin/endpoint.js'
 import { adminTarget } from './admin/target.js'
+import { readmin } from './admin/readmin.js'
 import type { ConnectionView, Finding, Overview } from './views.js'
 import type { Peer } from './proxy/listeners.js'
 import { ListenerSet, type BoundListener } from './proxy/listener-set.js'
@@ -29,9 +30,10 @@ import type { RedisStatus } from './redis/watch.js'
 import { DEFAULT_KEY_PREFIX } from './config/redis.js'
 import { setLevel } from './log/log.js'
 import { ServerViews } from './server-views.js'
-import { Generation, closePartsOf, type GenerationParts } from './reload/generation.js'
-import { describePlan, planReload, sameSetting, type Change, type ReloadReport } from './reload/plan.js'
+import { Generations, closePartsOf, type Generation, type GenerationParts } from './reload/generation.js'
+import { describePlan, planReload, type Change, type ReloadReport } from './reload/plan.js'
 import { reloadParts, startParts, type PartsContext } from './reload/parts.js'
+import { OneAtATime, readAgain, refusedWhole } from './reload/read-again.js'
 import type { BrokerView } from './upstream/pool.js'
 import type { UpstreamsView } from './admin/endpoint.js'
 
@@ -71,11 +73,9 @@ export class GuardServer {
    */
   private current: ResolvedConfig
   /** The generation new connections get; `older` still serve connections accepted before a reload. */
-  private gen: Generation<Connection>
-  private readonly older = new Set<Generation<Connection>>()
+  private readonly gens: Generations<Connection>
   private reloads = 0
-  /** One reload at a time, in the order asked. */
-  private reloading: Promise<unknown> = Promise.resolve()
+  private readonly reloading = new OneAtATime()
 
   private constructor (
     readonly instanceId: string,
@@ -89,7 +89,7 @@ export class GuardServer {
     private readonly isWorker = false
   ) {
     this.current = config
-    this.gen = new Generation(0, first)
+    this.gens = new Generations(first, log)
     this.kicks = new KickChannel(this.connections, first.shared?.client, config.redis?.keyPrefix ?? DEFAULT_KEY_PREFIX, instanceId, log)
     this.listenerSet = new ListenerSet((stream, peer, spec) => { this.accept(stream, peer, spec) }, log, metrics, () => this.current.limits.connectTimeoutMs)
     this.views = new ServerViews({
@@ -169,8 +169,11 @@ export class GuardServer {
 
   /** The generation new connections get, then the older ones still serving connections. */
   generations (): Array<Generation<Connection>> {
-    return [this.gen, ...this.older]
+    return this.gens.all()
   }
+
+  /** The generation new connections get. */
+  private get gen (): Generation<Connection> { return this.gens.current }
 
   /** Where each listener is bound (port 0 resolved). */
   get listeners (): BoundListener[] { return this.listenerSet.bound }
@@ -286,16 +289,12 @@ export class GuardServer {
    * names its error and nothing changes (the running proxy goes on as it was).
    */
   async reloadFromSource (source: string): Promise<ReloadReport> {
-    return await this.queue(async () => {
+    return await this.reloading.run(async () => {
       if (this.reread === undefined) return await this.applyConfig(undefined, source)
-      let next: ResolvedConfig
-      try {
-        next = await this.reread()
-      } catch (err) {
-        const detail = isGuardError(err) ? err.message : (err as Error).message
-        this.log.error({ source, err: detail }, 'config file not reloaded: the running settings stay in force')
+      const next = await readAgain(this.reread, this.log, source)
+      if ('refused' in next) {
         this.metrics.reloads.inc({ result: 'refused' })
-        return { at: new Date().toISOString(), reload: ++this.reloads, source, applied: false, changed: [], refused: [{ setting: 'config', what: 'the configuration', reach: 'refused', detail }], generation: this.gen.id, olderConnections: this.olderConnections() }
+        return refusedWhole(next.refused, ++this.reloads, source, this.gen.id, this.gens.olderConnections())
       }
       return await this.applyConfig(next, source)
     })
@@ -307,19 +306,7 @@ export class GuardServer {
    * connection: each setting reaches connections as its Change says (src/reload/plan.ts).
    */
   async reload (next?: ResolvedConfig, source = 'code'): Promise<ReloadReport> {
-    return await this.queue(async () => await this.applyConfig(next, source))
-  }
-
-  private async queue (run: () => Promise<ReloadReport>): Promise<ReloadReport> {
-    const done = this.reloading.then(run)
-    this.reloading = done.catch(() => {})
-    return await done
-  }
-
-  private olderConnections (): number {
-    let n = 0
-    for (const g of this.older) n += g.connections.size
-    return n
+    return await this.reloading.run(async () => await this.applyConfig(next, source))
   }
 
   private async applyConfig (next: ResolvedConfig | undefined, source: string): Promise<ReloadReport> {
@@ -337,10 +324,11 @@ export class GuardServer {
       refused.push(...partsRefused)
       // What this reload replaces is bounded by the age it sets (lowering it applies at once).
       const maxAge = next.reload.oldWorkerMaxAgeMs
-      if (parts.upstream !== this.gen.upstream || parts.shared !== this.gen.shared || parts.plugins !== this.gen.plugins) this.nextGeneration(parts, maxAge)
-      else this.gen.config = parts.config
+      this.gens.take(parts, maxAge)
       const listen = await this.listenerSet.change(now.listen, plan.listen.removed, plan.listen.added, maxAge, () => this.connections, changed, refused)
-      const admin = await this.readmin(now.admin, next.admin, changed, refused)
+      const moved = await readmin(this.admin, now.admin, next.admin, () => adminTarget(this), this.log, changed, refused)
+      this.admin = moved.server
+      const admin = moved.spec
       if (next.workers !== now.workers && !this.isWorker) {
         refused.push({
           setting: 'workers',
@@ -358,56 +346,12 @@ export class GuardServer {
       this.current = Object.freeze({ ...next, ...inForce, listen, admin, workers: this.isWorker ? next.workers : now.workers })
     }
     const shown = changed.filter((c) => !refused.some((r) => c.setting === r.setting || (r.setting === 'plugins' && c.setting.startsWith('plugins'))))
-    const report: ReloadReport = { at: new Date().toISOString(), reload: ++this.reloads, source, applied: true, changed: shown, refused, generation: this.gen.id, olderConnections: this.olderConnections() }
+    const report: ReloadReport = { at: new Date().toISOString(), reload: ++this.reloads, source, applied: true, changed: shown, refused, generation: this.gen.id, olderConnections: this.gens.olderConnections() }
     this.metrics.reloads.inc({ result: refused.length > 0 ? 'partial' : 'applied' })
     const fields = { source, changed: shown.map((c) => `${c.setting}: ${c.what} (${c.reach})`), refused: refused.map((c) => `${c.setting}: ${c.detail ?? c.what}`), generation: report.generation }
     if (refused.length > 0) this.log.warn(fields, 'reloaded, with changes refused')
     else this.log.info(fields, 'reloaded')
     return report
-  }
-
-  /** New connections get `parts`; the generation in force until now serves the ones it has. */
-  private nextGeneration (parts: GenerationParts, maxAgeMs: number): void {
-    const old = this.gen
-    this.gen = new Generation(old.id + 1, parts)
-    this.older.add(old)
-    old.retire(maxAgeMs, () => { this.release(old) })
-  }
-
-  /** A retired generation has no connection left: what no live generation uses is closed. */
-  private release (gen: Generation<Connection>): void {
-    this.older.delete(gen)
-    const inUse = new Set(this.generations().flatMap((g) => g.parts()))
-    const closing = gen.parts().filter((p) => !inUse.has(p))
-    void closePartsOf(closing, this.log)
-    this.log.info({ generation: gen.id, closed: closing.length }, 'configuration of an earlier reload released: its last connection closed')
-  }
-
-  /**
-   * New admin settings: on the same address in place (the token, the bounds); on another
-   * address a new server, the old one closed a moment later so that the answer of a POST
-   * /reload it carries still reaches its caller.
-   */
-  private async readmin (now: AdminSpec | undefined, next: AdminSpec | undefined, changed: Change[], refused: Change[]): Promise<AdminSpec | undefined> {
-    if (sameSetting(now, next)) return now
-    const old = this.admin
-    if (old !== undefined && next !== undefined && old.respec(next)) {
-      changed.push({ setting: 'admin', what: 'token or bounds', reach: 'now' })
-      return next
-    }
-    let started: AdminServer | undefined
-    if (next !== undefined) {
-      try {
-        started = await AdminServer.start(next, adminTarget(this), this.log)
-      } catch (err) {
-        refused.push({ setting: 'admin', what: `move to ${next.host}:${next.port}`, reach: 'refused', detail: (err as Error).message })
-        return now
-      }
-    }
-    this.admin = started
-    if (old !== undefined) setTimeout(() => { void old.close() }, 500).unref()
-    changed.push({ setting: 'admin', what: next === undefined ? 'turned off' : `at ${started?.host ?? ''}:${started?.port ?? ''}`, reach: 'now' })
-    return next
   }
 
   /**
@@ -426,10 +370,8 @@ export class GuardServer {
     clearTimeout(timer)
     // Closed connections leave the set at once; their sockets may still be flushing.
     for (const conn of draining) conn.destroy()
-    const generations = this.generations()
-    for (const g of generations) g.stop()
     // Every part once, the plugins in reverse order (as PluginHost.close), the core's around them.
-    const parts = [...new Set(generations.flatMap((g) => g.parts()))]
+    const parts = this.gens.stop()
     await closePartsOf([...this.parts.last].reverse(), this.log)
     await closePartsOf(parts.reverse(), this.log)
     await closePartsOf([...this.parts.first].reverse(), this.log)

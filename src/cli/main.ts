@@ -7,6 +7,7 @@ import { EXIT, parseCommand, usageError, type Command } from '../plugin/args.js'
 import { envOverrides, type Overrides } from '../config/config.js'
 import { isGuardError } from '../errors.js'
 import { createLogger } from '../log/log.js'
+import type { Logger } from 'pino'
 import type { PluginCommand } from '../plugin/api.js'
 import { builtinDefinitions, readConfig, type ResolvedConfig } from '../plugin/loader.js'
 
@@ -174,8 +175,10 @@ async function start (args: string[], command: Command): Promise<number> {
     log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled promise rejection in a library; the proxy keeps running')
   })
   if (worker === undefined && config.workers > 1) {
-    await (await import('../cluster/primary.js')).runPrimary(config, log, reread)
-    log.flush()
+    const { Primary } = await import('../cluster/primary.js')
+    const primary = new Primary(config, log, reread)
+    await primary.start()
+    await serveUntilSignal({ stop: async () => { await primary.stop() }, reload: async (source) => await primary.reload(source) }, log)
     return 0
   }
   // Loaded here, not at the top: `--help` and `check-config` need no broker or Redis code.
@@ -186,23 +189,29 @@ async function start (args: string[], command: Command): Promise<number> {
     return 0
   }
   const server = await GuardServer.start(config, { log, reread })
+  await serveUntilSignal({ stop: async () => { await server.stop() }, reload: async (source) => await server.reloadFromSource(source) }, log)
+  return 0
+}
+
+/**
+ * One process or the primary of `workers: N`, until SIGTERM or SIGINT (a second one while
+ * draining means "now"). SIGHUP reloads: the file, the variables and the flags read again and
+ * applied, one reload at a time, in the order asked.
+ */
+async function serveUntilSignal (target: { stop: () => Promise<void>, reload: (source: string) => Promise<unknown> }, log: Logger): Promise<void> {
   await new Promise<void>((resolve) => {
     const shutdown = (signal: NodeJS.Signals): void => {
       log.info({ signal }, 'shutting down')
-      // A second signal while draining means "now".
       process.once(signal, () => { process.exit(1) })
-      server.stop().then(resolve, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve() })
+      target.stop().then(resolve, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve() })
     }
     process.once('SIGTERM', shutdown)
     process.once('SIGINT', shutdown)
-    // The file, the variables and the flags read again and applied; the server takes one reload
-    // at a time, in the order asked, and logs what changed.
     process.on('SIGHUP', () => {
-      server.reloadFromSource('SIGHUP').catch((err: unknown) => { log.error({ err }, 'reload failed') })
+      target.reload('SIGHUP').catch((err: unknown) => { log.error({ err }, 'reload failed') })
     })
   })
   log.flush()
-  return 0
 }
 
 async function checkConfig (args: string[]): Promise<number> {

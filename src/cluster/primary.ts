@@ -11,9 +11,9 @@ import type { Logger } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { ResolvedConfig } from '../plugin/loader.js'
 import { AdminServer } from '../admin/endpoint.js'
+import { readmin } from '../admin/readmin.js'
 import type { ReloadReport, Change } from '../reload/plan.js'
-import { sameSetting } from '../reload/plan.js'
-import { isGuardError } from '../errors.js'
+import { OneAtATime, readAgain, refusedWhole } from '../reload/read-again.js'
 import { RELOADS_HELP } from '../observe/metrics.js'
 import { Peer, type Port } from './ipc.js'
 import { groupTarget } from './group.js'
@@ -42,7 +42,7 @@ export class Primary {
   private admin: AdminServer | undefined
   private stopping = false
   private reloads = 0
-  private reloading: Promise<unknown> = Promise.resolve()
+  private readonly reloading = new OneAtATime()
   private backoffMs = 0
   private readonly state: SharedState
 
@@ -148,22 +148,15 @@ export class Primary {
 
   /** SIGHUP, POST /reload: the file again; the worker count here, the rest in each worker. */
   async reload (source: string): Promise<ReloadReport> {
-    const run = async (): Promise<ReloadReport> => await this.applyReload(source)
-    const done = this.reloading.then(run)
-    this.reloading = done.catch(() => {})
-    return await done
+    return await this.reloading.run(async () => await this.applyReload(source))
   }
 
   private async applyReload (source: string): Promise<ReloadReport> {
     const reload = ++this.reloads
-    let next: ResolvedConfig
-    try {
-      next = await this.reread()
-    } catch (err) {
-      const detail = isGuardError(err) ? err.message : (err as Error).message
-      this.log.error({ source, err: detail }, 'config file not reloaded: the running settings stay in force')
+    const next = await readAgain(this.reread, this.log, source)
+    if ('refused' in next) {
       this.reloadsCounted.inc({ result: 'refused' })
-      return { at: new Date().toISOString(), reload, source, applied: false, changed: [], refused: [{ setting: 'config', what: 'the configuration', reach: 'refused', detail }], generation: 0, olderConnections: 0 }
+      return refusedWhole(next.refused, reload, source, 0, 0)
     }
     const changed: Change[] = []
     const refused: Change[] = []
@@ -175,8 +168,9 @@ export class Primary {
     const now = this.config
     this.state.configure(next)
     if (next.workers !== now.workers) await this.resize(next, changed, refused)
-    if (!sameSetting(now.admin, next.admin)) await this.readmin(next, changed, refused)
-    this.config = Object.freeze({ ...next, admin: this.admin === undefined ? undefined : next.admin })
+    const admin = await readmin(this.admin, now.admin, next.admin, () => groupTarget(this), this.log, changed, refused)
+    this.admin = admin.server
+    this.config = Object.freeze({ ...next, admin: admin.spec })
     const report = mergeReports(reports.filter((r): r is ReloadReport => r !== undefined), { changed, refused }, reload, source)
     const fields = { source, changed: report.changed.map((c) => `${c.setting}: ${c.what} (${c.reach})`), refused: report.refused.map((c) => `${c.setting}: ${c.detail ?? c.what}`) }
     this.reloadsCounted.inc({ result: !report.applied ? 'refused' : report.refused.length > 0 ? 'partial' : 'applied' })
@@ -209,26 +203,6 @@ export class Primary {
     changed.push({ setting: 'workers', what: `${serving.length} → ${want}`, reach: 'new connections', detail: `${retiring.length} worker(s) take no new connections and serve theirs until they close, for reload.oldWorkerMaxAgeMs (${maxAge} ms) at most` })
   }
 
-  private async readmin (next: ResolvedConfig, changed: Change[], refused: Change[]): Promise<void> {
-    const old = this.admin
-    if (old !== undefined && next.admin !== undefined && old.respec(next.admin)) {
-      changed.push({ setting: 'admin', what: 'token or bounds', reach: 'now' })
-      return
-    }
-    if (next.admin !== undefined) {
-      try {
-        this.admin = await AdminServer.start(next.admin, groupTarget(this), this.log)
-      } catch (err) {
-        refused.push({ setting: 'admin', what: `move to ${next.admin.host}:${next.admin.port}`, reach: 'refused', detail: (err as Error).message })
-        return
-      }
-    } else {
-      this.admin = undefined
-    }
-    if (old !== undefined) setTimeout(() => { void old.close() }, 500).unref()
-    changed.push({ setting: 'admin', what: next.admin === undefined ? 'turned off' : `at ${this.admin?.host ?? ''}:${this.admin?.port ?? ''}`, reach: 'now' })
-  }
-
   /** SIGTERM: every worker drains (as one process would), then the admin endpoint closes. */
   async stop (): Promise<void> {
     if (this.stopping) return
@@ -247,20 +221,4 @@ export class Primary {
     await this.admin?.close()
     this.log.info('mqtt-guard stopped')
   }
-}
-
-/** Runs the primary until SIGTERM or SIGINT; SIGHUP reloads. */
-export async function runPrimary (config: ResolvedConfig, log: Logger, reread: () => Promise<ResolvedConfig>): Promise<void> {
-  const primary = new Primary(config, log, reread)
-  await primary.start()
-  await new Promise<void>((resolve) => {
-    const shutdown = (signal: NodeJS.Signals): void => {
-      log.info({ signal }, 'shutting down')
-      process.once(signal, () => { process.exit(1) })
-      primary.stop().then(resolve, (err: unknown) => { log.error({ err }, 'error while stopping'); resolve() })
-    }
-    process.once('SIGTERM', shutdown)
-    process.once('SIGINT', shutdown)
-    process.on('SIGHUP', () => { primary.reload('SIGHUP').catch((err: unknown) => { log.error({ err }, 'reload failed') }) })
-  })
 }

@@ -91,6 +91,61 @@ export class Generation<C extends Retirable = Retirable> implements GenerationPa
   }
 }
 
+/**
+ * The generation new connections get and the older ones still serving connections: a reload
+ * hands it its parts, and an older generation whose last connection closed is released (what
+ * no live generation uses is closed).
+ */
+export class Generations<C extends Retirable> {
+  current: Generation<C>
+  private readonly older = new Set<Generation<C>>()
+
+  constructor (first: GenerationParts, private readonly log: { info: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }) {
+    this.current = new Generation(0, first)
+  }
+
+  /** The current one first. */
+  all (): Array<Generation<C>> {
+    return [this.current, ...this.older]
+  }
+
+  olderConnections (): number {
+    let n = 0
+    for (const g of this.older) n += g.connections.size
+    return n
+  }
+
+  /**
+   * A reload's parts: a new generation when the plugin chain, the broker side or Redis differ
+   * (the current one retires, bounded by `maxAgeMs`); else the current one's entries in force.
+   */
+  take (parts: GenerationParts, maxAgeMs: number): void {
+    const now = this.current
+    if (parts.upstream === now.upstream && parts.shared === now.shared && parts.plugins === now.plugins) {
+      now.config = parts.config
+      return
+    }
+    this.current = new Generation(now.id + 1, parts)
+    this.older.add(now)
+    now.retire(maxAgeMs, () => { this.release(now) })
+  }
+
+  private release (gen: Generation<C>): void {
+    this.older.delete(gen)
+    const inUse = new Set(this.all().flatMap((g) => g.parts()))
+    const closing = gen.parts().filter((p) => !inUse.has(p))
+    void closePartsOf(closing, this.log)
+    this.log.info({ generation: gen.id, closed: closing.length }, 'configuration of an earlier reload released: its last connection closed')
+  }
+
+  /** At stop: no timer stays; every part of every generation, once. */
+  stop (): Part[] {
+    const all = this.all()
+    for (const g of all) g.stop()
+    return [...new Set(all.flatMap((g) => g.parts()))]
+  }
+}
+
 /** Closes parts no generation uses any more: plugins, brokers (pools, the embedded broker), Redis clients. */
 export async function closePartsOf (parts: readonly Part[], log: { error: (obj: object, msg: string) => void }): Promise<void> {
   for (const part of parts) {

@@ -1,5 +1,7 @@
-// The admin API as the commands call it (doctor, trace start|list|stop): where it is, its
+// The admin API as the commands call it (doctor, reload, trace start|list|stop): where it is, its
 // bearer token, and one JSON request. The same flags, variables and defaults for each.
+
+import { parseCommand, usageError, type Command } from '../../plugin/args.js'
 
 /** The flags every admin-calling command takes, for its parseArgs options. */
 export const ADMIN_OPTIONS = { admin: { type: 'string' }, token: { type: 'string' } } as const
@@ -47,4 +49,18 @@ export class AdminClient {
     }
     return { status: res.status, body: await res.json().catch(() => null) as unknown }
   }
+}
+
+/**
+ * A command that takes no arguments but its flags and asks the admin API (doctor, reload): its
+ * flags and client, or the exit code of --help or a usage error.
+ */
+export function adminCommand<O extends typeof ADMIN_OPTIONS> (args: string[], command: Command, options: O, env: NodeJS.ProcessEnv): { client: AdminClient, values: Exclude<ReturnType<typeof parseCommand<O>>, number>['values'] } | number {
+  const parsed = parseCommand(args, command, options)
+  if (typeof parsed === 'number') return parsed
+  const { values, positionals } = parsed
+  if (positionals.length > 0) return usageError(command, `unexpected ${positionals.join(' ')}`)
+  const client = AdminClient.from(values as { admin?: string | undefined, token?: string | undefined }, env)
+  if (typeof client === 'string') return usageError(command, client)
+  return { client, values }
 }

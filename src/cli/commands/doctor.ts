@@ -2,8 +2,8 @@
 // and prints each finding with its severity, the evidence and the fix. Exit 0 when nothing is a
 // warning or worse, 1 when something is, 2 for bad arguments, 3 when the proxy cannot be asked.
 
-import { ADMIN_OPTIONS, ADMIN_USAGE, AdminClient, AdminUnavailable } from './admin-client.js'
-import { EXIT, parseCommand, usageError, type Command } from '../../plugin/args.js'
+import { ADMIN_OPTIONS, ADMIN_USAGE, AdminUnavailable, adminCommand } from './admin-client.js'
+import { EXIT, type Command } from '../../plugin/args.js'
 import type { Finding, Severity } from '../../observe/diagnostics.js'
 
 const USAGE = `Usage: mqtt-guard doctor [--admin URL] [--token TOKEN] [--json]
@@ -29,12 +29,9 @@ const UNASKED = 3
 const RANK: Record<Severity, number> = { error: 0, warning: 1, info: 2 }
 
 export async function doctorCommand (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const parsed = parseCommand(args, COMMAND, OPTIONS)
-  if (typeof parsed === 'number') return parsed
-  const { values, positionals } = parsed
-  if (positionals.length > 0) return usageError(COMMAND, `unexpected ${positionals.join(' ')}`)
-  const client = AdminClient.from(values, env)
-  if (typeof client === 'string') return usageError(COMMAND, client)
+  const made = adminCommand(args, COMMAND, OPTIONS, env)
+  if (typeof made === 'number') return made
+  const { client, values } = made
   const admin = client.url
   let body: { instance: string, at: string, findings: Finding[] }
   try {

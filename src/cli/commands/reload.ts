@@ -3,8 +3,8 @@
 // was refused. Exit 0 when everything applied, 1 when something was refused (a configuration
 // that does not validate changes nothing), 2 for bad arguments, 3 when the proxy cannot be asked.
 
-import { ADMIN_OPTIONS, ADMIN_USAGE, AdminClient, AdminUnavailable } from './admin-client.js'
-import { EXIT, parseCommand, usageError, type Command } from '../../plugin/args.js'
+import { ADMIN_OPTIONS, ADMIN_USAGE, AdminUnavailable, adminCommand } from './admin-client.js'
+import { EXIT, type Command } from '../../plugin/args.js'
 import type { Change, ReloadReport } from '../../reload/plan.js'
 
 const USAGE = `Usage: mqtt-guard reload [--admin URL] [--token TOKEN] [--json]
@@ -26,12 +26,9 @@ const OPTIONS = { ...ADMIN_OPTIONS, json: { type: 'boolean' } } as const
 const UNASKED = 3
 
 export async function reloadCommand (args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const parsed = parseCommand(args, COMMAND, OPTIONS)
-  if (typeof parsed === 'number') return parsed
-  const { values, positionals } = parsed
-  if (positionals.length > 0) return usageError(COMMAND, `unexpected ${positionals.join(' ')}`)
-  const client = AdminClient.from(values, env)
-  if (typeof client === 'string') return usageError(COMMAND, client)
+  const made = adminCommand(args, COMMAND, OPTIONS, env)
+  if (typeof made === 'number') return made
+  const { client, values } = made
   let report: ReloadReport
   try {
     const res = await client.request('POST', '/reload')
