@@ -139,7 +139,9 @@ export abstract class ConnectionCore implements ConnectionInfo {
     this.sides.read('client', framer, (e) => { this.failed(e) })
     client.on('end', () => { this.clientGone() })
     client.on('close', () => { this.clientGone() })
-    client.on('error', (err: NodeJS.ErrnoException) => { this.close('client-error', err.code ?? err.message) })
+    // A reset after the client's DISCONNECT (a client that destroys its socket with bytes unread)
+    // is still the client's own goodbye: logs, flapping and doctor must not call it an error.
+    client.on('error', (err: NodeJS.ErrnoException) => { this.close(this.clientSentDisconnect ? 'client-disconnect' : 'client-error', err.code ?? err.message) })
     this.startTimer(deps.limits.connectTimeoutMs, () => { this.close('GUARD_ERR_CONNECT_TIMEOUT', 'no CONNECT within connectTimeoutMs') })
     if (deps.log.isLevelEnabled('debug')) this.log.debug({ port: this.port, listener: this.listener }, 'connection opened')
   }
