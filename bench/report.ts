@@ -2,7 +2,7 @@
 // the bare relay, and the targets as pass/fail. Targets are reported, never asserted.
 
 import type { FixedRateResult, IdleResult, JobResult, LatencyResult, ThroughputResult } from './jobs.js'
-import type { Goals, RelativeGoal } from './targets.js'
+import type { Goals, RelativeGoal } from './variants.js'
 
 /** results[scenario][target] = one result per round. */
 export type Store = Record<string, Record<string, JobResult[]>>
