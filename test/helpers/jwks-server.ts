@@ -37,9 +37,9 @@ export class JwksServer {
   }
 
   static async start (keys: TestKey[]): Promise<JwksServer> {
-    let self: JwksServer | undefined
-    const server = http.createServer((req, res) => { self?.answer(res) })
-    self = new JwksServer(server, keys)
+    const holder: { self?: JwksServer } = {}
+    const server = http.createServer((_req, res) => { holder.self?.answer(res) })
+    const self = holder.self = new JwksServer(server, keys)
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     return self
   }
