@@ -88,6 +88,8 @@ export class JwtSource {
   }
 
   async check (conn: ConnectionInfo, packet: IConnectPacket, token: string): Promise<JwtCheck> {
+    // The connection's log lines name its user: never the token (the claim's name once verified).
+    if (this.o.from === 'username') conn.username = undefined
     const result = await this.verify(conn, packet, token)
     if ('cause' in result) {
       this.stats.refusals[result.cause]++
