@@ -9,6 +9,7 @@ import { SubackMerger } from './suback.js'
 import { DenialCounts } from './denials.js'
 import type { Finding } from '../../src/observe/diagnostics.js'
 import { cutFields } from '../../src/log/log.js'
+import { decideByToken } from './token-rules.js'
 
 interface ConnState {
   readonly subs: SubackMerger
@@ -52,8 +53,10 @@ export class AclHooks {
   /** Decides and counts a denial for `doctor`; logs nothing. */
   private decide (conn: ConnectionInfo, req: AclRequest): Decision {
     // Groups come from the acl's own `groups` map and from whoever authenticated the client
-    // (auth's users in Redis carry theirs).
-    const decision = this.policy.decide(this.policy.principal({ user: conn.username, clientId: conn.clientId }, conn.identity?.groups), req)
+    // (auth's users in Redis carry theirs). Rules the client's token carries are asked first.
+    const who = { user: conn.username, clientId: conn.clientId }
+    const byToken = conn.identity?.acl === undefined ? undefined : decideByToken(conn.identity.acl, who, req)
+    const decision = byToken ?? this.policy.decide(this.policy.principal(who, conn.identity?.groups), req)
     if (!decision.allow) this.denials.count(decision, req, conn.clientId)
     return decision
   }

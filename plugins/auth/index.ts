@@ -3,7 +3,7 @@
 // guessing, and decides which credentials the broker sees.
 
 import type { IConnectPacket } from 'mqtt-packet'
-import { definePlugin, type ConnectionInfo, type HookResult, type Identity, type PluginContext } from '../../src/plugin/api.js'
+import { definePlugin, type ConnectionInfo, type Finding, type HookResult, type Identity, type PluginContext } from '../../src/plugin/api.js'
 import { configError, type ErrorCode } from '../../src/errors.js'
 import { WatchedFile } from '../../src/plugin/watched-file.js'
 import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
@@ -13,12 +13,13 @@ import { PrimaryBruteForce, primarySide } from './brute-force-primary.js'
 import { RedisUsers } from './redis-users.js'
 import { authOptions, checkAuthOptions, type AuthOptions } from './options.js'
 import { passwd } from './passwd.js'
+import { ExpiryTimers, JwtSource } from './jwt.js'
 
 export type { AuthOptions } from './options.js'
 
 /** Who a connection logged in as: set as `conn.identity`, where acl reads the groups. */
 interface AuthInfo extends Identity {
-  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate'
+  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate' | 'jwt'
 }
 
 type Check =
@@ -34,10 +35,15 @@ class Auth {
   /** Counters every instance (Redis) or every worker (the primary, workers: N) shares. */
   private readonly shared: SharedBruteForce | PrimaryBruteForce | undefined
   private readonly fallbackDummy: PasswordHash = dummyLike(undefined)
+  private readonly jwt: JwtSource | undefined
+  /** Token expiry timers (jwt.ts), kept across reloads: open connections keep theirs. */
+  readonly expiry: ExpiryTimers
 
   /** `before`: the instance a reload replaces; its guessing counters carry over when bruteForce is unchanged. */
   constructor (private readonly ctx: PluginContext<AuthOptions>, before?: Auth) {
     const { options } = ctx
+    this.expiry = before?.expiry ?? new ExpiryTimers()
+    if (options.jwt !== undefined) this.jwt = new JwtSource(options.jwt, ctx.metrics, this.expiry)
     if (options.passwordFile !== undefined) {
       // Absolute: validation resolved it against the config file's folder.
       this.file = new WatchedFile(options.passwordFile, parsePasswordFile, ctx.log)
@@ -58,7 +64,7 @@ class Auth {
     }
     ctx.log.info({
       passwordFile: this.file?.file, users: this.file?.value.users.size, redisUsers: this.redisUsers !== undefined, bruteForce: this.shared !== undefined ? 'shared' : this.bruteForce !== undefined ? 'local' : 'off',
-      allowAnonymous: options.allowAnonymous, upstreamCredentials: typeof options.upstreamCredentials === 'string' ? options.upstreamCredentials : 'fixed'
+      jwt: this.jwt?.describe(), allowAnonymous: options.allowAnonymous, upstreamCredentials: typeof options.upstreamCredentials === 'string' ? options.upstreamCredentials : 'fixed'
     }, 'auth ready')
   }
 
@@ -111,6 +117,9 @@ class Auth {
       if (this.ctx.options.allowAnonymous) return { ok: true, info: { username: undefined, groups: [], source: 'anonymous' } }
       return { ok: false, code: 'GUARD_ERR_NOT_AUTHORIZED', reason: 'no-credentials', count: false }
     }
+    // A credential shaped like a JWT is the JWT source's to decide; anything else goes on.
+    const token = this.jwt?.token(packet)
+    if (token !== undefined) return await (this.jwt as JwtSource).check(conn, packet, token)
     const keys = [`address:${conn.address}`, ...(username !== undefined ? [`user:${username}`] : [])]
     const block = this.bruteForce?.blocked(keys) ?? await this.shared?.blocked(keys)
     if (block !== undefined) {
@@ -185,6 +194,10 @@ class Auth {
     return { action: 'continue', packet: next }
   }
 
+  diagnose (): Finding[] {
+    return this.jwt?.diagnose() ?? []
+  }
+
   reload (): void {
     this.file?.reload()
     this.redisUsers?.clear()
@@ -207,6 +220,8 @@ export default definePlugin<AuthOptions>({
     return {
       name: 'auth',
       in: { connect: async (conn, packet) => await auth.connect(conn, packet) },
+      onClose: (conn) => { auth.expiry.clear(conn) },
+      diagnose: () => auth.diagnose(),
       reload: () => { auth.reload() },
       // A reload's new options: the next CONNECT is checked under them (a password file that
       // cannot be read refuses them, and the running ones stay). Open connections were admitted.

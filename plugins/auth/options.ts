@@ -9,6 +9,7 @@ import { inputFile } from '../../src/config/paths.js'
 import type { OptionsContext } from '../../src/plugin/api.js'
 import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
 import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
+import { checkJwtOptions, jwtOptions, type JwtOptions } from './jwt-options.js'
 
 export type UpstreamCredentials = 'passthrough' | 'strip' | { username: string, password: string }
 
@@ -25,6 +26,8 @@ export interface AuthOptions {
   redisTimeoutMs: number
   /** A verified client certificate logs in as its CN, SAN e-mail or SAN DNS name; off by default. */
   certificateUser: 'off' | 'commonName' | 'email' | 'dns'
+  /** Tokens in the CONNECT's password (or user name): jwt-options.ts. */
+  jwt?: JwtOptions | undefined
 }
 
 const upstreamCredentials = z.union([
@@ -41,17 +44,19 @@ export const authOptions: z.ZodType<AuthOptions> = strictOptions({
   bruteForce: counts(BRUTE_FORCE_DEFAULTS, { maxFailures: 1, windowMs: 1, blockMs: 1, maxKeys: 1 }),
   watch: bool().default(true),
   redisTimeoutMs: int(1).default(1000),
-  certificateUser: oneOf(['off', 'commonName', 'email', 'dns']).default('off')
+  certificateUser: oneOf(['off', 'commonName', 'email', 'dns']).default('off'),
+  jwt: jwtOptions.optional()
 }).superRefine((o, ctx) => {
-  if (o.passwordFile === undefined && o.redisUsers === undefined && !o.allowAnonymous && o.certificateUser === 'off') {
-    ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'required unless redisUsers is set, certificateUser is on, or allowAnonymous is true' })
+  if (o.passwordFile === undefined && o.redisUsers === undefined && !o.allowAnonymous && o.certificateUser === 'off' && o.jwt === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'required unless redisUsers or jwt is set, certificateUser is on, or allowAnonymous is true' })
   }
 })
 
 /** What the schema cannot see: the file on disk, and whether Redis is configured. */
 export function checkAuthOptions (o: AuthOptions, ctx: OptionsContext): AuthOptions {
   if (o.redisUsers !== undefined && !ctx.redis) throw configError('redisUsers', 'needs the top-level redis setting (redis: redis://HOST:PORT)')
-  return { ...o, passwordFile: o.passwordFile === undefined ? undefined : inputFile(ctx.configDir, o.passwordFile, 'passwordFile') }
+  const jwt = o.jwt === undefined ? undefined : checkJwtOptions(o.jwt, ctx.configDir)
+  return { ...o, passwordFile: o.passwordFile === undefined ? undefined : inputFile(ctx.configDir, o.passwordFile, 'passwordFile'), jwt }
 }
 
 export function validateOptions (raw: unknown, ctx: OptionsContext = { configDir: process.cwd(), redis: false }): AuthOptions {

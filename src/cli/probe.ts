@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import mqtt, { type IPubackPacket, type IPubcompPacket, type IPubrecPacket, type Packet } from 'mqtt-packet'
 import { connackAdvice, publishFix, reasonText } from '../wire/reason-codes.js'
+import { explainJwt } from './probe-jwt.js'
 import { elapsed, handshake, resolve, StepFailed, tcp, upgrade, type ProbeOptions, type ProbeReport, type ProbeStep, type ProbeVersion, type RecordStep } from './probe-network.js'
 
 export type { ProbeOptions, ProbeReport, ProbeStep, ProbeVersion, StepName } from './probe-network.js'
@@ -189,7 +190,9 @@ async function connect (session: Session, clientId: string, options: ProbeOption
   if (props.maximumQoS !== undefined) facts.push(`maximum QoS ${props.maximumQoS}`)
   if (props.reasonString !== undefined) facts.push(`reason: ${props.reasonString}`)
   const refused = v === 5 ? code >= 0x80 : code !== 0
-  record({ step: 'connect', ok: !refused, ms: elapsed(start), detail: `CONNACK ${meaning} (${facts.join(', ')})`, fix, data: { code, sessionPresent: connack.sessionPresent, properties: connack.properties } })
+  // A refused JWT: what its own claims say is wrong (decoded locally; the token is never shown).
+  const jwt = refused ? explainJwt(options.username, options.password) : undefined
+  record({ step: 'connect', ok: !refused, ms: elapsed(start), detail: `CONNACK ${meaning} (${facts.join(', ')})`, fix: jwt === undefined ? fix : `${jwt}. ${fix ?? ''}`.trim(), data: { code, sessionPresent: connack.sessionPresent, properties: connack.properties } })
 }
 
 /** SUBACK codes that refuse a filter: 0x80 in 3.1.1, any code from 0x80 in MQTT 5. */

@@ -30,8 +30,31 @@ export type PacketOf<C extends PacketCmd> = Extract<Packet, { cmd: C }>
 export interface Identity {
   readonly username: string | undefined
   readonly groups: readonly string[]
-  /** Where the plugin found the user, e.g. `file`, `redis`, `certificate`, `anonymous`. */
+  /** Where the plugin found the user, e.g. `file`, `redis`, `certificate`, `jwt`, `anonymous`. */
   readonly source: string
+  /**
+   * Rules the credential itself carries (auth: a JWT's `aclClaim`). The acl plugin asks them
+   * before its own rules; absent, nothing changes. Topics hold `%u` / `%c` like acl's rules.
+   */
+  readonly acl?: TokenAcl | undefined
+}
+
+/** Per-credential ACL rules, in order: the first that matches decides. */
+export interface TokenAcl {
+  readonly rules: readonly TokenAclRule[]
+  /** No rule matched: `next` lets the acl plugin's own rules decide, `deny` refuses (EMQX's old `{pub, sub, all}` form). */
+  readonly noMatch: 'next' | 'deny'
+}
+
+export interface TokenAclRule {
+  readonly permission: 'allow' | 'deny'
+  /** `subscribe` here also covers receiving what the subscription delivers. */
+  readonly actions: ReadonlyArray<'publish' | 'subscribe' | 'receive'>
+  /** `exact`: EMQX's `eq FILTER`, the filter itself, wildcards taken literally. */
+  readonly topics: ReadonlyArray<{ readonly filter: string, readonly exact: boolean }>
+  readonly qos?: readonly number[] | undefined
+  /** A publish's retain flag must equal it. */
+  readonly retain?: boolean | undefined
 }
 
 /** What a plugin sees of one client connection. */
