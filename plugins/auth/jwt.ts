@@ -11,6 +11,7 @@ import type { Registry } from 'prom-client'
 import type { ConnectionInfo, Finding, TokenAcl } from '../../src/plugin/api.js'
 import type { ErrorCode } from '../../src/errors.js'
 import { statsCounter } from '../../src/observe/metrics.js'
+import { looksLikeJwt } from '../../src/log/log.js'
 import type { JwtOptions } from './jwt-options.js'
 import { keySource, type KeySource } from './jwt-keys.js'
 import { CAUSES, refusalOf, shown, type Cause, type Refusal } from './jwt-refusal.js'
@@ -18,8 +19,6 @@ import { parseAclClaim } from './acl-claim.js'
 import { jwksFindings } from './jwks-findings.js'
 import type { JwksStats } from './jwks.js'
 
-/** Three base64url parts, the first two JSON objects (`{"` is `eyJ`); the signature may be empty (alg none, refused). */
-const SHAPE = /^eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/
 
 export type JwtCheck =
   | { ok: true, info: { username: string, groups: string[], source: 'jwt', acl?: TokenAcl | undefined } }
@@ -84,7 +83,7 @@ export class JwtSource {
   /** The token, when the credential field holds something shaped like a JWT; else this source does not answer. */
   token (packet: IConnectPacket): string | undefined {
     const field = this.o.from === 'username' ? packet.username : packet.password?.toString('utf8')
-    return field !== undefined && SHAPE.test(field) ? field : undefined
+    return looksLikeJwt(field) ? field : undefined
   }
 
   async check (conn: ConnectionInfo, packet: IConnectPacket, token: string): Promise<JwtCheck> {

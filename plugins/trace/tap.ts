@@ -8,6 +8,7 @@ import type { Packet } from 'mqtt-packet'
 import { Codec, frameType } from '../../src/wire/codec.js'
 import type { ConnectionInfo, Leg, PacketTap, ReceivedVerdict } from '../../src/plugin/api.js'
 import { TokenBucket } from '../../src/proxy/limits.js'
+import { looksLikeJwt } from '../../src/log/log.js'
 import type { CompiledFilters } from './filters.js'
 import type { TraceOptions } from './options.js'
 import type { TraceDir, TraceLine, TracePayload, TraceVerdict } from './format.js'
@@ -242,8 +243,10 @@ export class ConnectionTrace implements PacketTap {
     if (packet === undefined) return frame.toString('base64')
     const redacted = packet.cmd === 'connect' || packet.cmd === 'auth' || (line.properties?.userProperties !== undefined && this.options.redactUserProperties.length > 0)
     if (!redacted) return frame.toString('base64')
-    const copy = { ...packet } as Packet & { password?: Buffer, properties?: Record<string, unknown> }
+    const copy = { ...packet } as Packet & { password?: Buffer, username?: string, properties?: Record<string, unknown> }
     delete copy.password
+    // A token sent as the user name (auth's jwt.from: username) is a secret like a password.
+    if (looksLikeJwt(copy.username)) copy.username = '[redacted]'
     if (line.properties !== undefined) copy.properties = { ...line.properties }
     if (copy.properties?.authenticationData !== undefined) copy.properties.authenticationData = Buffer.from('[redacted]')
     try {

@@ -4,8 +4,8 @@
 // its signature, are never printed.
 
 import { decodeJwt, decodeProtectedHeader } from 'jose'
+import { looksLikeJwt } from '../log/log.js'
 
-const SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 const MAX = 80
 
 const shown = (v: unknown): string => {
@@ -41,7 +41,7 @@ function problems (header: Record<string, unknown>, claims: Record<string, unkno
  * which credential it was found in.
  */
 export function explainJwt (username: string | undefined, password: string | undefined, nowMs = Date.now()): string | undefined {
-  const field = password !== undefined && SHAPE.test(password) ? 'password' : username !== undefined && SHAPE.test(username) ? 'user name' : undefined
+  const field = looksLikeJwt(password) ? 'password' : looksLikeJwt(username) ? 'user name' : undefined
   if (field === undefined) return undefined
   const token = field === 'password' ? password as string : username as string
   let header: Record<string, unknown>

@@ -15,6 +15,17 @@ export const REDACT_PATHS = [
 ]
 
 /**
+ * A JSON Web Token's shape: three base64url parts, the first two JSON objects (`{"` is `eyJ`);
+ * the signature may be empty (alg none). A client may send one as its user name (auth's
+ * `jwt.from: username`): logs, traces and messages must treat such a user name as a secret.
+ */
+const JWT_SHAPE = /^eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/
+
+export function looksLikeJwt (value: string | undefined): value is string {
+  return value !== undefined && JWT_SHAPE.test(value)
+}
+
+/**
  * Fields whose value a client chooses (up to 64 KiB each in MQTT) or that quote one. A line
  * carries at most MAX_FIELD_CHARS of each, and then `<field>Bytes` with the whole value's
  * size in UTF-8 bytes, as on the wire: a 64 KiB client ID costs a line 256 characters.

@@ -7,10 +7,11 @@
 
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { exportSPKI, SignJWT } from 'jose'
 import { startMosquitto } from '../helpers/mosquitto.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
+import { pollUntil } from '../helpers/processes.js'
 import { login, tempDir } from '../helpers/auth-clients.js'
 import { JwksServer, makeKey, sign, type TestKey } from '../helpers/jwks-server.js'
 import { parseExposition, valueOf } from '../helpers/metrics-scrape.js'
@@ -167,6 +168,44 @@ t.test('publicKeyFile (PEM) and secretFile (HS256)', async (t) => {
   t.equal(await codeOf(t, bySecret, 4, await hs(secret)), 0, 'HS256 with the secret (the file\'s line break is not part of it)')
   t.equal(await codeOf(t, bySecret, 4, await hs(`${secret}x`)), 4, 'another secret')
   await bySecret.logs.waitFor((l) => l.reason === 'jwt-bad-signature')
+})
+
+t.test('a token sent as the user name is not in a trace, wire bytes included', async (t) => {
+  const idp = await jwks(t)
+  const traceFile = join(dir, 'jwt-trace.jsonl')
+  const proxy = await startProxy({
+    config: {
+      upstream: mosquitto.url,
+      plugins: [
+        { name: 'trace', destination: traceFile, payload: 'text' },
+        // passthrough: the token goes on to the broker too, so both legs' CONNECTs carry it.
+        { name: 'auth', upstreamCredentials: 'passthrough', jwt: { ...base, jwksUrl: idp.url, from: 'username' } }
+      ]
+    }
+  })
+  t.teardown(() => proxy.stop())
+  allLogs.push(proxy.logs.lines)
+  const token = await sign(rsa, good)
+  tokens.push(token)
+  const ok = await login(t, proxy.url, 5, { username: token, clientId: 'traced-jwt' })
+  t.ok(ok.ok, 'admitted')
+  if (ok.ok) ok.client.end(true)
+  await proxy.logs.waitFor((l) => l.msg === 'connection closed' && l.clientId === 'traced-jwt')
+  // The trace file is written asynchronously: wait for the CONNECT's line.
+  type Line = { type?: string, leg?: string, frame?: string }
+  const traced = async (): Promise<Line[]> =>
+    (await readFile(traceFile, 'utf8').catch(() => '')).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Line)
+  const lines = await pollUntil('the traced CONNECT', 5000, async () => {
+    const all = await traced()
+    return all.filter((l) => l.type === 'connect' && l.frame !== undefined).length >= 2 ? all : undefined
+  })
+  for (const leg of ['client', 'broker']) {
+    const connect = lines.find((l) => l.type === 'connect' && l.leg === leg && l.frame !== undefined)
+    t.ok(connect, `the CONNECT on the ${leg} leg is traced with its bytes`)
+    t.ok(Buffer.from(connect?.frame ?? '', 'base64').toString('latin1').includes('[redacted]'), `${leg} leg: the user name field says [redacted]`)
+  }
+  const parts = token.split('.').filter((part) => part.length > 8)
+  t.same(lines.filter((l) => parts.some((part) => JSON.stringify(l).includes(part) || Buffer.from(l.frame ?? '', 'base64').toString('latin1').includes(part))), [], 'no part of the token in any trace line')
 })
 
 t.test('no token in any log line', async (t) => {
