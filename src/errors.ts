@@ -36,7 +36,7 @@ export const ERRORS = {
   GUARD_ERR_QUOTA_EXCEEDED: { reason: 0x97, connack: 3, summary: 'quota exceeded: bytes per second over the quota plugin\'s limit, or too many connections for this user name', reserved: 'issue 23 (per-client quotas)' },
   GUARD_ERR_MESSAGE_RATE: { reason: 0x96, connack: undefined, summary: 'message rate too high: messages per second over the quota plugin\'s limit', reserved: 'issue 23 (per-client quotas)' },
   GUARD_ERR_TOKEN_EXPIRED: { reason: 0xa0, connack: undefined, summary: 'the JWT the client logged in with has expired (auth jwt.disconnectOnExpiry): reconnect with a new token', reserved: 'issue 23 (JWT)' },
-  GUARD_ERR_AUTH_SERVICE: { reason: 0x88, connack: 3, summary: 'the auth or authorization service (HTTP hook, JWKS) failed, timed out or its circuit is open, and onError is deny', reserved: 'issue 23 (HTTP auth, JWKS)' },
+  GUARD_ERR_AUTH_SERVICE: { reason: 0x88, connack: 3, summary: 'the auth or authorization service (HTTP hook, JWKS) failed, timed out or its circuit is open, and onError is deny' },
   GUARD_ERR_BAD_AUTH_METHOD: { reason: 0x8c, connack: 4, summary: 'bad authentication method' },
   GUARD_ERR_TOPIC_INVALID: { reason: 0x90, connack: undefined, summary: 'topic name invalid' },
   GUARD_ERR_TOPIC_ALIAS_INVALID: { reason: 0x94, connack: undefined, summary: 'topic alias invalid' }

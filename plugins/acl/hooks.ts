@@ -9,6 +9,7 @@ import { SubackMerger } from './suback.js'
 import { DenialCounts } from './denials.js'
 import type { Finding } from '../../src/observe/diagnostics.js'
 import { cutFields } from '../../src/log/log.js'
+import type { HttpAuthz } from './http-authz.js'
 
 interface ConnState {
   readonly subs: SubackMerger
@@ -28,7 +29,8 @@ export class AclHooks {
   private readonly wills = new WeakMap<ConnectionInfo, AclRequest>()
   private readonly denials = new DenialCounts()
 
-  constructor (private policy: AclPolicy, private onDeniedPublish: 'drop' | 'disconnect') {}
+  /** `http`: the HTTP hook (http-authz.ts), asked when no local rule decides. */
+  constructor (private policy: AclPolicy, private onDeniedPublish: 'drop' | 'disconnect', private readonly http?: HttpAuthz) {}
 
   /** A reload's new rules: every connection's next packet is decided by them. */
   replace (policy: AclPolicy, onDeniedPublish: 'drop' | 'disconnect'): void {
@@ -53,9 +55,15 @@ export class AclHooks {
   private decide (conn: ConnectionInfo, req: AclRequest): Decision {
     // Groups come from the acl's own `groups` map and from whoever authenticated the client
     // (auth's users in Redis carry theirs).
-    const decision = this.policy.decide(this.policy.principal({ user: conn.username, clientId: conn.clientId }, conn.identity?.groups), req)
+    const local = this.local(conn, req)
+    const decision = this.http === undefined ? local : this.http.decided(conn, req, local)
     if (!decision.allow) this.denials.count(decision, req, conn.clientId)
     return decision
+  }
+
+  /** What the local rules say (YAML, then acl_file), counting nothing. */
+  local (conn: ConnectionInfo, req: AclRequest): Decision {
+    return this.policy.decide(this.policy.principal({ user: conn.username, clientId: conn.clientId }, conn.identity?.groups), req)
   }
 
   /** `doctor`: the denials of the last minutes, by the rule that decided them. */

@@ -3,7 +3,7 @@
 // guessing, and decides which credentials the broker sees.
 
 import type { IConnectPacket } from 'mqtt-packet'
-import { definePlugin, type ConnectionInfo, type HookResult, type Identity, type PluginContext } from '../../src/plugin/api.js'
+import { definePlugin, type ConnectionInfo, type Finding, type HookResult, type Identity, type PluginContext } from '../../src/plugin/api.js'
 import { configError, type ErrorCode } from '../../src/errors.js'
 import { WatchedFile } from '../../src/plugin/watched-file.js'
 import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
@@ -13,12 +13,13 @@ import { PrimaryBruteForce, primarySide } from './brute-force-primary.js'
 import { RedisUsers } from './redis-users.js'
 import { authOptions, checkAuthOptions, type AuthOptions } from './options.js'
 import { passwd } from './passwd.js'
+import { HttpAuth } from './http-auth.js'
 
 export type { AuthOptions } from './options.js'
 
 /** Who a connection logged in as: set as `conn.identity`, where acl reads the groups. */
 interface AuthInfo extends Identity {
-  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate'
+  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate' | 'http'
 }
 
 type Check =
@@ -34,6 +35,8 @@ class Auth {
   /** Counters every instance (Redis) or every worker (the primary, workers: N) shares. */
   private readonly shared: SharedBruteForce | PrimaryBruteForce | undefined
   private readonly fallbackDummy: PasswordHash = dummyLike(undefined)
+  /** After the password file and Redis users: a service asked over HTTP (http-auth.ts). */
+  private readonly http: HttpAuth | undefined
 
   /** `before`: the instance a reload replaces; its guessing counters carry over when bruteForce is unchanged. */
   constructor (private readonly ctx: PluginContext<AuthOptions>, before?: Auth) {
@@ -47,6 +50,7 @@ class Auth {
       if (ctx.redis === undefined) throw configError('redisUsers', 'needs the top-level redis setting (redis: redis://HOST:PORT)')
       this.redisUsers = new RedisUsers(ctx.redis, ctx.keyPrefix, options.redisUsers, options.redisTimeoutMs)
     }
+    this.http = options.http === undefined ? undefined : new HttpAuth(options.http, ctx)
     if (options.bruteForce !== undefined && before?.bruteForce !== undefined && JSON.stringify(before.ctx.options.bruteForce) === JSON.stringify(options.bruteForce)) {
       this.bruteForce = before.bruteForce
       this.shared = before.shared
@@ -116,7 +120,9 @@ class Auth {
     if (block !== undefined) {
       return { ok: false, code: 'GUARD_ERR_BANNED', reason: 'blocked', count: false, detail: `${block.key} blocked until ${new Date(block.until).toISOString()}` }
     }
-    const result = await this.verify(username, password ?? Buffer.alloc(0))
+    let result = await this.verify(username, password ?? Buffer.alloc(0))
+    // The local sources do not know the user: the HTTP hook decides (ignore: the next source).
+    if (!result.ok && result.reason === 'unknown-user' && this.http !== undefined) result = await this.http.check(conn, packet) ?? result
     if (result.ok) {
       if (username !== undefined) {
         this.bruteForce?.succeeded(`user:${username}`)
@@ -188,6 +194,11 @@ class Auth {
   reload (): void {
     this.file?.reload()
     this.redisUsers?.clear()
+    this.http?.hook.clear()
+  }
+
+  diagnose (): Finding[] {
+    return this.http?.hook.diagnose() ?? []
   }
 
   close (): void {
@@ -208,6 +219,7 @@ export default definePlugin<AuthOptions>({
       name: 'auth',
       in: { connect: async (conn, packet) => await auth.connect(conn, packet) },
       reload: () => { auth.reload() },
+      diagnose: () => auth.diagnose(),
       // A reload's new options: the next CONNECT is checked under them (a password file that
       // cannot be read refuses them, and the running ones stay). Open connections were admitted.
       reconfigure: (options) => {

@@ -9,6 +9,7 @@ import { inputFile } from '../../src/config/paths.js'
 import type { OptionsContext } from '../../src/plugin/api.js'
 import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
 import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
+import { httpAuthOptions, type HttpAuthOptions } from './http-auth.js'
 
 export type UpstreamCredentials = 'passthrough' | 'strip' | { username: string, password: string }
 
@@ -25,6 +26,8 @@ export interface AuthOptions {
   redisTimeoutMs: number
   /** A verified client certificate logs in as its CN, SAN e-mail or SAN DNS name; off by default. */
   certificateUser: 'off' | 'commonName' | 'email' | 'dns'
+  /** An HTTP service asked about users the other sources do not know (http-auth.ts). */
+  http?: HttpAuthOptions | undefined
 }
 
 const upstreamCredentials = z.union([
@@ -41,10 +44,11 @@ export const authOptions: z.ZodType<AuthOptions> = strictOptions({
   bruteForce: counts(BRUTE_FORCE_DEFAULTS, { maxFailures: 1, windowMs: 1, blockMs: 1, maxKeys: 1 }),
   watch: bool().default(true),
   redisTimeoutMs: int(1).default(1000),
-  certificateUser: oneOf(['off', 'commonName', 'email', 'dns']).default('off')
+  certificateUser: oneOf(['off', 'commonName', 'email', 'dns']).default('off'),
+  http: httpAuthOptions.optional()
 }).superRefine((o, ctx) => {
-  if (o.passwordFile === undefined && o.redisUsers === undefined && !o.allowAnonymous && o.certificateUser === 'off') {
-    ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'required unless redisUsers is set, certificateUser is on, or allowAnonymous is true' })
+  if (o.passwordFile === undefined && o.redisUsers === undefined && o.http === undefined && !o.allowAnonymous && o.certificateUser === 'off') {
+    ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'required unless redisUsers or http is set, certificateUser is on, or allowAnonymous is true' })
   }
 })
 

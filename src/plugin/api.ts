@@ -30,8 +30,10 @@ export type PacketOf<C extends PacketCmd> = Extract<Packet, { cmd: C }>
 export interface Identity {
   readonly username: string | undefined
   readonly groups: readonly string[]
-  /** Where the plugin found the user, e.g. `file`, `redis`, `certificate`, `anonymous`. */
+  /** Where the plugin found the user, e.g. `file`, `redis`, `certificate`, `anonymous`, `http`. */
   readonly source: string
+  /** An HTTP hook's `is_superuser: true`: the acl plugin allows such a client everything. */
+  readonly superuser?: boolean | undefined
 }
 
 /** What a plugin sees of one client connection. */
