@@ -9,7 +9,7 @@ import { startMosquitto } from '../helpers/mosquitto.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { startHookServer, type HookServer, type HookRequest } from '../helpers/hook-server.js'
 import { clientV, nextMessage } from '../helpers/e2e-mqtt.js'
-import { publishCode, suback } from '../helpers/reload.js'
+import { publishCode, reloadableProxy, suback } from '../helpers/reload.js'
 import { parseExposition, valueOf } from '../helpers/metrics-scrape.js'
 
 const mosquitto = await startMosquitto()
@@ -125,4 +125,25 @@ t.test('the hook down: onError deny refuses with the cause logged; onError allow
   t.same(await suback(d, ['no/a'], 1), [1], 'allowed after timeoutMs')
   t.ok(Date.now() - started < 2500)
   t.match(await open.proxy.logs.waitFor((l) => l.msg === 'acl http hook failed'), { cause: 'timeout', onError: 'allow' })
+})
+
+t.test('a reload turns the hooks on and moves them; open connections follow', async (t) => {
+  const [first, second] = [await startHookServer(), await startHookServer()]
+  t.teardown(async () => { await first.stop(); await second.stop() })
+  first.script = byTopic
+  second.script = () => 'deny'
+  const raw = (acl: Record<string, unknown>, auth: Record<string, unknown>): Record<string, unknown> =>
+    ({ listen: '127.0.0.1:0', upstream: mosquitto.url, plugins: [{ name: 'auth', allowAnonymous: true, ...auth }, { name: 'acl', rules: [{ allow: 'publish', topic: 'local/#' }], ...acl }] })
+  const proxy = await reloadableProxy(t, raw({}, {}))
+  const c = await clientV(t, proxy.url, 5)
+  t.equal(await publishCode(c, 'ok/a', 1), 0x87, 'no hook: default deny')
+  const on = await proxy.reload(raw({ http: { url: first.url } }, { http: { url: first.url } }))
+  t.match(on, { applied: true, refused: [] })
+  t.equal(await publishCode(c, 'ok/a', 1), 0, 'the open connection asks the new hook')
+  t.equal(first.requests.length, 1)
+  t.match(await proxy.reload(raw({ http: { url: second.url } }, { http: { url: second.url } })), { applied: true })
+  t.equal(await publishCode(c, 'ok/a', 1), 0x87, 'the moved hook decides, its own cache empty')
+  t.equal(second.requests.length, 1)
+  t.equal((await clientV(t, proxy.url, 5, { username: 'u', password: 'p' }).then(() => 0, (err: Error & { code?: number }) => err.code)), 0x86, 'auth asks the moved hook too')
+  t.equal(second.requests.length, 2)
 })
