@@ -10,6 +10,7 @@ import { DenialCounts } from './denials.js'
 import type { Finding } from '../../src/observe/diagnostics.js'
 import { cutFields } from '../../src/log/log.js'
 import { decideByToken } from './token-rules.js'
+import type { HttpAuthz } from './http-authz.js'
 
 interface ConnState {
   readonly subs: SubackMerger
@@ -29,7 +30,8 @@ export class AclHooks {
   private readonly wills = new WeakMap<ConnectionInfo, AclRequest>()
   private readonly denials = new DenialCounts()
 
-  constructor (private policy: AclPolicy, private onDeniedPublish: 'drop' | 'disconnect') {}
+  /** `http`: the HTTP hook (http-authz.ts), asked when no local rule decides. */
+  constructor (private policy: AclPolicy, private onDeniedPublish: 'drop' | 'disconnect', private readonly http?: HttpAuthz) {}
 
   /** A reload's new rules: every connection's next packet is decided by them. */
   replace (policy: AclPolicy, onDeniedPublish: 'drop' | 'disconnect'): void {
@@ -53,12 +55,19 @@ export class AclHooks {
   /** Decides and counts a denial for `doctor`; logs nothing. */
   private decide (conn: ConnectionInfo, req: AclRequest): Decision {
     // Groups come from the acl's own `groups` map and from whoever authenticated the client
-    // (auth's users in Redis carry theirs). Rules the client's token carries are asked first.
-    const who = { user: conn.username, clientId: conn.clientId }
-    const byToken = conn.identity?.acl === undefined ? undefined : decideByToken(conn.identity.acl, who, req)
-    const decision = byToken ?? this.policy.decide(this.policy.principal(who, conn.identity?.groups), req)
+    // (auth's users in Redis carry theirs). Past the local rules, the HTTP hook (when set).
+    const local = this.local(conn, req)
+    const decision = this.http === undefined ? local : this.http.decided(conn, req, local)
     if (!decision.allow) this.denials.count(decision, req, conn.clientId)
     return decision
+  }
+
+  /** What the local rules say (the token's, YAML, then acl_file), counting nothing. */
+  local (conn: ConnectionInfo, req: AclRequest): Decision {
+    // Rules the client's token carries are asked first (auth's jwt.aclClaim).
+    const who = { user: conn.username, clientId: conn.clientId }
+    const byToken = conn.identity?.acl === undefined ? undefined : decideByToken(conn.identity.acl, who, req)
+    return byToken ?? this.policy.decide(this.policy.principal(who, conn.identity?.groups), req)
   }
 
   /** `doctor`: the denials of the last minutes, by the rule that decided them. */

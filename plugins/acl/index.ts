@@ -10,6 +10,7 @@ import { aclOptions, checkAclOptions, validateOptions, type AclOptions } from '.
 import { buildPolicy, resolveAclFile } from './policy.js'
 import { AclHooks } from './hooks.js'
 import { aclCheck } from './acl-check.js'
+import { HttpAuthz } from './http-authz.js'
 
 export { validateOptions, buildPolicy, resolveAclFile, type AclOptions }
 
@@ -23,23 +24,25 @@ export default definePlugin<AclOptions>({
     // Read now (a bad file stops the start); later re-read atomically on change and SIGHUP.
     let watched = file === undefined ? undefined : new WatchedFile<MosquittoAcl>(file, parseMosquittoAcl, ctx.log)
     watched?.watch()
-    const hooks = new AclHooks(buildPolicy(ctx.options, () => watched?.value), ctx.options.onDeniedPublish)
+    const http = new HttpAuthz(ctx, ctx.options.http)
+    const hooks = new AclHooks(buildPolicy(ctx.options, () => watched?.value), ctx.options.onDeniedPublish, http)
+    http.rules((conn, req) => hooks.local(conn, req))
     return {
       name: 'acl',
       in: {
-        connect: (conn, packet) => hooks.connect(conn, packet),
-        publish: (conn, packet) => hooks.publish(conn, packet),
+        connect: (conn, packet) => http.connect(conn, packet, () => hooks.connect(conn, packet)),
+        publish: (conn, packet) => http.publish(conn, packet, () => hooks.publish(conn, packet)),
         pubrel: (conn, packet) => hooks.pubrelIn(conn, packet),
-        subscribe: (conn, packet) => hooks.subscribe(conn, packet)
+        subscribe: (conn, packet) => http.subscribe(conn, packet, () => hooks.subscribe(conn, packet))
       },
       out: {
         publish: (conn, packet) => hooks.deliver(conn, packet),
         pubrel: (conn, packet) => hooks.pubrelOut(conn, packet),
         suback: (conn, packet) => hooks.suback(conn, packet)
       },
-      willAtClose: (conn) => hooks.willAtClose(conn),
-      diagnose: () => hooks.diagnose(),
-      reload: () => { watched?.reload() },
+      willAtClose: (conn) => http.willAtClose(() => hooks.willAtClose(conn)),
+      diagnose: () => [...hooks.diagnose(), ...http.diagnose()],
+      reload: () => { watched?.reload(); http.clear() },
       // A reload's new options: the rules (and the acl_file they name) decide every connection's
       // next packet, open ones included. A file that cannot be read refuses them whole.
       reconfigure: (raw) => {
@@ -49,6 +52,7 @@ export default definePlugin<AclOptions>({
         const nextWatched = nextFile === undefined ? undefined : same ? watched : new WatchedFile<MosquittoAcl>(nextFile, parseMosquittoAcl, ctx.log)
         if (!same) nextWatched?.watch()
         hooks.replace(buildPolicy(options, () => nextWatched?.value), options.onDeniedPublish)
+        http.configure(options.http)
         if (!same) watched?.close()
         watched = nextWatched
       },

@@ -9,6 +9,7 @@ import { bool, expected, oneOf, parseWith, strictOptions, strings, text } from '
 import { inputFile } from '../../src/config/paths.js'
 import type { OptionsContext } from '../../src/plugin/api.js'
 import { ACTIONS, compileRule, type CompiledRule, type RuleSpec } from './rules.js'
+import { httpAuthzOptions, type HttpAuthzOptions } from './http-authz.js'
 
 export interface AclOptions {
   rules: RuleSpec[]
@@ -16,6 +17,8 @@ export interface AclOptions {
   aclFile?: string | undefined
   groups: Record<string, string[]>
   onDeniedPublish: 'drop' | 'disconnect'
+  /** An HTTP service asked what no local rule decides (http-authz.ts). */
+  http?: HttpAuthzOptions | undefined
 }
 
 const actions = z.union([oneOf(ACTIONS), z.array(oneOf(ACTIONS)).min(1)], expected(`${ACTIONS.join(', ')} (or a list of them)`))
@@ -41,11 +44,12 @@ export const aclOptions: z.ZodType<AclOptions> = strictOptions({
   rules: z.array(rule, expected('a list of rules')).optional(),
   aclFile: text('a file path').optional(),
   groups: z.record(z.string(), strings(), expected('a map of group name to a list of user names')).default({}),
-  onDeniedPublish: oneOf(['drop', 'disconnect']).default('drop')
+  onDeniedPublish: oneOf(['drop', 'disconnect']).default('drop'),
+  http: httpAuthzOptions.optional()
 }).superRefine((o, ctx) => {
   // `rules: []` without an aclFile is a deliberate deny-all; neither key is a mistake.
-  if (o.rules === undefined && o.aclFile === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['rules'], message: 'give rules, aclFile or both (without either everything would be denied)' })
+  if (o.rules === undefined && o.aclFile === undefined && o.http === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['rules'], message: 'give rules, aclFile, http or several (without any everything would be denied)' })
   }
   for (const [i, spec] of (o.rules ?? []).entries()) {
     const unknown = spec.groups?.find((g) => o.groups[g] === undefined)

@@ -14,12 +14,13 @@ import { RedisUsers } from './redis-users.js'
 import { authOptions, checkAuthOptions, type AuthOptions } from './options.js'
 import { passwd } from './passwd.js'
 import { ExpiryTimers, JwtSource } from './jwt.js'
+import { HttpAuth } from './http-auth.js'
 
 export type { AuthOptions } from './options.js'
 
 /** Who a connection logged in as: set as `conn.identity`, where acl reads the groups. */
 interface AuthInfo extends Identity {
-  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate' | 'jwt'
+  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate' | 'jwt' | 'http'
 }
 
 type Check =
@@ -38,6 +39,8 @@ class Auth {
   private readonly jwt: JwtSource | undefined
   /** Token expiry timers (jwt.ts), kept across reloads: open connections keep theirs. */
   readonly expiry: ExpiryTimers
+  /** After the password file and Redis users: a service asked over HTTP (http-auth.ts). */
+  private readonly http: HttpAuth | undefined
 
   /** `before`: the instance a reload replaces; its guessing counters carry over when bruteForce is unchanged. */
   constructor (private readonly ctx: PluginContext<AuthOptions>, before?: Auth) {
@@ -53,6 +56,7 @@ class Auth {
       if (ctx.redis === undefined) throw configError('redisUsers', 'needs the top-level redis setting (redis: redis://HOST:PORT)')
       this.redisUsers = new RedisUsers(ctx.redis, ctx.keyPrefix, options.redisUsers, options.redisTimeoutMs)
     }
+    this.http = options.http === undefined ? undefined : new HttpAuth(options.http, ctx)
     if (options.bruteForce !== undefined && before?.bruteForce !== undefined && JSON.stringify(before.ctx.options.bruteForce) === JSON.stringify(options.bruteForce)) {
       this.bruteForce = before.bruteForce
       this.shared = before.shared
@@ -125,7 +129,9 @@ class Auth {
     if (block !== undefined) {
       return { ok: false, code: 'GUARD_ERR_BANNED', reason: 'blocked', count: false, detail: `${block.key} blocked until ${new Date(block.until).toISOString()}` }
     }
-    const result = await this.verify(username, password ?? Buffer.alloc(0))
+    let result = await this.verify(username, password ?? Buffer.alloc(0))
+    // The local sources do not know the user: the HTTP hook decides (ignore: the next source).
+    if (!result.ok && result.reason === 'unknown-user' && this.http !== undefined) result = await this.http.check(conn, packet) ?? result
     if (result.ok) {
       if (username !== undefined) {
         this.bruteForce?.succeeded(`user:${username}`)
@@ -194,13 +200,15 @@ class Auth {
     return { action: 'continue', packet: next }
   }
 
-  diagnose (): Finding[] {
-    return this.jwt?.diagnose() ?? []
-  }
-
   reload (): void {
     this.file?.reload()
     this.redisUsers?.clear()
+    this.http?.hook.clear()
+  }
+
+  /** doctor: an IdP whose JWKS fails or is slow, an auth service that fails or is slow. */
+  diagnose (): Finding[] {
+    return [...this.jwt?.diagnose() ?? [], ...this.http?.hook.diagnose() ?? []]
   }
 
   close (): void {

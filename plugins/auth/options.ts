@@ -10,6 +10,7 @@ import type { OptionsContext } from '../../src/plugin/api.js'
 import { BRUTE_FORCE_DEFAULTS, type BruteForceOptions } from './brute-force.js'
 import { REDIS_USERS_DEFAULTS, type RedisUsersOptions } from './redis-users.js'
 import { checkJwtOptions, jwtOptions, type JwtOptions } from './jwt-options.js'
+import { httpAuthOptions, type HttpAuthOptions } from './http-auth.js'
 
 export type UpstreamCredentials = 'passthrough' | 'strip' | { username: string, password: string }
 
@@ -28,6 +29,8 @@ export interface AuthOptions {
   certificateUser: 'off' | 'commonName' | 'email' | 'dns'
   /** Tokens in the CONNECT's password (or user name): jwt-options.ts. */
   jwt?: JwtOptions | undefined
+  /** An HTTP service asked about users the other sources do not know (http-auth.ts). */
+  http?: HttpAuthOptions | undefined
 }
 
 const upstreamCredentials = z.union([
@@ -45,10 +48,11 @@ export const authOptions: z.ZodType<AuthOptions> = strictOptions({
   watch: bool().default(true),
   redisTimeoutMs: int(1).default(1000),
   certificateUser: oneOf(['off', 'commonName', 'email', 'dns']).default('off'),
-  jwt: jwtOptions.optional()
+  jwt: jwtOptions.optional(),
+  http: httpAuthOptions.optional()
 }).superRefine((o, ctx) => {
-  if (o.passwordFile === undefined && o.redisUsers === undefined && !o.allowAnonymous && o.certificateUser === 'off' && o.jwt === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'required unless redisUsers or jwt is set, certificateUser is on, or allowAnonymous is true' })
+  if (o.passwordFile === undefined && o.redisUsers === undefined && o.jwt === undefined && o.http === undefined && !o.allowAnonymous && o.certificateUser === 'off') {
+    ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'required unless redisUsers, jwt or http is set, certificateUser is on, or allowAnonymous is true' })
   }
 })
 

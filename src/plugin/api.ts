@@ -30,8 +30,10 @@ export type PacketOf<C extends PacketCmd> = Extract<Packet, { cmd: C }>
 export interface Identity {
   readonly username: string | undefined
   readonly groups: readonly string[]
-  /** Where the plugin found the user, e.g. `file`, `redis`, `certificate`, `jwt`, `anonymous`. */
+  /** Where the plugin found the user, e.g. `file`, `redis`, `certificate`, `jwt`, `http`, `anonymous`. */
   readonly source: string
+  /** An HTTP hook's `is_superuser: true`: the acl plugin allows such a client everything. */
+  readonly superuser?: boolean | undefined
   /**
    * Rules the credential itself carries (auth: a JWT's `aclClaim`). The acl plugin asks them
    * before its own rules; absent, nothing changes. Topics hold `%u` / `%c` like acl's rules.

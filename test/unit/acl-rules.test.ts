@@ -132,7 +132,7 @@ t.test('option errors start with the key', async (t) => {
     try { validateOptions(raw) } catch (e) { if (isGuardError(e)) return e.message; throw e }
     return 'no error'
   }
-  t.equal(err({}), 'rules: give rules, aclFile or both (without either everything would be denied)')
+  t.equal(err({}), 'rules: give rules, aclFile, http or several (without any everything would be denied)')
   t.match(err({ rules: [{ allow: 'publish', deny: 'publish', topic: 'a' }] }), /^rules\[0\]: give exactly one/)
   t.match(err({ rules: [{ allow: 'write', topic: 'a' }] }), /^rules\[0\]\.allow: expected publish, subscribe, receive/)
   t.match(err({ rules: [{ allow: 'publish', topic: 'a/#/b' }] }), /^rules\[0\]\.topic: "#" must be/)
