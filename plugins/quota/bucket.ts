@@ -28,6 +28,7 @@ export class Bucket {
    * cannot lock a user out for longer than a burst takes to refill.
    */
   spend (amount: number, capacity: number): void {
+    if (amount <= 0) return
     this.tokens = Math.max(-capacity, this.tokens - amount)
   }
 

@@ -14,7 +14,7 @@ import { QuotaFindings } from './findings.js'
 import { quotaOptions, type QuotaOptions, type RateLimits } from './options.js'
 import { PrimaryQuotaStore, primarySide } from './primary.js'
 import { RedisQuotaStore } from './redis-store.js'
-import { UsageSync } from './usage.js'
+import { spanOf, UsageSync } from './usage.js'
 
 /** What the plugin keeps per connection that reached its CONNECT hook. */
 interface State {
@@ -59,7 +59,7 @@ export class Quota {
     const shared = ctx.redis !== undefined
       ? new RedisQuotaStore(ctx.redis, ctx.keyPrefix, () => this.options.leaseMs, () => this.options.redisTimeoutMs)
       : ctx.primary !== undefined ? new PrimaryQuotaStore(ctx.primary) : undefined
-    if (shared !== undefined) this.sync = new UsageSync(shared, (key, m, b) => { this.othersUsed(key, m, b) })
+    if (shared !== undefined) this.sync = new UsageSync(shared, (key, m, b, ageMs) => { this.othersUsed(key, m, b, ageMs) }, () => spanOf(this.options.perUser?.burstSeconds ?? 1))
     this.connections = new UserConnections(shared, (what, err) => { this.sharedFailed(what, err) })
     this.arm()
     const s = this.stats
@@ -208,12 +208,14 @@ export class Quota {
 
   // ---- shared with the others ----------------------------------------------------------------
 
-  private othersUsed (user: string, messages: number, bytes: number): void {
+  /** What other instances used `ageMs` ago, less what their bucket has refilled since. */
+  private othersUsed (user: string, messages: number, bytes: number, ageMs: number): void {
     const pair = this.pairs.get(`u:${user}`)
     const o = this.options.perUser
     if (pair === undefined || o === undefined) return
-    if (pair.messages !== undefined && o.messagesPerSecond !== undefined) pair.messages.spend(messages, o.messagesPerSecond * o.burstSeconds)
-    if (pair.bytes !== undefined && o.bytesPerSecond !== undefined) pair.bytes.spend(bytes, o.bytesPerSecond * o.burstSeconds)
+    const since = ageMs / 1000
+    if (pair.messages !== undefined && o.messagesPerSecond !== undefined) pair.messages.spend(messages - o.messagesPerSecond * since, o.messagesPerSecond * o.burstSeconds)
+    if (pair.bytes !== undefined && o.bytesPerSecond !== undefined) pair.bytes.spend(bytes - o.bytesPerSecond * since, o.bytesPerSecond * o.burstSeconds)
   }
 
   private async runSync (): Promise<void> {

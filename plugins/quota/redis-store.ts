@@ -1,7 +1,8 @@
 // The quota's shared state in Redis. Keys, under the plugin's prefix, each with the hash tag of
 // the user name it belongs to (src/redis/hash-tag.ts), so each script touches one Cluster slot:
-//   use:{user:<name>}:<window>  hash { m, b }: messages and payload bytes every instance sent
-//                               in that one-second window; PEXPIRE 5 s
+//   use:{user:<name>}           hash { <window>:m, <window>:b }: messages and payload bytes every
+//                               instance sent in each one-second window of the last burst;
+//                               older windows deleted as it goes, PEXPIRE (span + 2) s
 //   conns:{user:<name>}         sorted set: owner (`<instance>:<connection>`) → the lease's end
 //                               (ms since epoch); PEXPIRE leaseMs, renewed every leaseMs / 3
 // docs/design.md "Redis key layout" has the whole list.
@@ -10,19 +11,27 @@ import type { Redis, Cluster } from 'ioredis'
 import { redisCall } from '../../src/redis/call.js'
 import { hashTag } from '../../src/redis/hash-tag.js'
 import type { Admit, ConnectionStore } from './connections.js'
-import type { Counts, SharedUsage, UseEntry, UseTotals } from './usage.js'
+import { WINDOW_MS, type Counts, type SharedUsage, type UseEntry, type UseTotals } from './usage.js'
 
-const USE_TTL_MS = 5000
 const BATCH = 500
 
-// KEYS: this window's counter, the one before. ARGV: 1 messages, 2 bytes, 3 TTL.
+// KEYS: the user's counters. ARGV: 1 window, 2 messages, 3 bytes, 4 span, 5 TTL. Returns
+// messages and bytes of the window and of each of the `span` before it, newest first.
 const USE = `
-if tonumber(ARGV[1]) > 0 then redis.call('HINCRBY', KEYS[1], 'm', ARGV[1]) end
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'b', ARGV[2]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local cur = redis.call('HMGET', KEYS[1], 'm', 'b')
-local prev = redis.call('HMGET', KEYS[2], 'm', 'b')
-return { tonumber(cur[1]) or 0, tonumber(cur[2]) or 0, tonumber(prev[1]) or 0, tonumber(prev[2]) or 0 }
+local w = tonumber(ARGV[1])
+local span = tonumber(ARGV[4])
+if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], w .. ':m', ARGV[2]) end
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], w .. ':b', ARGV[3]) end
+local old = {}
+for i = span + 1, span + 5 do old[#old + 1] = (w - i) .. ':m'; old[#old + 1] = (w - i) .. ':b' end
+redis.call('HDEL', KEYS[1], unpack(old))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local fields = {}
+for i = 0, span do fields[#fields + 1] = (w - i) .. ':m'; fields[#fields + 1] = (w - i) .. ':b' end
+local got = redis.call('HMGET', KEYS[1], unpack(fields))
+local out = {}
+for i = 1, #got do out[i] = tonumber(got[i]) or 0 end
+return out
 `
 
 // KEYS: the user's leases. ARGV: 1 now, 2 leaseMs, 3 owner, 4 max. Expired leases (an instance
@@ -53,12 +62,12 @@ return 1
 
 type Script = (...keysThenArgs: Array<string | number>) => Promise<unknown>
 /** Each with its key count fixed, so the first argument is the first key (ioredis auto-pipelines a Cluster's calls by it). */
-const SCRIPTS = { quotaUse: [USE, 2], quotaAdmit: [ADMIT, 1], quotaRenew: [RENEW, 1], quotaRelease: [RELEASE, 1] } as const
+const SCRIPTS = { quotaUse: [USE, 1], quotaAdmit: [ADMIT, 1], quotaRenew: [RENEW, 1], quotaRelease: [RELEASE, 1] } as const
 type ScriptName = keyof typeof SCRIPTS
 
-/** A user name's counter of one window: `<prefix>use:{user:<name>}:<window>`. */
-export function useKey (prefix: string, user: string, window: number): string {
-  return `${prefix}use:${hashTag('user', user)}:${window}`
+/** A user name's counters: `<prefix>use:{user:<name>}`. */
+export function useKey (prefix: string, user: string): string {
+  return `${prefix}use:${hashTag('user', user)}`
 }
 
 /** A user name's connection leases: `<prefix>conns:{user:<name>}`. */
@@ -87,10 +96,12 @@ export class RedisQuotaStore implements SharedUsage, ConnectionStore {
     for (let i = 0; i < entries.length; i += BATCH) {
       const batch = entries.slice(i, i + BATCH)
       const replies = await redisCall(this.redis, this.timeoutMs(), async () => await Promise.all(batch.map(async (e) =>
-        await this.call('quotaUse', useKey(this.prefix, e.key, e.window), useKey(this.prefix, e.key, e.window - 1), e.m, e.b, USE_TTL_MS))))
+        await this.call('quotaUse', useKey(this.prefix, e.key), e.window, e.m, e.b, e.span, (e.span + 2) * WINDOW_MS))))
       for (const r of replies) {
         const n = (Array.isArray(r) ? r : []).map(Number)
-        out.push({ cur: [n[0] ?? 0, n[1] ?? 0] as Counts, prev: [n[2] ?? 0, n[3] ?? 0] as Counts })
+        const totals: Counts[] = []
+        for (let j = 0; j + 1 < n.length; j += 2) totals.push([n[j] ?? 0, n[j + 1] ?? 0])
+        out.push(totals)
       }
     }
     return out

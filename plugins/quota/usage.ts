@@ -1,12 +1,21 @@
 // Per-user usage added up across instances (Redis) or workers (the primary), without making a
 // packet wait: every PUBLISH is decided by this process's buckets at once, and every `syncMs`
 // the messages and bytes each user name sent here since the last sync are added to a shared
-// counter per one-second window, which answers with the window's total over all instances.
-// What the others used since this process last looked is then taken off its buckets too, so
-// each instance's bucket follows the shared one, late by at most one sync.
+// counter per one-second window, which answers with the totals over all instances of that
+// window and of the `span` windows before it (the burst's length). What the others used since
+// this process last looked is then taken off its buckets too, less what has refilled since
+// (by the window's age), so each instance's bucket follows the shared one, late by one sync.
 
 /** Windows of the shared counters: fixed, one second, numbered from the epoch. */
 export const WINDOW_MS = 1000
+
+/** The most windows read back (a burst of up to a minute is remembered whole). */
+export const MAX_SPAN = 60
+
+/** The windows a burst of `burstSeconds` spans, before the current one. */
+export function spanOf (burstSeconds: number): number {
+  return Math.min(MAX_SPAN, Math.ceil(burstSeconds))
+}
 
 export function windowOf (epochMs: number): number {
   return Math.floor(epochMs / WINDOW_MS)
@@ -15,11 +24,11 @@ export function windowOf (epochMs: number): number {
 /** Messages and bytes. */
 export type Counts = [number, number]
 
-/** What one process adds to one user's counter of one window. */
-export interface UseEntry { key: string, window: number, m: number, b: number }
+/** What one process adds to one user's counter of one window; `span`: how many windows before it to read back. */
+export interface UseEntry { key: string, window: number, m: number, b: number, span: number }
 
-/** The totals over all instances after the add: of that window, and of the one before it. */
-export interface UseTotals { cur: Counts, prev: Counts }
+/** The totals over all instances after the add: `[0]` that window's, `[i]` the one i windows before. */
+export type UseTotals = Counts[]
 
 /** The shared counters: Redis, or the primary's MemoryUsage. */
 export interface SharedUsage {
@@ -33,22 +42,22 @@ export class MemoryUsage {
 
   add (entries: UseEntry[], now = Date.now()): UseTotals[] {
     if (now - this.sweptAt > 10 * WINDOW_MS) this.sweep(windowOf(now))
-    return entries.map(({ key, window, m, b }) => {
+    return entries.map(({ key, window, m, b, span }) => {
       let windows = this.keys.get(key)
       if (windows === undefined) this.keys.set(key, windows = new Map())
       const cur = windows.get(window) ?? [0, 0]
       cur[0] += m
       cur[1] += b
       windows.set(window, cur)
-      for (const w of windows.keys()) if (w < window - 1) windows.delete(w)
-      return { cur: [cur[0], cur[1]], prev: [...(windows.get(window - 1) ?? [0, 0])] as Counts }
+      for (const w of windows.keys()) if (w < window - MAX_SPAN) windows.delete(w)
+      return Array.from({ length: span + 1 }, (_, i) => [...(windows.get(window - i) ?? [0, 0])] as Counts)
     })
   }
 
   private sweep (window: number): void {
     this.sweptAt = window * WINDOW_MS
     for (const [key, windows] of this.keys) {
-      if (![...windows.keys()].some((w) => w >= window - 1)) this.keys.delete(key)
+      if (![...windows.keys()].some((w) => w >= window - MAX_SPAN)) this.keys.delete(key)
     }
   }
 
@@ -79,8 +88,10 @@ export class UsageSync {
 
   constructor (
     private readonly shared: SharedUsage,
-    /** Takes what the others used off this process's buckets of `key`. */
-    private readonly othersUsed: (key: string, messages: number, bytes: number) => void,
+    /** Takes what the others used `ageMs` ago off this process's buckets of `key`. */
+    private readonly othersUsed: (key: string, messages: number, bytes: number, ageMs: number) => void,
+    /** How many windows back to read (the burst's length). */
+    private readonly span: () => number,
     private readonly now: () => number = Date.now
   ) {}
 
@@ -100,10 +111,11 @@ export class UsageSync {
   async sync (): Promise<number> {
     if (this.running) return 0
     const window = windowOf(this.now())
+    const span = this.span()
     const sent: Array<[string, KeyState, Counts]> = []
     for (const [key, state] of this.keys) {
       if (state.pending[0] === 0 && state.pending[1] === 0) {
-        if (![...state.mine.keys()].some((w) => w >= window - 1)) this.keys.delete(key)
+        if (![...state.mine.keys(), ...state.seen.keys()].some((w) => w >= window - span)) this.keys.delete(key)
         continue
       }
       sent.push([key, state, state.pending])
@@ -112,7 +124,7 @@ export class UsageSync {
     if (sent.length === 0) return 0
     this.running = true
     try {
-      const totals = await this.shared.add(sent.map(([key, , [m, b]]) => ({ key, window, m, b })))
+      const totals = await this.shared.add(sent.map(([key, , [m, b]]) => ({ key, window, m, b, span })))
       sent.forEach(([key, state, counts], i) => {
         const t = totals[i]
         if (t !== undefined) this.apply(key, state, window, counts, t)
@@ -128,15 +140,18 @@ export class UsageSync {
     mine[0] += added[0]
     mine[1] += added[1]
     state.mine.set(window, mine)
-    const cur = newUse(totals.cur, mine, state.seen.get(window))
-    const prev = newUse(totals.prev, state.mine.get(window - 1), state.seen.get(window - 1))
-    state.seen.set(window, [totals.cur[0] - mine[0], totals.cur[1] - mine[1]])
-    state.seen.set(window - 1, [totals.prev[0] - (state.mine.get(window - 1)?.[0] ?? 0), totals.prev[1] - (state.mine.get(window - 1)?.[1] ?? 0)])
-    for (const w of state.mine.keys()) if (w < window - 1) state.mine.delete(w)
-    for (const w of state.seen.keys()) if (w < window - 1) state.seen.delete(w)
-    const messages = cur[0] + prev[0]
-    const bytes = cur[1] + prev[1]
-    if (messages > 0 || bytes > 0) this.othersUsed(key, messages, bytes)
+    const into = this.now() - window * WINDOW_MS
+    totals.forEach((total, i) => {
+      const w = window - i
+      const use = newUse(total, state.mine.get(w), state.seen.get(w))
+      const own = state.mine.get(w)
+      state.seen.set(w, [total[0] - (own?.[0] ?? 0), total[1] - (own?.[1] ?? 0)])
+      // Its age: from the window's middle (all that is known of when in it).
+      if (use[0] > 0 || use[1] > 0) this.othersUsed(key, use[0], use[1], i === 0 ? 0 : into + (i - 0.5) * WINDOW_MS)
+    })
+    const oldest = window - totals.length + 1
+    for (const w of state.mine.keys()) if (w < oldest) state.mine.delete(w)
+    for (const w of state.seen.keys()) if (w < oldest) state.seen.delete(w)
   }
 
   get size (): number {

@@ -57,35 +57,39 @@ t.test('a limit added by a reload gets its bucket at the next packet', async (t)
   t.equal(pair.bytes?.tokens, 70)
 })
 
-t.test('shared counters: per key and window, the window before comes back too', async (t) => {
+t.test('shared counters: per key and window, read back over the span', async (t) => {
   const usage = new MemoryUsage()
-  t.same(usage.add([{ key: 'bob', window: 10, m: 3, b: 30 }], 10_000), [{ cur: [3, 30], prev: [0, 0] }])
-  t.same(usage.add([{ key: 'bob', window: 10, m: 1, b: 5 }, { key: 'amy', window: 10, m: 1, b: 1 }], 10_000), [{ cur: [4, 35], prev: [0, 0] }, { cur: [1, 1], prev: [0, 0] }])
-  t.same(usage.add([{ key: 'bob', window: 11, m: 1, b: 1 }], 11_000), [{ cur: [1, 1], prev: [4, 35] }])
-  usage.add([{ key: 'amy', window: 30, m: 1, b: 1 }], 30_000)
+  t.same(usage.add([{ key: 'bob', window: 10, m: 3, b: 30, span: 1 }], 10_000), [[[3, 30], [0, 0]]])
+  t.same(usage.add([{ key: 'bob', window: 10, m: 1, b: 5, span: 1 }, { key: 'amy', window: 10, m: 1, b: 1, span: 0 }], 10_000), [[[4, 35], [0, 0]], [[1, 1]]])
+  t.same(usage.add([{ key: 'bob', window: 12, m: 1, b: 1, span: 2 }], 12_000), [[[1, 1], [0, 0], [4, 35]]], 'newest first')
+  usage.add([{ key: 'amy', window: 100, m: 1, b: 1, span: 1 }], 100_000)
   t.equal(usage.size, 1, 'stale keys swept')
 })
 
-t.test('sync: the others\' use is taken off once, this process\'s own never', async (t) => {
+t.test('sync: the others\' use is taken off once, with its age; this process\'s own never', async (t) => {
   let now = 100 * WINDOW_MS
   const shared = new MemoryUsage()
-  const spent = new Map<string, number[]>()
-  const make = (): UsageSync => new UsageSync({ add: async (e) => shared.add(e, now) }, (key, m, b) => { spent.set(key, [...(spent.get(key) ?? [0, 0])].map((v, i) => v + [m, b][i]!)) }, () => now)
+  const spent: Array<[string, number, number, number]> = []
+  const make = (): UsageSync => new UsageSync({ add: async (e) => shared.add(e, now) }, (key, m, b, ageMs) => { spent.push([key, m, b, ageMs]) }, () => 2, () => now)
   const a = make()
   const b = make()
   for (let i = 0; i < 5; i++) a.record('bob', 10)
   t.equal(await a.sync(), 1, 'one key sent')
-  t.equal(spent.size, 0, 'a sees only its own use')
+  t.same(spent, [], 'a sees only its own use')
   b.record('bob', 1)
   await b.sync()
-  t.same(spent.get('bob'), [5, 50], 'b takes off what a used')
+  t.same(spent, [['bob', 5, 50, 0]], 'b takes off what a used, this window: age 0')
   b.record('bob', 1)
   await b.sync()
-  t.same(spent.get('bob'), [5, 50], 'and not again')
-  now += WINDOW_MS
+  t.equal(spent.length, 1, 'and not again')
+  now += WINDOW_MS + 200
   a.record('bob', 10)
   await a.sync()
-  t.same(spent.get('bob'), [7, 52], 'a, in the next window, sees b\'s use of the window before')
+  t.same(spent[1], ['bob', 2, 2, 700], 'a, in the next window, sees b\'s use of the window before, aged from its middle')
+  now += 2 * WINDOW_MS
+  b.record('bob', 1)
+  await b.sync()
+  t.same(spent[2], ['bob', 1, 10, 1700], 'b sees a\'s second use two windows later, still within the span')
   t.equal(await a.sync(), 0, 'nothing pending: no call')
   now += 10 * WINDOW_MS
   await a.sync()
@@ -93,7 +97,7 @@ t.test('sync: the others\' use is taken off once, this process\'s own never', as
 })
 
 t.test('sync failing: pending counts dropped, the error thrown for the plugin to log', async (t) => {
-  const sync = new UsageSync({ add: async () => { throw new Error('down') } }, () => { t.fail('nothing applied') })
+  const sync = new UsageSync({ add: async () => { throw new Error('down') } }, () => { t.fail('nothing applied') }, () => 1)
   sync.record('bob', 1)
   await t.rejects(sync.sync(), /down/)
   t.equal(await sync.sync(), 0, 'dropped')

@@ -208,23 +208,23 @@ t.test('auth: the brute-force script and commands, and a Redis user, touch one s
   t.equal(calls.filter((c) => c.what === 'eval' && c.keys.length === 2).length, keys.length, 'the failure script: count and block together')
 })
 
-t.test('quota: a user name\'s window counters and its leases share a slot; each call touches one', async (t) => {
+t.test('quota: a user name\'s counters and its leases share a slot; each call touches one', async (t) => {
   for (const prefix of PREFIXES) {
     for (const user of [...USERS, ...IDS]) {
-      const slots = new Set([useKey(prefix, user, 1_700_000_000), useKey(prefix, user, 1_699_999_999), connsKey(prefix, user)].map(slotOf))
+      const slots = new Set([useKey(prefix, user), connsKey(prefix, user)].map(slotOf))
       if (slots.size !== 1) t.fail(`${prefix}${user}: ${slots.size} slots`)
     }
   }
   const rec = new Recorder()
   const store = new RedisQuotaStore(rec.client, 'mqtt-guard:quota:', () => 15_000, () => 1000)
   const users = [...new Set([...USERS, ...IDS])]
-  t.same(await store.add(users.map((key, i) => ({ key, window: 1_700_000_000 + i, m: 1, b: 10 }))), users.map(() => ({ cur: [1, 10], prev: [0, 0] })))
+  t.same(await store.add(users.map((key, i) => ({ key, window: 1_700_000_000 + i, m: 1, b: 10, span: 1 }))), users.map(() => [[1, 10], [0, 0]]))
   for (const [i, user] of users.entries()) {
     t.same(await store.admit(user, `i:${i}`, 3), { ok: true, count: 1 })
     await store.release(user, `i:${i}`)
   }
   await store.renew(new Map(users.map((u, i) => [u, [`i:${i}`, `j:${i}`]])))
   const calls = oneSlotEach(t, rec, 'quota')
-  t.equal(calls.filter((c) => c.what === 'quotaUse' && c.keys.length === 2).length, users.length, 'one USE per user name: its window and the one before')
+  t.equal(calls.filter((c) => c.what === 'quotaUse' && c.keys.length === 1).length, users.length, 'one USE per user name')
   t.equal(calls.filter((c) => c.what === 'quotaRenew').length, users.length, 'one RENEW per user name, all its leases of this instance')
 })
