@@ -1,5 +1,5 @@
 // A JSON Schema checker for the subset config/mqtt-guard.schema.json uses (type, const, enum,
-// anyOf, not, properties, required, additionalProperties, items, min/max, minLength,
+// anyOf, not, properties, required, additionalProperties, items, min/max (and exclusiveMinimum), minLength,
 // minItems, propertyNames/additionalProperties as a schema), so the tests can hold the
 // published schema against the example configs without a validator dependency. A keyword it
 // does not know is reported, so the subset cannot silently shrink what is checked.
@@ -7,7 +7,7 @@
 export type Schema = Record<string, unknown>
 
 const IGNORED = new Set(['$schema', 'title', 'description', 'default'])
-const KNOWN = new Set(['type', 'const', 'enum', 'anyOf', 'not', 'properties', 'required', 'additionalProperties', 'items', 'minimum', 'maximum', 'minLength', 'minItems', 'propertyNames'])
+const KNOWN = new Set(['type', 'const', 'enum', 'anyOf', 'not', 'properties', 'required', 'additionalProperties', 'items', 'minimum', 'exclusiveMinimum', 'maximum', 'minLength', 'minItems', 'propertyNames'])
 
 function typeOf (value: unknown): string {
   if (value === null) return 'null'
@@ -52,6 +52,7 @@ export function check (schema: Schema, value: unknown, at = '$'): string[] {
   const problems: string[] = []
   if (typeof value === 'number') {
     if (typeof schema.minimum === 'number' && value < schema.minimum) problems.push(`${at}: below ${schema.minimum}`)
+    if (typeof schema.exclusiveMinimum === 'number' && value <= schema.exclusiveMinimum) problems.push(`${at}: not above ${schema.exclusiveMinimum}`)
     if (typeof schema.maximum === 'number' && value > schema.maximum) problems.push(`${at}: above ${schema.maximum}`)
   }
   if (typeof value === 'string' && typeof schema.minLength === 'number' && value.length < schema.minLength) problems.push(`${at}: shorter than ${schema.minLength}`)

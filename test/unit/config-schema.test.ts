@@ -34,7 +34,7 @@ t.test('the committed schema is what the zod schemas generate', async (t) => {
 
 t.test('every built-in plugin publishes its options', async (t) => {
   const definitions = await builtinDefinitions()
-  t.same(definitions.map((d) => d.name), ['acl', 'aedes-hooks', 'auth', 'client-id', 'dedupe', 'trace'])
+  t.same(definitions.map((d) => d.name), ['acl', 'aedes-hooks', 'auth', 'client-id', 'dedupe', 'quota', 'trace'])
   for (const d of definitions) t.ok(d.options !== undefined, `${d.name} has an options schema`)
   const schema = await configJsonSchema() as { properties: { plugins: { items: { anyOf: Schema[] } } } }
   const names = schema.properties.plugins.items.anyOf.map((b) => (b.properties as Record<string, Schema> | undefined)?.name?.const ?? 'module')
@@ -63,6 +63,7 @@ t.test('the schema and the proxy agree', async (t) => {
     { listen: ['127.0.0.1:1', { url: 'ws://127.0.0.1:2/mqtt' }], limits: { maxPacketSize: 64 }, log: { level: 'debug' } },
     { plugins: [{ name: 'client-id', policy: 'reject-new', flapping: { by: ['address'] } }, { name: 'dedupe', window: 'off' }, { name: 'trace', filters: { types: ['publish'] } }] },
     { plugins: [{ name: 'acl', rules: [{ allow: ['publish', 'subscribe'], topic: 'a/#', qos: [0, 1] }] }, { name: 'auth', allowAnonymous: true, bruteForce: false }] },
+    { plugins: [{ name: 'quota', perClient: { messagesPerSecond: 50, bytesPerSecond: 65536, burstSeconds: 2 }, perUser: { messagesPerSecond: 0.5, burstSeconds: 4, connections: 10 }, onExceeded: 'delay', maxDelayMs: 5000 }] },
     { redis: 'redis://127.0.0.1:6379' },
     { redis: { url: 'rediss://127.0.0.1:6380', username: 'guard', password: 'pw', keyPrefix: 'g:' } },
     { redis: { sentinels: ['127.0.0.1:26379', '127.0.0.1:26380'], name: 'mymaster' } },
@@ -83,6 +84,9 @@ t.test('the schema and the proxy agree', async (t) => {
     { plugins: [{ name: 'acl', rules: [{ allow: 'write', topic: 'a' }] }] },
     { plugins: [{ name: 'auth', allowAnonymous: 'yes' }] },
     { plugins: [{ name: 'aedes-hooks' }] },
+    { plugins: [{ name: 'quota', perClient: { messagesPerSecond: 'x' } }] },
+    { plugins: [{ name: 'quota', perClient: { messagesPerSecond: 1 }, onExceeded: 'slow' }] },
+    { plugins: [{ name: 'quota', perUser: { conections: 1 } }] },
     { redis: { url: 'redis://h:1', cluster: ['h:7000'] } },
     { redis: { sentinels: ['h:26379'] } },
     { redis: { name: 'mymaster' } },

@@ -1,5 +1,5 @@
 // Redis Cluster slots of every key family, without a server: the client-id store, the dedupe
-// records, the brute-force counters and the Redis users run against a recording stand-in for
+// records, the brute-force counters, the Redis users and the quota counters and leases run against a recording stand-in for
 // ioredis, and every script call, command and pipeline they make must touch keys of one slot
 // (as computed by cluster-key-slot, the function ioredis routes with). Client IDs, user names
 // and addresses include braces, `%` and non-ASCII, which must not move a key to another slot.
@@ -15,6 +15,7 @@ import { RedisRecords, SHARDS, recordKey, shardOf } from '../../plugins/dedupe/r
 import { SharedBruteForce } from '../../plugins/auth/brute-force-redis.js'
 import { BRUTE_FORCE_DEFAULTS } from '../../plugins/auth/brute-force.js'
 import { RedisUsers } from '../../plugins/auth/redis-users.js'
+import { RedisQuotaStore, connsKey, useKey } from '../../plugins/quota/redis-store.js'
 import { hashTag } from '../../src/redis/hash-tag.js'
 import { buildConfig } from '../../src/config/config.js'
 import type { Claim, Holder } from '../../plugins/client-id/store.js'
@@ -24,7 +25,10 @@ const slotOf = createRequire(import.meta.url)('cluster-key-slot') as (key: strin
 /** One script call, command or pipeline: what it was and the keys it touched. */
 interface Call { what: string, keys: string[] }
 
-const SCRIPT_REPLIES: Record<string, unknown> = { clientIdAdmit: ['admitted'], clientIdFlap: ['counted'], clientIdHistory: 1, clientIdRelease: 1, clientIdRenew: 1 }
+const SCRIPT_REPLIES: Record<string, unknown> = {
+  clientIdAdmit: ['admitted'], clientIdFlap: ['counted'], clientIdHistory: 1, clientIdRelease: 1, clientIdRenew: 1,
+  quotaUse: [1, 10, 0, 0], quotaAdmit: [1, 1], quotaRenew: 1, quotaRelease: 1
+}
 
 /** Records what a store asks of ioredis and answers like an empty Redis. */
 class Recorder {
@@ -202,4 +206,25 @@ t.test('auth: the brute-force script and commands, and a Redis user, touch one s
   for (const u of USERS) await users.lookup(u)
   const calls = oneSlotEach(t, rec, 'auth')
   t.equal(calls.filter((c) => c.what === 'eval' && c.keys.length === 2).length, keys.length, 'the failure script: count and block together')
+})
+
+t.test('quota: a user name\'s counters and its leases share a slot; each call touches one', async (t) => {
+  for (const prefix of PREFIXES) {
+    for (const user of [...USERS, ...IDS]) {
+      const slots = new Set([useKey(prefix, user), connsKey(prefix, user)].map(slotOf))
+      if (slots.size !== 1) t.fail(`${prefix}${user}: ${slots.size} slots`)
+    }
+  }
+  const rec = new Recorder()
+  const store = new RedisQuotaStore(rec.client, 'mqtt-guard:quota:', () => 15_000, () => 1000)
+  const users = [...new Set([...USERS, ...IDS])]
+  t.same(await store.add(users.map((key, i) => ({ key, window: 1_700_000_000 + i, m: 1, b: 10, span: 1 }))), users.map(() => [[1, 10], [0, 0]]))
+  for (const [i, user] of users.entries()) {
+    t.same(await store.admit(user, `i:${i}`, 3), { ok: true, count: 1 })
+    await store.release(user, `i:${i}`)
+  }
+  await store.renew(new Map(users.map((u, i) => [u, [`i:${i}`, `j:${i}`]])))
+  const calls = oneSlotEach(t, rec, 'quota')
+  t.equal(calls.filter((c) => c.what === 'quotaUse' && c.keys.length === 1).length, users.length, 'one USE per user name')
+  t.equal(calls.filter((c) => c.what === 'quotaRenew').length, users.length, 'one RENEW per user name, all its leases of this instance')
 })
