@@ -3,13 +3,14 @@
 // happens; over messages/s MQTT 5 gets DISCONNECT 0x96 and 3.1.1 is closed; over bytes/s 0x97;
 // a burst passes; delay mode slows a client without closing it, and closes it past maxDelayMs;
 // connections per user name get CONNACK 0x97 / 3; two proxies on one private Redis count a
-// user name's messages and connections together; with Redis stopped the local limits go on.
+// user name's messages and connections together; with Redis unreachable the local limits go on.
+// The Redis is one server or a Cluster (MQTT_GUARD_TEST_REDIS; quota.cluster.test.ts runs this
+// file on a Cluster).
 
 import t, { type Test } from 'tap'
 import type { Packet } from 'mqtt-packet'
-import { Redis as IORedis } from 'ioredis'
 import { startMosquitto } from '../helpers/mosquitto.js'
-import { startRedis } from '../helpers/redis.js'
+import { startRedisUnderTest } from '../helpers/redis-under-test.js'
 import { startProxy, type TestProxy } from '../helpers/proxy.js'
 import { RawMqttClient, type RawVersion } from '../helpers/raw-client.js'
 import { quotaStats, type QuotaStats } from '../../plugins/quota/index.js'
@@ -17,15 +18,13 @@ import { useKey } from '../../plugins/quota/redis-store.js'
 
 const mosquitto = await startMosquitto()
 t.teardown(() => mosquitto.stop())
-const redis = await startRedis()
+const redis = await startRedisUnderTest()
 t.teardown(() => redis.stop())
-const db = new IORedis(redis.url, { maxRetriesPerRequest: 1, disableClientInfo: true })
-db.on('error', () => {})
-t.teardown(() => { db.disconnect() })
+const db = redis.db
 let prefixes = 0
 
 async function proxyWith (t: Test, quota: Record<string, unknown>, keyPrefix?: string): Promise<TestProxy> {
-  const proxy = await startProxy({ config: { upstream: mosquitto.url, ...(keyPrefix === undefined ? {} : { redis: { url: redis.url, keyPrefix } }), plugins: [{ name: 'quota', ...quota }] } })
+  const proxy = await startProxy({ config: { upstream: mosquitto.url, ...(keyPrefix === undefined ? {} : { redis: redis.config(keyPrefix) }), plugins: [{ name: 'quota', ...quota }] } })
   t.teardown(() => proxy.stop())
   return proxy
 }
@@ -196,12 +195,11 @@ t.test('two proxies on one Redis count a user name\'s connections and messages t
   t.equal(await disconnectedWith(onB), 0x96)
 })
 
-t.test('Redis stopped: the local limits go on, the log says so once, and it is counted', async (t) => {
+t.test('Redis unreachable: the local limits go on, the log says so once, and it is counted', async (t) => {
   const prefix = `quota${++prefixes}:`
   const proxy = await proxyWith(t, { perUser: { messagesPerSecond: 2, burstSeconds: 2, connections: 5 }, syncMs: 50, redisTimeoutMs: 300 }, prefix)
-  t.teardown(() => redis.restart())
-  redis.kill('SIGKILL')
-  await redis.exited()
+  t.teardown(() => redis.restore())
+  await redis.cut()
   const c = await connected(t, proxy.port, 5, 'eve-1', 'eve')
   await proxy.logs.waitFor((l) => l.msg === 'quota: shared counts unavailable, connections counted on this instance only')
   t.ok(await oneByOne(c, 10) < 10, 'the 2/s × 2 s burst still holds')
