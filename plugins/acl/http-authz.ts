@@ -36,6 +36,7 @@ export class HttpAuthz {
   private readonly fetched = new WeakMap<ConnectionInfo, Map<string, Decision>>()
   private atClose = false
   private local: Local = () => NOT_ASKED
+  private lastKey: { conn: ConnectionInfo, action: string, topic: string, qos: number, retain: boolean, clientId: string, username: string | undefined, key: string } | undefined
 
   constructor (private readonly ctx: Pick<PluginContext<unknown>, 'log' | 'metrics'>, options: HttpAuthzOptions | undefined) {
     this.configure(options)
@@ -51,8 +52,18 @@ export class HttpAuthz {
     this.local = local
   }
 
+  /**
+   * The cache key of a question. A PUBLISH asks it twice (before its hook runs, to know what to
+   * fetch, and when deciding): the last key is kept, so the second asking builds no string and
+   * the cache finds the same string object (V8 keeps a string's hash on it).
+   */
   private key (conn: ConnectionInfo, req: AclRequest): string {
-    return `${conn.address}\u0000${conn.clientId}\u0000${conn.username ?? '\u0001'}\u0000${req.action}\u0000${req.topic}\u0000${req.qos}\u0000${req.retain ? 1 : 0}`
+    const last = this.lastKey
+    if (last !== undefined && last.conn === conn && last.action === req.action && last.topic === req.topic && last.qos === req.qos && last.retain === req.retain &&
+      last.clientId === conn.clientId && last.username === conn.username) return last.key
+    const key = `${conn.address}\u0000${conn.clientId}\u0000${conn.username ?? '\u0001'}\u0000${req.action}\u0000${req.topic}\u0000${req.qos}\u0000${req.retain ? 1 : 0}`
+    this.lastKey = { conn, action: req.action, topic: req.topic, qos: req.qos, retain: req.retain, clientId: conn.clientId, username: conn.username, key }
+    return key
   }
 
   /** The final decision after the local rules (synchronous: the answer was fetched or cached). */

@@ -174,6 +174,9 @@ export class HttpHook {
   private readonly headers: Record<string, string>
   private readonly recent: Outcome[] = []
   private readonly now: () => number
+  /** The cache counter's two series, bound once: a lookup is on the packet path (acl). */
+  private readonly hits: { inc: () => void }
+  private readonly misses: { inc: () => void }
 
   constructor (readonly options: HttpHookOptions, private readonly ctx: HttpHookContext) {
     this.now = ctx.now ?? Date.now
@@ -182,13 +185,16 @@ export class HttpHook {
     this.breaker = new Breaker(options.breaker, this.now)
     this.metrics = hookMetrics(ctx.metrics, ctx.metricPrefix)
     this.metrics.circuit.set(0)
+    this.hits = this.metrics.cache.labels({ outcome: 'hit' })
+    this.misses = this.metrics.cache.labels({ outcome: 'miss' })
     this.headers = { 'content-type': 'application/json', accept: 'application/json', ...options.headers }
   }
 
   /** A cached answer, synchronously (the hot path): counted as a hit, or a miss. */
   cached (key: string): HookAnswer | undefined {
     const answer = this.cache.get(key)
-    this.metrics.cache.inc({ outcome: answer === undefined ? 'miss' : 'hit' })
+    if (answer === undefined) this.misses.inc()
+    else this.hits.inc()
     return answer
   }
 
