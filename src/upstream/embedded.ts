@@ -11,6 +11,7 @@ import type { RedisSpec } from '../config/config.js'
 import { createRedisClient, type RedisClient } from '../redis/client.js'
 import { within } from '../redis/call.js'
 import { explainRedisError } from '../redis/explain.js'
+import { configError } from '../errors.js'
 
 const require = createRequire(import.meta.url)
 
@@ -59,6 +60,13 @@ function redisParts (spec: RedisSpec, log: Logger): RedisParts {
   return { connections, persistence, mq }
 }
 
+/** Why the broker could not start, as a config error where the config is the cause (credentials, TLS). */
+function startFailure (err: Error & { code?: string }, redis: RedisSpec | undefined): Error {
+  if (redis === undefined) return err
+  const text = explainRedisError(err, redis.topology)
+  return text.detail === undefined ? err : configError('redis', `the embedded broker could not start on Redis (${text.err}): ${text.detail}`)
+}
+
 /** QUIT, or a disconnect when Redis does not answer within `ms`. */
 async function quitWithin (conn: RedisClient, ms: number): Promise<void> {
   await within(ms, conn.quit())
@@ -67,7 +75,15 @@ async function quitWithin (conn: RedisClient, ms: number): Promise<void> {
 
 export async function createEmbeddedBroker (redis: RedisSpec | undefined, log: Logger): Promise<EmbeddedBroker> {
   const parts = redis === undefined ? undefined : redisParts(redis, log)
-  const broker = await Aedes.createBroker(parts === undefined ? {} : { persistence: parts.persistence, mq: parts.mq })
+  let broker: Aedes
+  try {
+    broker = await Aedes.createBroker(parts === undefined ? {} : { persistence: parts.persistence, mq: parts.mq })
+  } catch (err) {
+    // The broker's persistence could not start on Redis. The clients would retry for ever, and
+    // keep the process alive without a listener: close them, and say what to change.
+    for (const conn of parts?.connections ?? []) conn.disconnect()
+    throw startFailure(err as Error & { code?: string }, redis)
+  }
   applyEmbeddedWorkarounds(broker)
   // The broker's own reason for closing a client, at info: without it the operator sees only
   // the proxy's `broker-closed` and cannot tell a broker fault from a client's.

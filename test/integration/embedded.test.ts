@@ -10,11 +10,12 @@ import mqtt from 'mqtt'
 import type { IClientOptions, IConnackPacket, MqttClient } from 'mqtt'
 import t from 'tap'
 import type { Test } from 'tap'
-import { runCli, type CliProcess } from '../helpers/cli-process.js'
+import { runCli, runToExit, type CliProcess } from '../helpers/cli-process.js'
 import { BASE, client, nextMessage, uniqueTopic, type Received } from '../helpers/e2e-mqtt.js'
 import { startProxy } from '../helpers/proxy.js'
 import { cleanupAll } from '../helpers/processes.js'
 import { startRedis, type Redis } from '../helpers/redis.js'
+import { redisCall } from '../helpers/redis-admin.js'
 
 t.teardown(cleanupAll)
 // A hung await (e.g. a QoS 1 publish whose proxy died) fails its own test, not the file.
@@ -291,4 +292,25 @@ t.test('two processes: both survive a Redis restart and still share messages', L
   await pub.publishAsync(topic, 'after the restart', { qos: 1 })
   t.equal((await got).payload, 'after the restart', 'B -> A after Redis came back')
   t.same(procs.map((p) => p.running), [true, true], 'both instances still running')
+})
+
+t.test('Redis refuses the credentials: start exits 78 at once, naming the keys, instead of waiting without a listener', LIMIT, async (t) => {
+  const locked = await startRedis()
+  // Locked after its start (the helper's readiness check speaks without a password).
+  await redisCall(locked.port, 'CONFIG', 'SET', 'requirepass', 'pw-Embedded-7')
+  t.teardown(async () => {
+    await redisCall({ port: locked.port, password: 'pw-Embedded-7' }, 'CONFIG', 'SET', 'requirepass', '').catch(() => {})
+    await locked.stop()
+  })
+  for (const [name, url, words] of [
+    ['a wrong password', `redis://:pw-Wrong-1@127.0.0.1:${locked.port}`, 'WRONGPASS'],
+    ['no password', locked.url, 'NOAUTH']
+  ] as const) {
+    const started = Date.now()
+    const { code, stderr } = await runToExit(['start', '--listen', '127.0.0.1:0', '--redis', url, '--log-level', 'warn'], { timeoutMs: 15_000 })
+    t.equal(code, 78, `${name}: exit 78 (a config error)`)
+    t.match(stderr, new RegExp(`redis: the embedded broker could not start on Redis \\(${words}\\): Redis refused authentication: .*redis\\.password or redis\\.passwordFile`), `${name}: says why and which key`)
+    t.notMatch(stderr, /pw-Wrong-1|pw-Embedded-7/, `${name}: no password in the message`)
+    t.ok(Date.now() - started < 10_000, `${name}: within seconds (${Date.now() - started} ms)`)
+  }
 })
