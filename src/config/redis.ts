@@ -7,7 +7,7 @@
 import { z } from 'zod'
 import { configError } from '../errors.js'
 import { inputFile } from './paths.js'
-import { bool, expected, got, strictOptions, text } from './zod.js'
+import { bool, dropUndefined, expected, got, strictOptions, text } from './zod.js'
 
 export type RedisTopology = 'standalone' | 'sentinel' | 'cluster'
 
@@ -133,10 +133,6 @@ function tlsOf (raw: RawObject['tls'], configDir: string): RedisTls | undefined 
   const file = (value: string | undefined, key: string): string | undefined => value === undefined ? undefined : inputFile(configDir, value, `redis.tls.${key}`)
   const tls: RedisTls = { ca: file(raw.ca, 'ca'), cert: file(raw.cert, 'cert'), key: file(raw.key, 'key'), rejectUnauthorized: raw.rejectUnauthorized ?? true, servername: raw.servername }
   return dropUndefined(tls)
-}
-
-function dropUndefined<T extends object> (o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
 }
 
 /**

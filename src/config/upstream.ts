@@ -6,7 +6,7 @@
 import { z } from 'zod'
 import { configError } from '../errors.js'
 import { inputFile } from './paths.js'
-import { bool, expected, got, int, oneOf, strictOptions, text } from './zod.js'
+import { bool, dropUndefined, expected, got, int, oneOf, strictOptions, text } from './zod.js'
 
 export interface TlsFiles { readonly ca?: string, readonly cert?: string, readonly key?: string, readonly rejectUnauthorized: boolean, readonly servername?: string }
 
@@ -110,10 +110,6 @@ function broker (value: string, rawTls: RawTls | undefined, proxy: 1 | 2 | undef
     ? { ca: file(rawTls?.ca, 'ca'), cert: file(rawTls?.cert, 'cert'), key: file(rawTls?.key, 'key'), rejectUnauthorized: rawTls?.rejectUnauthorized ?? true, servername: rawTls?.servername }
     : undefined
   return { url: value, host, port: url.port === '' ? (secure ? 8883 : 1883) : Number(url.port), tls, proxyProtocol: proxy }
-}
-
-function dropUndefined<T extends object> (o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
 }
 
 function pool (raw: z.infer<typeof poolObject>, configDir: string): UpstreamSpec {

@@ -124,3 +124,8 @@ export function underKey (prefix: string, err: unknown): GuardError {
   const named = AUTHOR_KEY.exec(message)
   return named === null ? configError(prefix, message) : configError(joinKey(prefix, named[1] as string), named[2] as string)
 }
+
+/** `o` without its undefined fields, so that a spread does not overwrite a default with undefined. */
+export function dropUndefined<T extends object> (o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
+}
