@@ -110,21 +110,28 @@ t.test('100 live-trace viewers that never read: memory stays within budget, a ca
   const viewers = await slowViewers(t, adminPort, 100, `/traces/${id}/live`)
   let received = 0
   const sentBefore = sent
+  const rss: number[] = []
   for (let second = 0; second < 20; second++) {
     const got = nextMessage(canary, 'canary/t', 5000)
     await canary.publishAsync('canary/t', `beat ${second}`, { qos: 1 })
     t.equal((await got).payload, `beat ${second}`, `canary message ${second}`)
     received++
     await sleep(1000)
+    rss.push(memory(pid, 'VmRSS'))
   }
   clearInterval(fire)
   t.ok(sent - sentBefore > 20 * 500, `the traced client published ${sent - sentBefore} messages in the 20 s`)
   const peak = memory(pid, 'VmHWM')
   t.equal(received, 20, 'the canary got every message')
   // A guard against unbounded growth (the build before issue 18 grew by about 16 MiB a second
-  // per viewer and died in 3 s), not a tight fit: the peak (VmHWM) moves with when V8 collects.
-  // Measured 67-133 MiB on 2026-12-06, the start of that session's code included.
-  t.ok(peak - baseline < 160 * MiB, `peak memory ${Math.round(peak / MiB)} MiB, ${Math.round((peak - baseline) / MiB)} MiB over the ${Math.round(baseline / MiB)} MiB baseline (budget 160 MiB; the viewers' buffers are 25 MiB)`)
+  // per viewer and died in 3 s), not a tight fit: the peak (VmHWM) moves with when V8 collects
+  // (67-133 MiB over the baseline on 2026-12-06, 161 on a faster VM on 2026-12-07, same code).
+  // So two checks: a generous ceiling, and no growth from the first ten seconds to the last ten
+  // (bounded buffers level off; a leak of 16 MiB a second per viewer would not).
+  t.ok(peak - baseline < 256 * MiB, `peak memory ${Math.round(peak / MiB)} MiB, ${Math.round((peak - baseline) / MiB)} MiB over the ${Math.round(baseline / MiB)} MiB baseline (ceiling 256 MiB; the viewers' buffers are 25 MiB)`)
+  const first = Math.max(...rss.slice(0, 10))
+  const last = Math.max(...rss.slice(10))
+  t.ok(last - first < 64 * MiB, `levelled off: at most ${Math.round(first / MiB)} MiB in the first 10 s, ${Math.round(last / MiB)} MiB in the last 10 s (growth under 64 MiB)`)
   const m = await scrape(admin)
   t.ok((valueOf(m, 'mqtt_guard_admin_stream_dropped_total', { stream: 'trace' }) ?? 0) > 0, 'lines dropped for the viewers, counted')
   t.equal(valueOf(m, 'mqtt_guard_admin_viewers', { stream: 'trace' }), 100, 'all 100 viewers still open (none stalled 30 s)')
