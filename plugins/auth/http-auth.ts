@@ -7,8 +7,8 @@
 
 import { createHmac, randomBytes } from 'node:crypto'
 import type { IConnectPacket } from 'mqtt-packet'
-import type { ConnectionInfo, Identity, PluginContext } from '../../src/plugin/api.js'
-import type { ErrorCode } from '../../src/errors.js'
+import type { ConnectionInfo, PluginContext } from '../../src/plugin/api.js'
+import type { Check } from './check.js'
 import { HttpHook, httpHookSchema, isFailure, renderBody, type HttpHookOptions } from '../../src/plugin/http-hook.js'
 
 export const AUTH_PLACEHOLDERS = ['clientid', 'username', 'password', 'peerhost', 'cert_common_name'] as const
@@ -17,11 +17,6 @@ export const AUTH_BODY = { clientid: '${clientid}', username: '${username}', pas
 
 export const httpAuthOptions = httpHookSchema(AUTH_PLACEHOLDERS, AUTH_BODY)
 export type HttpAuthOptions = HttpHookOptions
-
-/** What the HTTP source decided, in the shape of auth's own checks; undefined: the next source. */
-export type HttpCheck =
-  | { ok: true, info: Identity & { source: 'http' } }
-  | { ok: false, code: ErrorCode, reason: string, count: boolean, detail?: string }
 
 export class HttpAuth {
   readonly hook: HttpHook
@@ -32,7 +27,8 @@ export class HttpAuth {
     this.hook = new HttpHook(options, { log: ctx.log, metrics: ctx.metrics, metricPrefix: 'mqtt_guard_auth_http', name: 'auth' })
   }
 
-  async check (conn: ConnectionInfo, packet: IConnectPacket): Promise<HttpCheck | undefined> {
+  /** What the service decided; undefined: the next source (ignore, or a failure with onError next). */
+  async check (conn: ConnectionInfo, packet: IConnectPacket): Promise<Check | undefined> {
     const body = renderBody(this.hook.options.body, {
       clientid: packet.clientId,
       username: packet.username,

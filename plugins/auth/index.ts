@@ -1,10 +1,10 @@
-// auth: who may connect. Checks the CONNECT's user name and password against a Mosquitto
-// password file and/or users in Redis, refuses with the MQTT code for the reason, slows down
-// guessing, and decides which credentials the broker sees.
+// auth: who may connect. Checks the CONNECT against a chain of sources (a client certificate,
+// a JWT, a Mosquitto password file, users in Redis, an HTTP service), refuses with the MQTT
+// code for the reason, slows down guessing, and decides which credentials the broker sees.
 
 import type { IConnectPacket } from 'mqtt-packet'
-import { definePlugin, type ConnectionInfo, type Finding, type HookResult, type Identity, type PluginContext } from '../../src/plugin/api.js'
-import { configError, type ErrorCode } from '../../src/errors.js'
+import { definePlugin, type ConnectionInfo, type Finding, type HookResult, type PluginContext } from '../../src/plugin/api.js'
+import { configError } from '../../src/errors.js'
 import { WatchedFile } from '../../src/plugin/watched-file.js'
 import { dummyLike, parsePasswordFile, verifyPassword, type PasswordFile, type PasswordHash } from './password-file.js'
 import { BruteForce } from './brute-force.js'
@@ -15,17 +15,9 @@ import { authOptions, checkAuthOptions, type AuthOptions } from './options.js'
 import { passwd } from './passwd.js'
 import { ExpiryTimers, JwtSource } from './jwt.js'
 import { HttpAuth } from './http-auth.js'
+import type { Check } from './check.js'
 
 export type { AuthOptions } from './options.js'
-
-/** Who a connection logged in as: set as `conn.identity`, where acl reads the groups. */
-interface AuthInfo extends Identity {
-  readonly source: 'file' | 'redis' | 'anonymous' | 'certificate' | 'jwt' | 'http'
-}
-
-type Check =
-  | { ok: true, info: AuthInfo }
-  | { ok: false, code: ErrorCode, reason: string, count: boolean, detail?: string }
 
 const GENERIC = 'bad user name or password'
 

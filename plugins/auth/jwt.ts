@@ -18,11 +18,7 @@ import { CAUSES, refusalOf, shown, type Cause, type Refusal } from './jwt-refusa
 import { parseAclClaim } from './acl-claim.js'
 import { jwksFindings } from './jwks-findings.js'
 import type { JwksStats } from './jwks.js'
-
-
-export type JwtCheck =
-  | { ok: true, info: { username: string, groups: string[], source: 'jwt', acl?: TokenAcl | undefined } }
-  | { ok: false, code: ErrorCode, reason: string, count: false, detail: string }
+import type { Check } from './check.js'
 
 interface JwtStats extends JwksStats { refusals: Record<Cause, number> }
 
@@ -86,7 +82,7 @@ export class JwtSource {
     return looksLikeJwt(field) ? field : undefined
   }
 
-  async check (conn: ConnectionInfo, packet: IConnectPacket, token: string): Promise<JwtCheck> {
+  async check (conn: ConnectionInfo, packet: IConnectPacket, token: string): Promise<Check> {
     // The connection's log lines name its user: never the token (the claim's name once verified).
     if (this.o.from === 'username') conn.username = undefined
     const result = await this.verify(conn, packet, token)
@@ -98,7 +94,7 @@ export class JwtSource {
     return result
   }
 
-  private async verify (conn: ConnectionInfo, packet: IConnectPacket, token: string): Promise<JwtCheck | Refusal> {
+  private async verify (conn: ConnectionInfo, packet: IConnectPacket, token: string): Promise<Check | Refusal> {
     let alg: unknown
     try {
       alg = decodeProtectedHeader(token).alg
@@ -135,7 +131,7 @@ export class JwtSource {
     }
   }
 
-  private admit (conn: ConnectionInfo, packet: IConnectPacket, payload: JWTPayload, now: number): JwtCheck | Refusal {
+  private admit (conn: ConnectionInfo, packet: IConnectPacket, payload: JWTPayload, now: number): Check | Refusal {
     const { o } = this
     if (typeof payload.iat === 'number' && payload.iat > now / 1000 + o.clockToleranceSeconds) {
       return { cause: 'not-yet-valid', detail: `issued in the future (iat ${new Date(payload.iat * 1000).toISOString()})` }
