@@ -6,6 +6,7 @@
 
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose'
 import { performance } from 'node:perf_hooks'
+import { AnswerTooLarge, readCapped } from '../../src/plugin/http-hook.js'
 
 export interface JwksSettings { url: string, cacheMs: number, cooldownMs: number, timeoutMs: number }
 
@@ -83,14 +84,14 @@ export class JwksCache {
   private async load (): Promise<string | undefined> {
     try {
       const res = await fetch(this.settings.url, { signal: AbortSignal.timeout(this.settings.timeoutMs), headers: { accept: 'application/json' }, redirect: 'follow' })
-      const body = await res.text()
-      if (body.length > MAX_BYTES) return `answer over ${MAX_BYTES} bytes`
+      const body = await readCapped(res, MAX_BYTES)
       const jwks = parseJwks(res.status, res.headers.get('content-type') ?? '', body)
       if (typeof jwks === 'string') return jwks
       this.getKey = createLocalJWKSet(jwks)
       this.fetchedAt = this.now()
       return undefined
     } catch (err) {
+      if (err instanceof AnswerTooLarge) return `answer over ${MAX_BYTES} bytes`
       const e = err as Error & { cause?: { code?: string } }
       if (e.name === 'TimeoutError' || e.name === 'AbortError') return `no answer within ${this.settings.timeoutMs} ms`
       return `${e.cause?.code ?? e.name}: ${e.message}`

@@ -121,15 +121,17 @@ function hookMetrics (registry: Registry, prefix: string): HookMetrics {
 
 const CIRCUIT = { closed: 0, 'half-open': 1, open: 2 } as const
 
-class AnswerTooLarge extends Error {}
+/** Thrown by readCapped past its bound; the answer is not read further. */
+export class AnswerTooLarge extends Error {}
 
-async function readCapped (response: Response): Promise<string> {
+/** A response's body as text, read only up to `maxBytes` (an IdP or hook cannot fill the memory). */
+export async function readCapped (response: Response, maxBytes = MAX_ANSWER_BYTES): Promise<string> {
   if (response.body === null) return ''
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
     size += chunk.byteLength
-    if (size > MAX_ANSWER_BYTES) throw new AnswerTooLarge()
+    if (size > maxBytes) throw new AnswerTooLarge()
     chunks.push(Buffer.from(chunk))
   }
   return Buffer.concat(chunks).toString('utf8')
