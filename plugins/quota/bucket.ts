@@ -54,11 +54,6 @@ export function newPair (limits: RateLimits, now: number): Pair {
   }
 }
 
-/** The rate of `kind` in `limits`, or undefined. */
-export function rateOf (limits: RateLimits, kind: Kind): number | undefined {
-  return kind === 'messages' ? limits.messagesPerSecond : limits.bytesPerSecond
-}
-
 /** One bucket a PUBLISH must pay, with its rate and burst as the options say now. */
 interface Charge { bucket: Bucket, rate: number, capacity: number, cost: number, kind: Kind, scope: Scope }
 

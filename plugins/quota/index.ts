@@ -94,15 +94,7 @@ export class Quota {
   connect (conn: ConnectionInfo, packet: IConnectPacket): HookResult | Promise<HookResult> {
     // The authenticated user name when a plugin before this one set it (auth: a certificate's).
     const user = conn.identity?.username ?? conn.username ?? packet.username
-    const state: State = {
-      clientKey: packet.clientId === '' ? `n:${conn.id}` : `c:${packet.clientId}`,
-      userKey: user === undefined ? undefined : `u:${user}`,
-      user,
-      owner: `${this.ctx.instanceId}:${conn.id}`,
-      counted: false,
-      delayed: false
-    }
-    this.states.set(conn, state)
+    const state = this.track(conn, packet.clientId, user)
     const max = this.options.perUser?.connections
     if (max === undefined || user === undefined) return undefined
     return this.connections.admit(user, state.owner, max).then((answer) => {
@@ -122,6 +114,20 @@ export class Quota {
     })
   }
 
+  /** The connection's state from now on, its buckets keyed by client ID and user name. */
+  private track (conn: ConnectionInfo, clientId: string, user: string | undefined): State {
+    const state: State = {
+      clientKey: clientId === '' ? `n:${conn.id}` : `c:${clientId}`,
+      userKey: user === undefined ? undefined : `u:${user}`,
+      user,
+      owner: `${this.ctx.instanceId}:${conn.id}`,
+      counted: false,
+      delayed: false
+    }
+    this.states.set(conn, state)
+    return state
+  }
+
   onClose (conn: ConnectionInfo, _info: CloseInfo): void {
     const state = this.states.get(conn)
     if (state === undefined) return
@@ -133,12 +139,8 @@ export class Quota {
 
   publish (conn: ConnectionInfo, packet: IPublishPacket): HookResult | Promise<HookResult> {
     const o = this.options
-    let state = this.states.get(conn)
-    if (state === undefined) {
-      // Not seen at CONNECT (cannot happen in one generation): keyed as at CONNECT.
-      state = { clientKey: conn.clientId === '' ? `n:${conn.id}` : `c:${conn.clientId}`, userKey: conn.username === undefined ? undefined : `u:${conn.username}`, user: conn.username, owner: `${this.ctx.instanceId}:${conn.id}`, counted: false, delayed: false }
-      this.states.set(conn, state)
-    }
+    // Not seen at CONNECT (cannot happen in one generation): keyed as at CONNECT.
+    const state = this.states.get(conn) ?? this.track(conn, conn.clientId, conn.username)
     const now = performance.now()
     const bytes = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length
     const client = { pair: this.pairOf(state.clientKey, o.perClient, now), limits: o.perClient }
