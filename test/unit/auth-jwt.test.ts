@@ -10,6 +10,9 @@ import { resolveConfig } from '../../src/plugin/loader.js'
 import { explainJwt } from '../../src/cli/probe-jwt.js'
 import { parseAclClaim } from '../../plugins/auth/acl-claim.js'
 import { JwksCache } from '../../plugins/auth/jwks.js'
+import { jwksFindings } from '../../plugins/auth/jwks-findings.js'
+import { jwtOptions, type JwtOptions } from '../../plugins/auth/jwt-options.js'
+import { parseWith } from '../../src/config/zod.js'
 import { decideByToken } from '../../plugins/acl/token-rules.js'
 import type { TokenAcl } from '../../src/plugin/api.js'
 import { tempDir } from '../helpers/auth-clients.js'
@@ -122,4 +125,15 @@ t.test('probe explains a refused token from its own claims, never printing it', 
   t.match(explainJwt(undefined, await sign(key), now), /nothing wrong in its own claims: compare iss and aud/)
   t.match(explainJwt(undefined, 'eyJhbGciOi.eyJ4.abc', now), /does not decode/)
   t.equal(explainJwt('alice', 'secret', now), undefined, 'not a JWT: nothing to say')
+})
+
+t.test('doctor: a JWKS fetch that took over half of jwksTimeoutMs (or a second) is reported slow', async (t) => {
+  const o = parseWith(jwtOptions, { jwksUrl: 'https://idp.test/jwks.json' }) as JwtOptions
+  const stats = { fetches: { ok: 3, failed: 0 } }
+  const at = Date.parse('2026-12-07T06:00:00Z')
+  t.same(jwksFindings(o, { at, ms: 120, ok: true, problem: undefined }, stats), [], 'a quick fetch: nothing to say')
+  const [slow] = jwksFindings(o, { at, ms: 1500, ok: true, problem: undefined }, stats)
+  t.match(slow, { id: 'jwks-slow', severity: 'warning', summary: /is slow to fetch \(1500 ms; it fails at 3000 ms\)/ })
+  const short = parseWith(jwtOptions, { jwksUrl: 'https://idp.test/jwks.json', jwksTimeoutMs: 400 }) as JwtOptions
+  t.match(jwksFindings(short, { at, ms: 250, ok: true, problem: undefined }, stats), [{ id: 'jwks-slow' }], 'over half of a short jwksTimeoutMs')
 })

@@ -3,6 +3,8 @@
 // body templates, the options' defaults; and one hook against a local server for joined questions.
 
 import t from 'tap'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { Registry } from 'prom-client'
 import { Breaker, TtlCache, readAnswer } from '../../src/plugin/http-hook-parts.js'
 import { HttpHook, httpHookSchema, renderBody } from '../../src/plugin/http-hook.js'
@@ -115,4 +117,24 @@ t.test('the same question in flight is asked once; the answer is cached', async 
   t.equal(server.requests.length, 1)
   t.same(hook.cached('k'), { result: 'allow', superuser: false })
   t.same(hook.diagnose(), [], 'nothing to report')
+})
+
+t.test('doctor: a service whose answers take over half of timeoutMs is reported slow', async (t) => {
+  // A service of the test's own that answers allow after `delayMs`.
+  let delayMs = 0
+  const server = createServer((req, res) => {
+    req.resume()
+    req.on('end', () => { setTimeout(() => { res.writeHead(200, { 'content-type': 'application/json' }).end('{"result":"allow"}') }, delayMs) })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const options = parseWith(httpHookSchema([], {}), { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/authz`, timeoutMs: 1000 })
+  const hook = new HttpHook(options, { log: new LogSink().logger(), metrics: new Registry(), metricPrefix: 'mqtt_guard_test_http', name: 'test' })
+  t.same(await hook.ask('fast', '{}'), { result: 'allow', superuser: false })
+  t.same(hook.diagnose(), [], 'a quick answer: nothing to report')
+  delayMs = 600
+  t.same(await hook.ask('slow', '{}'), { result: 'allow', superuser: false }, 'answered, within timeoutMs')
+  const findings = hook.diagnose()
+  t.match(findings, [{ id: 'test-http-slow', severity: 'warning', summary: /1 of 2 answers took more than half of timeoutMs \(1000 ms\)/ }])
+  t.notOk(findings.some((f) => f.id === 'test-http-failing'), 'slow is not failing')
 })
